@@ -1,0 +1,250 @@
+//! Wiring: state, routes, start-up provisioning, serving and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use etl_core::bus::{self, EventPublisher};
+use etl_core::domain::RequestId;
+use etl_core::http::{HttpMetrics, Readiness, ops_router, serve, track_http};
+use etl_core::metrics::{DependencyTimer, register};
+use etl_core::storage::ObjectStore;
+
+use crate::error::ApiError;
+use crate::settings::ApiSettings;
+use crate::{import, request_id};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<ApiSettings>,
+    pub store: ObjectStore,
+    pub publisher: EventPublisher,
+    pub metrics: ImportMetrics,
+}
+
+/// Pipeline counters of the api.
+#[derive(Clone)]
+pub struct ImportMetrics {
+    requests: IntCounterVec,
+    files_stored: IntCounter,
+    bytes_stored: IntCounter,
+    events_published: IntCounterVec,
+}
+
+impl ImportMetrics {
+    fn new(registry: &Registry) -> Self {
+        Self {
+            requests: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("import_requests_total", "Import requests by outcome (accepted or error code)."),
+                    &["outcome"],
+                )
+                .expect("valid counter"),
+            ),
+            files_stored: register(
+                registry,
+                IntCounter::new("import_files_stored_total", "Company files stored in S3.")
+                    .expect("valid counter"),
+            ),
+            bytes_stored: register(
+                registry,
+                IntCounter::new("import_stored_bytes_total", "Bytes of company files stored in S3.")
+                    .expect("valid counter"),
+            ),
+            events_published: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("events_published_total", "Events acknowledged by the broker, by type."),
+                    &["event_type"],
+                )
+                .expect("valid counter"),
+            ),
+        }
+    }
+
+    pub fn requests(&self, outcome: &str) {
+        self.requests.with_label_values(&[outcome]).inc();
+    }
+    pub fn stored(&self, bytes: u64) {
+        self.files_stored.inc();
+        self.bytes_stored.inc_by(bytes);
+    }
+    pub fn published(&self, event_type: &str) {
+        self.events_published.with_label_values(&[event_type]).inc();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Kafka(#[from] bus::BusError),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    publisher: EventPublisher,
+    stopping: CancellationToken,
+}
+
+impl Application {
+    /// Binds `API_LISTEN_ADDR`.
+    pub async fn build(settings: ApiSettings) -> Result<Self, StartupError> {
+        let addr = settings.listen_addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        Self::build_with_listener(settings, listener).await
+    }
+
+    /// Uses a listener bound by the caller (tests bind port 0).
+    pub async fn build_with_listener(
+        settings: ApiSettings,
+        listener: TcpListener,
+    ) -> Result<Self, StartupError> {
+        let registry = Registry::new();
+        let timer = DependencyTimer::new(&registry);
+        let store = ObjectStore::new(&settings.s3, timer.clone());
+        let publisher = EventPublisher::new(&settings.kafka, timer)?;
+        provision(&settings, &store).await;
+
+        let stopping = CancellationToken::new();
+        let readiness = {
+            let (store, publisher) = (store.clone(), publisher.clone());
+            let timeout = settings.readiness_timeout;
+            Readiness::new(timeout, stopping.clone())
+                .check("s3", move || {
+                    let store = store.clone();
+                    async move { store.check().await.map_err(|e| e.to_string()) }
+                })
+                .check("kafka", move || {
+                    let publisher = publisher.clone();
+                    async move { publisher.check(timeout).await.map_err(|e| e.to_string()) }
+                })
+        };
+        let state = AppState {
+            settings: Arc::new(settings),
+            store,
+            publisher: publisher.clone(),
+            metrics: ImportMetrics::new(&registry),
+        };
+        let http_metrics = HttpMetrics::new(&registry);
+        let router = Router::new()
+            .route("/import/companies", post(import::import_companies))
+            .with_state(state)
+            .merge(ops_router(crate::service_info(), readiness, registry))
+            .route_layer(axum::middleware::from_fn_with_state(http_metrics, track_http))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::middleware::from_fn(request_id::assign));
+        Ok(Self {
+            listener,
+            router,
+            publisher,
+            stopping,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` is cancelled: readiness turns 503 at once,
+    /// in-flight imports get the grace period, then the producer is flushed.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) -> std::io::Result<()> {
+        let stopping = self.stopping.clone();
+        let serve_token = CancellationToken::new();
+        let watcher = {
+            let serve_token = serve_token.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                stopping.cancel();
+                serve_token.cancel();
+            })
+        };
+        let server = serve(self.listener, self.router, serve_token.clone());
+        let result = tokio::select! {
+            r = server => r,
+            () = async { serve_token.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests outlived the grace period");
+                Ok(())
+            }
+        };
+        watcher.abort();
+        let publisher = self.publisher;
+        tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(5)))
+            .await
+            .ok();
+        result
+    }
+}
+
+/// Creates the bucket and topics if missing. A dependency that is down is
+/// not fatal: readiness stays 503 and a background task keeps trying.
+async fn provision(settings: &ApiSettings, store: &ObjectStore) {
+    let attempt = |settings: ApiSettings, store: ObjectStore| async move {
+        store.ensure_bucket().await.map_err(|e| e.to_string())?;
+        let topics = settings.kafka.topics();
+        bus::ensure_topics(&settings.kafka, &topics.all())
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if let Err(e) = attempt(settings.clone(), store.clone()).await {
+        tracing::warn!(error = %e, "provisioning bucket/topics failed; retrying in the background");
+        let (settings, store) = (settings.clone(), store.clone());
+        tokio::spawn(async move {
+            for n in 0u32.. {
+                tokio::time::sleep(etl_core::backoff_delay(n, Duration::from_millis(500), Duration::from_secs(30))).await;
+                match attempt(settings.clone(), store.clone()).await {
+                    Ok(()) => {
+                        tracing::info!("bucket and topics provisioned");
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, attempt = n + 1, "provisioning failed"),
+                }
+            }
+        });
+    }
+}
+
+async fn not_found(req: Request) -> Response {
+    let id = request_id_of(&req);
+    ApiError::NotFound(format!("{} {}", req.method(), req.uri().path()))
+        .with_request_id(id)
+        .into_response()
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let id = request_id_of(&req);
+    let method: &Method = req.method();
+    ApiError::MethodNotAllowed(method.to_string())
+        .with_request_id(id)
+        .into_response()
+}
+
+fn request_id_of(req: &Request) -> RequestId {
+    req.extensions()
+        .get::<RequestId>()
+        .cloned()
+        .unwrap_or_else(RequestId::generate)
+}
+

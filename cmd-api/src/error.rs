@@ -1,0 +1,152 @@
+//! The api's errors and the one place where they become HTTP answers.
+//!
+//! Policy: every error is JSON `{"error": {"code", "message", ...}, "request_id"}`
+//! with a message a person can act on. Dependency failures are logged with
+//! their cause here, once, and answered as `503 dependency_unavailable`
+//! without internals: nothing was acknowledged, so retrying is safe.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use etl_core::domain::RequestId;
+
+use crate::extract::{ExtractError, Problem};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message} at line {line}, column {column}")]
+    InvalidJson {
+        message: String,
+        line: u64,
+        column: u64,
+    },
+    #[error("{message}")]
+    MissingCompany {
+        message: String,
+        problems: Vec<Problem>,
+    },
+    #[error("the body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{dependency} is unavailable; nothing was acknowledged, retry later")]
+    DependencyUnavailable {
+        dependency: &'static str,
+        cause: String,
+    },
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+}
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson { .. } => "invalid_json",
+            ApiError::MissingCompany { .. } => "missing_company",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::DependencyUnavailable { .. } => "dependency_unavailable",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson { .. } => StatusCode::BAD_REQUEST,
+            ApiError::MissingCompany { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::DependencyUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// The message without the location suffix, for events that carry
+    /// line and column as separate fields.
+    pub fn short_message(&self) -> String {
+        match self {
+            ApiError::InvalidJson { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn with_request_id(self, request_id: RequestId) -> ErrorResponse {
+        ErrorResponse {
+            error: self,
+            request_id,
+        }
+    }
+}
+
+impl From<ExtractError> for ApiError {
+    fn from(e: ExtractError) -> Self {
+        match e {
+            ExtractError::InvalidJson {
+                message,
+                line,
+                column,
+            } => ApiError::InvalidJson {
+                message,
+                line,
+                column,
+            },
+            ExtractError::MissingCompany { message, problems } => {
+                ApiError::MissingCompany { message, problems }
+            }
+        }
+    }
+}
+
+/// An [`ApiError`] answered on behalf of one request.
+#[derive(Debug)]
+pub struct ErrorResponse {
+    pub error: ApiError,
+    pub request_id: RequestId,
+}
+
+impl IntoResponse for ErrorResponse {
+    fn into_response(self) -> Response {
+        let e = &self.error;
+        let mut body = json!({"code": e.code(), "message": e.to_string()});
+        match e {
+            ApiError::InvalidJson { line, column, .. } => {
+                body["line"] = json!(line);
+                body["column"] = json!(column);
+            }
+            ApiError::MissingCompany { problems, .. } if !problems.is_empty() => {
+                body["problems"] = json!(problems);
+            }
+            ApiError::PayloadTooLarge { limit } => body["limit_bytes"] = json!(limit),
+            ApiError::DependencyUnavailable { dependency, cause } => {
+                tracing::error!(
+                    request_id = %self.request_id,
+                    dependency,
+                    error.cause_chain = %cause,
+                    "dependency unavailable, answering 503"
+                );
+                body["dependency"] = json!(dependency);
+            }
+            _ => {}
+        }
+        let mut response = (
+            e.status(),
+            Json(json!({"error": body, "request_id": self.request_id})),
+        )
+            .into_response();
+        if matches!(e, ApiError::DependencyUnavailable { .. }) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}

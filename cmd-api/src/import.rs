@@ -1,0 +1,271 @@
+//! `POST /import/companies`: store each company of the upload as one S3
+//! object and announce it with one `FileExtractSuccess`. The 202 is sent only
+//! after every object is stored and every event acknowledged by the broker.
+
+use std::collections::HashSet;
+use std::io::Read;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use futures::{StreamExt, TryStreamExt, stream};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use etl_core::domain::{CompanySlug, FileId, RequestId};
+use etl_core::events::{Envelope, Event, FileExtractError, FileExtractSuccess};
+use etl_core::storage::company_file_key;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorResponse};
+use crate::extract::{BodyFormat, CompanyDoc, split};
+
+pub const DATASET: &str = "companies";
+
+#[derive(Debug, Deserialize)]
+pub struct ImportParams {
+    /// Name of the uploaded file, recorded in the events.
+    pub filename: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportAccepted {
+    pub request_id: RequestId,
+    pub files: Vec<AcceptedFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AcceptedFile {
+    pub file_id: FileId,
+    pub company: CompanySlug,
+    pub s3_key: String,
+    pub etag: String,
+    pub size_bytes: u64,
+}
+
+pub async fn import_companies(
+    State(state): State<AppState>,
+    axum::Extension(request_id): axum::Extension<RequestId>,
+    Query(params): Query<ImportParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<ImportAccepted>), ErrorResponse> {
+    let result = import(&state, &request_id, params, &headers, body).await;
+    state.metrics.requests(match &result {
+        Ok(_) => "accepted",
+        Err(e) => e.code(),
+    });
+    match result {
+        Ok(files) => Ok((
+            StatusCode::ACCEPTED,
+            Json(ImportAccepted {
+                request_id,
+                files,
+            }),
+        )),
+        Err(e) => Err(e.with_request_id(request_id)),
+    }
+}
+
+async fn import(
+    state: &AppState,
+    request_id: &RequestId,
+    params: ImportParams,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<AcceptedFile>, ApiError> {
+    let format = body_format(headers)?;
+    let bytes = read_body(body, headers, state.settings.max_body_bytes).await?;
+    let docs = match split(&bytes, format) {
+        Ok(docs) => docs,
+        Err(e) => {
+            let error = ApiError::from(e);
+            report_extract_error(state, request_id, &error, bytes.len()).await;
+            return Err(error);
+        }
+    };
+    tracing::info!(companies = docs.len(), size_bytes = bytes.len(), "upload parsed");
+    let files = store_all(state, dedup(docs)).await?;
+    publish_all(state, request_id, params.filename.as_deref(), &files).await?;
+    tracing::info!(files = files.len(), "import accepted");
+    Ok(files.into_iter().map(|f| f.accepted).collect())
+}
+
+fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        let enc = encoding.to_str().unwrap_or("").trim().to_ascii_lowercase();
+        if !matches!(enc.as_str(), "gzip" | "identity" | "") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Encoding {enc:?} is not supported; send gzip or no encoding"
+            )));
+        }
+    }
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(BodyFormat::Json);
+    };
+    let essence = ct
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(BodyFormat::Json),
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+            Ok(BodyFormat::NdJson)
+        }
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type {other:?} is not supported; send application/json or application/x-ndjson"
+        ))),
+    }
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || ApiError::PayloadTooLarge { limit };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    if !gzip {
+        return Ok(raw.to_vec());
+    }
+    // Decompress at most limit+1 bytes: a gzip bomb stops there.
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&raw[..])
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::InvalidJson {
+            message: format!("the gzip body cannot be decompressed: {e}"),
+            line: 1,
+            column: 0,
+        })?;
+    if out.len() > limit {
+        return Err(too_large());
+    }
+    Ok(out)
+}
+
+/// Identical documents of one upload are one file.
+fn dedup(docs: Vec<CompanyDoc>) -> Vec<(CompanyDoc, [u8; 32], FileId)> {
+    let mut seen = HashSet::new();
+    docs.into_iter()
+        .filter_map(|doc| {
+            let sha: [u8; 32] = Sha256::digest(&doc.bytes).into();
+            let id = FileId::for_content(&doc.company, &sha);
+            seen.insert(id).then_some((doc, sha, id))
+        })
+        .collect()
+}
+
+struct StoredFile {
+    accepted: AcceptedFile,
+    sha256: String,
+}
+
+async fn store_all(
+    state: &AppState,
+    docs: Vec<(CompanyDoc, [u8; 32], FileId)>,
+) -> Result<Vec<StoredFile>, ApiError> {
+    stream::iter(docs)
+        .map(|(doc, sha, file_id)| async move {
+            let key = company_file_key(&doc.company, file_id);
+            let size = doc.bytes.len() as u64;
+            let stored = state.store.put(&key, doc.bytes).await.map_err(|e| {
+                ApiError::DependencyUnavailable {
+                    dependency: "s3",
+                    cause: e.to_string(),
+                }
+            })?;
+            state.metrics.stored(size);
+            Ok(StoredFile {
+                accepted: AcceptedFile {
+                    file_id,
+                    company: doc.company,
+                    s3_key: key,
+                    etag: stored.etag,
+                    size_bytes: size,
+                },
+                sha256: hex::encode(sha),
+            })
+        })
+        // `buffered` keeps upload order, so events of one company are
+        // published in the order the client sent them.
+        .buffered(state.settings.put_concurrency)
+        .try_collect()
+        .await
+}
+
+async fn publish_all(
+    state: &AppState,
+    request_id: &RequestId,
+    filename: Option<&str>,
+    files: &[StoredFile],
+) -> Result<(), ApiError> {
+    let envelopes: Vec<Envelope> = files
+        .iter()
+        .map(|f| {
+            let a = &f.accepted;
+            Envelope::new(
+                request_id.clone(),
+                Some(a.company.clone()),
+                Event::FileExtractSuccess(FileExtractSuccess {
+                    file_id: a.file_id,
+                    filename: filename
+                        .map(|n| n.chars().take(255).collect())
+                        .unwrap_or_else(|| format!("{}.json", a.file_id)),
+                    s3_bucket: state.store.bucket().to_owned(),
+                    s3_key: a.s3_key.clone(),
+                    size_bytes: a.size_bytes,
+                    sha256: f.sha256.clone(),
+                    etag: a.etag.clone(),
+                    dataset: DATASET.into(),
+                }),
+            )
+        })
+        .collect();
+    // All sends are queued in order on first poll, then awaited together.
+    let results = futures::future::join_all(envelopes.iter().map(|e| state.publisher.publish(e))).await;
+    for (envelope, result) in envelopes.iter().zip(results) {
+        result.map_err(|e| ApiError::DependencyUnavailable {
+            dependency: "kafka",
+            cause: e.to_string(),
+        })?;
+        state.metrics.published(envelope.event.type_name());
+    }
+    Ok(())
+}
+
+/// Announces an upload that could not be extracted. Best effort: the client
+/// already gets the error, so a broker outage is logged, not escalated.
+async fn report_extract_error(state: &AppState, request_id: &RequestId, error: &ApiError, size: usize) {
+    let (line, column) = match error {
+        ApiError::InvalidJson { line, column, .. } => (Some(*line), Some(*column)),
+        _ => (None, None),
+    };
+    let envelope = Envelope::new(
+        request_id.clone(),
+        None,
+        Event::FileExtractError(FileExtractError {
+            reason: error.code().into(),
+            message: error.short_message(),
+            line,
+            column,
+            size_bytes: size as u64,
+        }),
+    );
+    match state.publisher.publish(&envelope).await {
+        Ok(_) => state.metrics.published(envelope.event.type_name()),
+        Err(e) => tracing::warn!(error.cause_chain = %e, "could not publish FileExtractError"),
+    }
+}

@@ -1,0 +1,16 @@
+//! cmd-api: accepts company imports over HTTP, stores each company file in
+//! S3 and announces it on Kafka.
+
+pub mod app;
+pub mod error;
+pub mod extract;
+pub mod import;
+pub mod request_id;
+pub mod settings;
+
+pub use app::Application;
+pub use settings::ApiSettings;
+
+pub fn service_info() -> etl_core::http::ServiceInfo {
+    etl_core::service_info!("cmd-api")
+}

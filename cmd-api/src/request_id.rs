@@ -1,0 +1,34 @@
+//! Gives every request a [`RequestId`] (the client's `X-Request-Id` if it is
+//! acceptable), echoes it in the response, and puts it on a tracing span so
+//! every log line about the request carries it.
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+use etl_core::domain::RequestId;
+
+pub const HEADER: &str = "x-request-id";
+
+pub async fn assign(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(RequestId::parse)
+        .unwrap_or_else(RequestId::generate);
+    req.extensions_mut().insert(id.clone());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path()
+    );
+    let mut response = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(id.as_str()) {
+        response.headers_mut().insert(HEADER, v);
+    }
+    response
+}

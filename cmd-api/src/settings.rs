@@ -1,0 +1,48 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use etl_core::bus::KafkaSettings;
+use etl_core::config::{ConfigError, Env};
+use etl_core::storage::S3Settings;
+use etl_core::telemetry::LogFormat;
+
+/// Everything cmd-api reads from the environment; see `.env.example`.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// `API_LISTEN_ADDR`.
+    pub listen_addr: SocketAddr,
+    /// `MAX_BODY_BYTES`: largest accepted upload, after gzip decompression too.
+    pub max_body_bytes: usize,
+    /// `S3_PUT_CONCURRENCY`: objects of one request stored in parallel.
+    pub put_concurrency: usize,
+    /// `READINESS_TIMEOUT_MS`: per-dependency bound of a readiness check.
+    pub readiness_timeout: Duration,
+    /// `SHUTDOWN_GRACE_MS`: how long in-flight imports may finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// `LOG_FORMAT`: `json` or `pretty`.
+    pub log_format: LogFormat,
+    pub kafka: KafkaSettings,
+    pub s3: S3Settings,
+}
+
+impl ApiSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let put_concurrency = env.parse("S3_PUT_CONCURRENCY", 16)?;
+        if put_concurrency == 0 {
+            return Err(ConfigError {
+                var: "S3_PUT_CONCURRENCY".into(),
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            listen_addr: env.socket_addr("API_LISTEN_ADDR", "0.0.0.0:8080")?,
+            max_body_bytes: env.parse("MAX_BODY_BYTES", 64 * 1024 * 1024)?,
+            put_concurrency,
+            readiness_timeout: env.millis("READINESS_TIMEOUT_MS", 2_000)?,
+            shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", 20_000)?,
+            log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,
+            kafka: KafkaSettings::from_env(env)?,
+            s3: S3Settings::from_env(env)?,
+        })
+    }
+}

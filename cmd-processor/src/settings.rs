@@ -1,0 +1,47 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use etl_core::bus::KafkaSettings;
+use etl_core::config::{ConfigError, Env};
+use etl_core::db::DatabaseSettings;
+use etl_core::storage::S3Settings;
+use etl_core::telemetry::LogFormat;
+
+/// Everything cmd-processor reads from the environment; see `.env.example`.
+#[derive(Debug, Clone)]
+pub struct ProcessorSettings {
+    /// `PROCESSOR_LISTEN_ADDR`: probes and metrics.
+    pub listen_addr: SocketAddr,
+    /// `PROCESSOR_GROUP_ID`: Kafka consumer group.
+    pub group_id: String,
+    /// `PROCESSOR_RETRY_BASE_MS`: first delay after a transient failure.
+    pub retry_base: Duration,
+    /// `PROCESSOR_RETRY_MAX_MS`: longest delay between retries.
+    pub retry_max: Duration,
+    /// `DATABASE_MIGRATE_ON_START`: apply pending migrations at start-up.
+    pub migrate_on_start: bool,
+    /// `READINESS_TIMEOUT_MS`.
+    pub readiness_timeout: Duration,
+    /// `LOG_FORMAT`: `json` or `pretty`.
+    pub log_format: LogFormat,
+    pub kafka: KafkaSettings,
+    pub s3: S3Settings,
+    pub database: DatabaseSettings,
+}
+
+impl ProcessorSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            listen_addr: env.socket_addr("PROCESSOR_LISTEN_ADDR", "0.0.0.0:8081")?,
+            group_id: env.non_empty("PROCESSOR_GROUP_ID", "etl-processor")?,
+            retry_base: env.millis("PROCESSOR_RETRY_BASE_MS", 200)?,
+            retry_max: env.millis("PROCESSOR_RETRY_MAX_MS", 30_000)?,
+            migrate_on_start: env.bool("DATABASE_MIGRATE_ON_START", false)?,
+            readiness_timeout: env.millis("READINESS_TIMEOUT_MS", 2_000)?,
+            log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,
+            kafka: KafkaSettings::from_env(env)?,
+            s3: S3Settings::from_env(env)?,
+            database: DatabaseSettings::from_env(env)?,
+        })
+    }
+}

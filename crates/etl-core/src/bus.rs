@@ -1,0 +1,308 @@
+//! The Kafka side: topic names, topic creation, an idempotent event
+//! publisher, and consumers that never commit on their own.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use crate::config::{ConfigError, Env};
+use crate::events::{Envelope, Event};
+use crate::metrics::DependencyTimer;
+
+pub const HEADER_EVENT_TYPE: &str = "event-type";
+pub const HEADER_REQUEST_ID: &str = "request-id";
+
+/// How the services reach the broker.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `KAFKA_BROKERS`: comma-separated `host:port` bootstrap list.
+    pub brokers: String,
+    /// `KAFKA_TOPIC_PREFIX`: prepended to every topic name (isolates tests
+    /// and environments sharing a broker).
+    pub topic_prefix: String,
+    /// `KAFKA_TOPIC_PARTITIONS`: partitions for topics this service creates.
+    pub partitions: i32,
+    /// `KAFKA_REPLICATION_FACTOR`: replication for topics this service creates.
+    pub replication_factor: i32,
+    /// `KAFKA_PRODUCE_TIMEOUT_MS`: how long a publish may wait for the
+    /// broker's acknowledgement before the caller sees an error.
+    pub produce_timeout: Duration,
+}
+
+impl KafkaSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let partitions = env.parse("KAFKA_TOPIC_PARTITIONS", 3)?;
+        if partitions < 1 {
+            return Err(ConfigError {
+                var: "KAFKA_TOPIC_PARTITIONS".into(),
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            brokers: env.non_empty("KAFKA_BROKERS", "127.0.0.1:19092")?,
+            topic_prefix: env.string("KAFKA_TOPIC_PREFIX", ""),
+            partitions,
+            replication_factor: env.parse("KAFKA_REPLICATION_FACTOR", 1)?,
+            produce_timeout: env.millis("KAFKA_PRODUCE_TIMEOUT_MS", 10_000)?,
+        })
+    }
+
+    pub fn topics(&self) -> Topics {
+        Topics::with_prefix(&self.topic_prefix)
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            // Quiet librdkafka's own stderr logging; errors reach us as results.
+            .set("log_level", "3");
+        c
+    }
+}
+
+/// The topic names of the contract, with the configured prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub file_extract_success: String,
+    pub file_extract_error: String,
+    pub validation_error: String,
+    pub file_loaded: String,
+    pub dead_letter: String,
+}
+
+impl Topics {
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            file_extract_success: format!("{prefix}etl.file-extract-success"),
+            file_extract_error: format!("{prefix}etl.file-extract-error"),
+            validation_error: format!("{prefix}etl.validation-error"),
+            file_loaded: format!("{prefix}etl.file-loaded"),
+            dead_letter: format!("{prefix}etl.dead-letter"),
+        }
+    }
+
+    pub fn for_event(&self, event: &Event) -> &str {
+        match event {
+            Event::FileExtractSuccess(_) => &self.file_extract_success,
+            Event::FileExtractError(_) => &self.file_extract_error,
+            Event::ValidationError(_) => &self.validation_error,
+            Event::FileLoaded(_) => &self.file_loaded,
+            Event::DeadLetter(_) => &self.dead_letter,
+        }
+    }
+
+    pub fn all(&self) -> [&str; 5] {
+        [
+            &self.file_extract_success,
+            &self.file_extract_error,
+            &self.validation_error,
+            &self.file_loaded,
+            &self.dead_letter,
+        ]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("kafka client setup failed: {0}")]
+    Setup(#[source] KafkaError),
+    #[error("creating topic {topic} failed: {error}")]
+    CreateTopic { topic: String, error: String },
+    #[error("publishing to {topic} failed: {source}")]
+    Publish {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("kafka metadata request failed: {0}")]
+    Metadata(String),
+}
+
+/// Creates the given topics if they do not exist yet.
+pub async fn ensure_topics(settings: &KafkaSettings, topics: &[&str]) -> Result<(), BusError> {
+    let admin: AdminClient<DefaultClientContext> =
+        settings.client_config().create().map_err(BusError::Setup)?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            NewTopic::new(
+                t,
+                settings.partitions,
+                TopicReplication::Fixed(settings.replication_factor),
+            )
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics(&new, &opts).await.map_err(|e| BusError::CreateTopic {
+        topic: topics.join(","),
+        error: e.to_string(),
+    })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(BusError::CreateTopic {
+                    topic,
+                    error: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a published event landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Publishes envelopes to their topic, keyed by company, and waits for the
+/// broker's acknowledgement from all in-sync replicas.
+#[derive(Clone)]
+pub struct EventPublisher {
+    producer: FutureProducer,
+    topics: Topics,
+    timeout: Duration,
+    timer: DependencyTimer,
+}
+
+impl EventPublisher {
+    pub fn new(settings: &KafkaSettings, timer: DependencyTimer) -> Result<Self, BusError> {
+        let producer: FutureProducer = settings
+            .client_config()
+            // Idempotence gives ordered, de-duplicated retries per partition;
+            // it implies acks=all, stated anyway for the reader.
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                settings.produce_timeout.as_millis().to_string(),
+            )
+            .create()
+            .map_err(BusError::Setup)?;
+        Ok(Self {
+            producer,
+            topics: settings.topics(),
+            timeout: settings.produce_timeout,
+            timer,
+        })
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    pub async fn publish(&self, envelope: &Envelope) -> Result<Delivered, BusError> {
+        let topic = self.topics.for_event(&envelope.event);
+        let payload = envelope.to_json();
+        let key = envelope.company.as_ref().map(|c| c.as_str()).unwrap_or("");
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: HEADER_EVENT_TYPE,
+                value: Some(envelope.event.type_name()),
+            })
+            .insert(Header {
+                key: HEADER_REQUEST_ID,
+                value: Some(envelope.request_id.as_str()),
+            });
+        let record = FutureRecord::to(topic)
+            .key(key)
+            .payload(&payload)
+            .headers(headers);
+        let started = Instant::now();
+        let result = self.producer.send(record, self.timeout).await;
+        self.timer.observe("kafka", "produce", started, result.is_ok());
+        match result {
+            Ok(d) => Ok(Delivered {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Err((source, _)) => Err(BusError::Publish {
+                topic: topic.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Checks the broker answers a metadata request.
+    pub async fn check(&self, timeout: Duration) -> Result<(), BusError> {
+        let producer = self.producer.clone();
+        metadata_ok(move || producer.client().fetch_metadata(None, timeout).map(|_| ())).await
+    }
+
+    /// Waits until queued messages are delivered (used at shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!(error = %e, "producer flush did not complete");
+        }
+    }
+}
+
+/// Runs a blocking librdkafka metadata call off the async runtime.
+pub async fn metadata_ok<F>(call: F) -> Result<(), BusError>
+where
+    F: FnOnce() -> Result<(), KafkaError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| BusError::Metadata(e.to_string()))?
+        .map_err(|e| BusError::Metadata(e.to_string()))
+}
+
+/// A consumer in `group_id` that starts from the earliest offset of a new
+/// group and never commits by itself: callers commit after their work is durable.
+pub fn consumer(settings: &KafkaSettings, group_id: &str) -> Result<StreamConsumer, BusError> {
+    settings
+        .client_config()
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(BusError::Setup)
+}
+
+/// The headers of a record as text, for logs and dead letters.
+pub fn headers_map<H: Headers>(headers: Option<&H>) -> BTreeMap<String, String> {
+    headers
+        .map(|h| {
+            h.iter()
+                .map(|hd| {
+                    let v = hd.value.map(String::from_utf8_lossy).unwrap_or_default();
+                    (hd.key.to_owned(), v.into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_follow_the_contract_and_take_a_prefix() {
+        let t = Topics::with_prefix("");
+        assert_eq!(
+            t.all(),
+            [
+                "etl.file-extract-success",
+                "etl.file-extract-error",
+                "etl.validation-error",
+                "etl.file-loaded",
+                "etl.dead-letter"
+            ]
+        );
+        assert_eq!(Topics::with_prefix("it-1.").file_loaded, "it-1.etl.file-loaded");
+    }
+}

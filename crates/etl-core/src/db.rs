@@ -1,0 +1,74 @@
+//! Postgres connection pool and the embedded, reversible migrations.
+
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::config::{ConfigError, Env, Secret};
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `DATABASE_URL`: `postgres://user:password@host:port/db`.
+    pub url: Secret,
+    /// `DATABASE_MAX_CONNECTIONS`.
+    pub max_connections: u32,
+    /// `DATABASE_ACQUIRE_TIMEOUT_MS`: how long a query waits for a connection.
+    pub acquire_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.non_empty("DATABASE_URL", "postgres://postgres@127.0.0.1:55432/etl")?;
+        url.parse::<PgConnectOptions>().map_err(|e| ConfigError {
+            var: "DATABASE_URL".into(),
+            // The URL may hold a password: describe the problem, not the value.
+            problem: format!("is not a valid postgres URL: {}", redact_url_error(&e.to_string())),
+        })?;
+        Ok(Self {
+            url: Secret::new(url),
+            max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 8)?,
+            acquire_timeout: env.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 5_000)?,
+        })
+    }
+}
+
+fn redact_url_error(message: &str) -> String {
+    message.split("://").next().unwrap_or_default().to_owned()
+}
+
+/// A pool that connects on first use, so a service starts (and reports
+/// itself not ready) while Postgres is still down.
+pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = settings.url.expose().parse()?;
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_lazy_with(options))
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// Reverts the newest `steps` applied migrations.
+pub async fn rollback(pool: &PgPool, steps: usize) -> Result<(), MigrateError> {
+    let mut applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await?;
+    let keep = applied.len().saturating_sub(steps);
+    applied.truncate(keep);
+    let target = applied.last().copied().unwrap_or(0);
+    MIGRATOR.undo(pool, target).await
+}
+
+pub async fn check(pool: &PgPool, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}

@@ -1,0 +1,81 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::CompanySlug;
+
+/// Identifies one stored company file. It is derived from the company slug and
+/// the SHA-256 of the stored bytes, so posting identical content again yields
+/// the same id, the same S3 key, and the processor's ledger recognises it:
+/// a re-post can never cause a second load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FileId(Uuid);
+
+impl FileId {
+    pub fn for_content(company: &CompanySlug, content_sha256: &[u8; 32]) -> Self {
+        let mut h = Sha256::new();
+        h.update(company.as_str().as_bytes());
+        h.update([0u8]);
+        h.update(content_sha256);
+        let digest = h.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(Uuid::new_v8(bytes))
+    }
+
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl From<Uuid> for FileId {
+    fn from(u: Uuid) -> Self {
+        Self(u)
+    }
+}
+
+impl FromStr for FileId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+impl fmt::Display for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(s: &str) -> [u8; 32] {
+        Sha256::digest(s.as_bytes()).into()
+    }
+
+    #[test]
+    fn same_company_and_content_give_the_same_id() {
+        let c = CompanySlug::parse("acme").unwrap();
+        assert_eq!(FileId::for_content(&c, &sha("x")), FileId::for_content(&c, &sha("x")));
+    }
+
+    #[test]
+    fn other_content_or_company_gives_another_id() {
+        let a = CompanySlug::parse("acme").unwrap();
+        let b = CompanySlug::parse("acme-2").unwrap();
+        assert_ne!(FileId::for_content(&a, &sha("x")), FileId::for_content(&a, &sha("y")));
+        assert_ne!(FileId::for_content(&a, &sha("x")), FileId::for_content(&b, &sha("x")));
+    }
+
+    #[test]
+    fn round_trips_through_its_text_form() {
+        let id = FileId::for_content(&CompanySlug::parse("acme").unwrap(), &sha("x"));
+        assert_eq!(id.to_string().parse::<FileId>().unwrap(), id);
+    }
+}

@@ -1,0 +1,205 @@
+//! The events of the pipeline, defined once and used by every producer and
+//! consumer. On the wire each is one JSON object: the common envelope fields
+//! and the event's own fields side by side, `event_type` naming the variant.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{CompanySlug, FileId, RequestId};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub event_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub request_id: RequestId,
+    /// `None` when the company could not be determined (an unparseable body).
+    pub company: Option<CompanySlug>,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event_type")]
+pub enum Event {
+    FileExtractSuccess(FileExtractSuccess),
+    FileExtractError(FileExtractError),
+    ValidationError(ValidationError),
+    FileLoaded(FileLoaded),
+    DeadLetter(DeadLetter),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileExtractSuccess {
+    pub file_id: FileId,
+    pub filename: String,
+    pub s3_bucket: String,
+    pub s3_key: String,
+    pub size_bytes: u64,
+    /// Hex SHA-256 of the stored object.
+    pub sha256: String,
+    pub etag: String,
+    pub dataset: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileExtractError {
+    /// Machine-readable: the same code as the HTTP error (`invalid_json`, ...).
+    pub reason: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u64>,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationError {
+    pub file_id: FileId,
+    pub s3_key: String,
+    pub errors: Vec<FieldError>,
+}
+
+/// One failed rule, located by a JSON Pointer into the company document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileLoaded {
+    pub file_id: FileId,
+    /// Rows written per table.
+    pub rows: BTreeMap<String, u64>,
+    pub duration_ms: u64,
+}
+
+/// A record the processor could not handle at all, kept with its origin so it
+/// can be inspected and re-driven.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<FileId>,
+    pub error: String,
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    /// The original record value, as text (lossy if it was not UTF-8).
+    pub original_value: String,
+    #[serde(default)]
+    pub original_headers: BTreeMap<String, String>,
+}
+
+impl Event {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::FileExtractSuccess(_) => "FileExtractSuccess",
+            Event::FileExtractError(_) => "FileExtractError",
+            Event::ValidationError(_) => "ValidationError",
+            Event::FileLoaded(_) => "FileLoaded",
+            Event::DeadLetter(_) => "DeadLetter",
+        }
+    }
+
+    pub fn file_id(&self) -> Option<FileId> {
+        match self {
+            Event::FileExtractSuccess(e) => Some(e.file_id),
+            Event::ValidationError(e) => Some(e.file_id),
+            Event::FileLoaded(e) => Some(e.file_id),
+            Event::DeadLetter(e) => e.file_id,
+            Event::FileExtractError(_) => None,
+        }
+    }
+}
+
+impl Envelope {
+    pub fn new(request_id: RequestId, company: Option<CompanySlug>, event: Event) -> Self {
+        Self {
+            event_id: Uuid::new_v4(),
+            occurred_at: Utc::now(),
+            request_id,
+            company,
+            event,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising these plain structs cannot fail: no maps with non-string keys.
+        serde_json::to_vec(self).expect("envelope serialises")
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn success() -> Envelope {
+        Envelope::new(
+            RequestId::parse("req-1").unwrap(),
+            Some(CompanySlug::parse("acme").unwrap()),
+            Event::FileExtractSuccess(FileExtractSuccess {
+                file_id: "0190b2c4-0000-8000-8000-000000000001".parse().unwrap(),
+                filename: "c.json".into(),
+                s3_bucket: "imports".into(),
+                s3_key: "acme/files/0190b2c4-0000-8000-8000-000000000001.json".into(),
+                size_bytes: 42,
+                sha256: "ab".repeat(32),
+                etag: "\"e\"".into(),
+                dataset: "companies".into(),
+            }),
+        )
+    }
+
+    #[test]
+    fn envelope_fields_sit_beside_the_event_fields() {
+        let v: serde_json::Value = serde_json::from_slice(&success().to_json()).unwrap();
+        assert_eq!(v["event_type"], "FileExtractSuccess");
+        assert_eq!(v["request_id"], "req-1");
+        assert_eq!(v["company"], "acme");
+        assert_eq!(v["file_id"], "0190b2c4-0000-8000-8000-000000000001");
+        assert_eq!(v["dataset"], "companies");
+        assert!(v["occurred_at"].as_str().unwrap().contains('T'), "RFC 3339");
+    }
+
+    #[test]
+    fn envelopes_round_trip() {
+        let e = success();
+        assert_eq!(Envelope::from_json(&e.to_json()).unwrap(), e);
+    }
+
+    #[test]
+    fn unknown_company_is_null_and_optional_fields_are_omitted() {
+        let e = Envelope::new(
+            RequestId::generate(),
+            None,
+            Event::FileExtractError(FileExtractError {
+                reason: "invalid_json".into(),
+                message: "EOF while parsing".into(),
+                line: Some(3),
+                column: None,
+                size_bytes: 10,
+            }),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_eq!(v["company"], json!(null));
+        assert_eq!(v["line"], 3);
+        assert!(v.get("column").is_none());
+        assert_eq!(Envelope::from_json(&e.to_json()).unwrap(), e);
+    }
+
+    #[test]
+    fn an_event_with_an_unknown_type_is_rejected() {
+        let bad = json!({"event_type": "Nope", "event_id": Uuid::new_v4(),
+            "occurred_at": "2026-01-01T00:00:00Z", "request_id": "r", "company": null});
+        assert!(Envelope::from_json(bad.to_string().as_bytes()).is_err());
+    }
+}

@@ -1,0 +1,217 @@
+//! What every service serves besides its own routes: `/liveness`,
+//! `/readiness`, `/metrics`, and the HTTP metrics middleware.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use futures::future::{BoxFuture, join_all};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use serde::Serialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{encode_text, register};
+
+/// Build metadata shown by `/liveness`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceInfo {
+    pub service: &'static str,
+    pub version: &'static str,
+    pub git_sha: &'static str,
+    pub git_branch: &'static str,
+    pub build_time: &'static str,
+    pub started_at: DateTime<Utc>,
+}
+
+/// The calling crate's [`ServiceInfo`]; git and build fields come from
+/// `ETL_GIT_SHA`, `ETL_GIT_BRANCH`, `ETL_BUILD_TIME` at compile time and read
+/// `unknown` when they were not provided.
+#[macro_export]
+macro_rules! service_info {
+    ($service:expr) => {
+        $crate::http::ServiceInfo {
+            service: $service,
+            version: env!("CARGO_PKG_VERSION"),
+            git_sha: option_env!("ETL_GIT_SHA").unwrap_or("unknown"),
+            git_branch: option_env!("ETL_GIT_BRANCH").unwrap_or("unknown"),
+            build_time: option_env!("ETL_BUILD_TIME").unwrap_or("unknown"),
+            started_at: ::chrono::Utc::now(),
+        }
+    };
+}
+
+pub type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// The dependencies a service needs before it can do useful work.
+#[derive(Clone)]
+pub struct Readiness {
+    checks: Vec<(&'static str, CheckFn)>,
+    timeout: Duration,
+    stopping: CancellationToken,
+}
+
+impl Readiness {
+    /// `stopping` turns readiness off first thing during shutdown.
+    pub fn new(timeout: Duration, stopping: CancellationToken) -> Self {
+        Self {
+            checks: Vec::new(),
+            timeout,
+            stopping,
+        }
+    }
+
+    pub fn check<F, Fut>(mut self, name: &'static str, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks.push((name, Arc::new(move || Box::pin(f()))));
+        self
+    }
+
+    /// Runs every check concurrently, each bounded by the timeout.
+    pub async fn report(&self) -> (bool, serde_json::Value) {
+        if self.stopping.is_cancelled() {
+            return (false, json!({"status": "shutting_down", "checks": {}}));
+        }
+        let results = join_all(self.checks.iter().map(|(name, check)| async move {
+            let outcome = match tokio::time::timeout(self.timeout, check()).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+            };
+            (*name, outcome)
+        }))
+        .await;
+        let ready = results.iter().all(|(_, r)| r.is_ok());
+        let checks: BTreeMap<&str, serde_json::Value> = results
+            .into_iter()
+            .map(|(name, r)| match r {
+                Ok(()) => (name, json!({"ok": true})),
+                Err(e) => (name, json!({"ok": false, "error": e})),
+            })
+            .collect();
+        let status = if ready { "ok" } else { "unavailable" };
+        (ready, json!({"status": status, "checks": checks}))
+    }
+}
+
+#[derive(Clone)]
+struct OpsState {
+    info: Arc<ServiceInfo>,
+    readiness: Readiness,
+    registry: Registry,
+}
+
+/// `/liveness`, `/readiness` and `/metrics`.
+pub fn ops_router(info: ServiceInfo, readiness: Readiness, registry: Registry) -> Router {
+    Router::new()
+        .route("/liveness", get(liveness))
+        .route("/readiness", get(readiness_handler))
+        .route("/metrics", get(metrics))
+        .with_state(OpsState {
+            info: Arc::new(info),
+            readiness,
+            registry,
+        })
+}
+
+async fn liveness(State(s): State<OpsState>) -> Json<serde_json::Value> {
+    let mut body = serde_json::to_value(&*s.info).unwrap_or_default();
+    body["status"] = json!("ok");
+    Json(body)
+}
+
+async fn readiness_handler(State(s): State<OpsState>) -> Response {
+    let (ready, body) = s.readiness.report().await;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<OpsState>) -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        encode_text(&s.registry),
+    )
+        .into_response()
+}
+
+/// Request count, latency and in-flight gauge per route.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    in_flight: IntGauge,
+}
+
+impl HttpMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        Self {
+            requests: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("http_requests_total", "HTTP requests by route and status class."),
+                    &["method", "route", "status"],
+                )
+                .expect("valid counter"),
+            ),
+            duration: register(
+                registry,
+                HistogramVec::new(
+                    HistogramOpts::new("http_request_duration_seconds", "HTTP request latency."),
+                    &["method", "route"],
+                )
+                .expect("valid histogram"),
+            ),
+            in_flight: register(
+                registry,
+                IntGauge::new("http_requests_in_flight", "HTTP requests being served.")
+                    .expect("valid gauge"),
+            ),
+        }
+    }
+}
+
+/// Middleware for `Router::route_layer` (which makes `MatchedPath` available).
+pub async fn track_http(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    m.in_flight.inc();
+    let response = next.run(req).await;
+    m.in_flight.dec();
+    let class = format!("{}xx", response.status().as_u16() / 100);
+    m.requests.with_label_values(&[&method, &route, &class]).inc();
+    m.duration
+        .with_label_values(&[&method, &route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Serves `router` until `shutdown` is cancelled, then lets in-flight
+/// requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

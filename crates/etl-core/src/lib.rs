@@ -1,0 +1,37 @@
+//! Shared building blocks of the ingest pipeline.
+
+pub mod bus;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod events;
+pub mod http;
+pub mod metrics;
+pub mod shutdown;
+pub mod storage;
+pub mod telemetry;
+
+/// Retry delays: exponential from `base`, capped, with full jitter so that
+/// many workers retrying one outage do not hit the dependency in step.
+pub fn backoff_delay(attempt: u32, base: std::time::Duration, cap: std::time::Duration) -> std::time::Duration {
+    let exp = base.saturating_mul(1u32 << attempt.min(16));
+    let ceiling = exp.min(cap);
+    ceiling.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_and_stays_under_the_cap() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(5);
+        for attempt in 0..40 {
+            let d = super::backoff_delay(attempt, base, cap);
+            assert!(d <= cap, "{attempt}: {d:?}");
+            assert!(d >= base.mul_f64(0.5), "{attempt}: {d:?}");
+        }
+        assert!(super::backoff_delay(10, base, cap) >= Duration::from_millis(2500));
+    }
+}
