@@ -46,7 +46,10 @@ impl ImportMetrics {
             requests: register(
                 registry,
                 IntCounterVec::new(
-                    Opts::new("import_requests_total", "Import requests by outcome (accepted or error code)."),
+                    Opts::new(
+                        "import_requests_total",
+                        "Import requests by outcome (accepted or error code).",
+                    ),
                     &["outcome"],
                 )
                 .expect("valid counter"),
@@ -58,13 +61,19 @@ impl ImportMetrics {
             ),
             bytes_stored: register(
                 registry,
-                IntCounter::new("import_stored_bytes_total", "Bytes of company files stored in S3.")
-                    .expect("valid counter"),
+                IntCounter::new(
+                    "import_stored_bytes_total",
+                    "Bytes of company files stored in S3.",
+                )
+                .expect("valid counter"),
             ),
             events_published: register(
                 registry,
                 IntCounterVec::new(
-                    Opts::new("events_published_total", "Events acknowledged by the broker, by type."),
+                    Opts::new(
+                        "events_published_total",
+                        "Events acknowledged by the broker, by type.",
+                    ),
                     &["event_type"],
                 )
                 .expect("valid counter"),
@@ -148,7 +157,10 @@ impl Application {
             .route("/import/companies", post(import::import_companies))
             .with_state(state)
             .merge(ops_router(crate::service_info(), readiness, registry))
-            .route_layer(axum::middleware::from_fn_with_state(http_metrics, track_http))
+            .route_layer(axum::middleware::from_fn_with_state(
+                http_metrics,
+                track_http,
+            ))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(axum::middleware::from_fn(request_id::assign));
@@ -161,7 +173,9 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Serves until `shutdown` is cancelled: readiness turns 503 at once,
@@ -198,32 +212,19 @@ impl Application {
     }
 }
 
-/// Creates the bucket and topics if missing. A dependency that is down is
-/// not fatal: readiness stays 503 and a background task keeps trying.
+/// Creates the bucket and topics if missing.
 async fn provision(settings: &ApiSettings, store: &ObjectStore) {
-    let attempt = |settings: ApiSettings, store: ObjectStore| async move {
-        store.ensure_bucket().await.map_err(|e| e.to_string())?;
-        let topics = settings.kafka.topics();
-        bus::ensure_topics(&settings.kafka, &topics.all())
-            .await
-            .map_err(|e| e.to_string())
-    };
-    if let Err(e) = attempt(settings.clone(), store.clone()).await {
-        tracing::warn!(error = %e, "provisioning bucket/topics failed; retrying in the background");
-        let (settings, store) = (settings.clone(), store.clone());
-        tokio::spawn(async move {
-            for n in 0u32.. {
-                tokio::time::sleep(etl_core::backoff_delay(n, Duration::from_millis(500), Duration::from_secs(30))).await;
-                match attempt(settings.clone(), store.clone()).await {
-                    Ok(()) => {
-                        tracing::info!("bucket and topics provisioned");
-                        break;
-                    }
-                    Err(e) => tracing::warn!(error = %e, attempt = n + 1, "provisioning failed"),
-                }
-            }
-        });
-    }
+    let (kafka, store) = (settings.kafka.clone(), store.clone());
+    etl_core::provision("bucket and topics", move || {
+        let (kafka, store) = (kafka.clone(), store.clone());
+        async move {
+            store.ensure_bucket().await.map_err(|e| e.to_string())?;
+            bus::ensure_topics(&kafka, &kafka.topics().all())
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
 }
 
 async fn not_found(req: Request) -> Response {
@@ -247,4 +248,3 @@ fn request_id_of(req: &Request) -> RequestId {
         .cloned()
         .unwrap_or_else(RequestId::generate)
 }
-

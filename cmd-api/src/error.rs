@@ -143,9 +143,10 @@ impl IntoResponse for ErrorResponse {
         )
             .into_response();
         if matches!(e, ApiError::DependencyUnavailable { .. }) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         response
     }

@@ -150,7 +150,8 @@ fn invalid_json(e: &serde_json::Error, line_offset: u64) -> ExtractError {
 fn split_json(body: &[u8]) -> Result<Vec<(Location, &RawValue)>, ExtractError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     if first == Some(b'[') {
-        let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| invalid_json(&e, 0))?;
+        let items: Vec<&RawValue> =
+            serde_json::from_slice(body).map_err(|e| invalid_json(&e, 0))?;
         Ok(items
             .into_iter()
             .enumerate()
@@ -184,15 +185,22 @@ struct NameOnly<'a> {
 fn company_of(raw: &RawValue) -> Result<CompanySlug, String> {
     let text = raw.get();
     if !text.starts_with('{') {
-        return Err(format!("expected a company object, found {}", kind_of(text)));
+        return Err(format!(
+            "expected a company object, found {}",
+            kind_of(text)
+        ));
     }
     let parsed: NameOnly<'_> =
         serde_json::from_str(text).map_err(|e| format!("unreadable object: {e}"))?;
     let name_raw = parsed
         .name
         .ok_or_else(|| "the company has no \"name\"".to_owned())?;
-    let name: String = serde_json::from_str(name_raw.get())
-        .map_err(|_| format!("\"name\" must be a string, found {}", kind_of(name_raw.get())))?;
+    let name: String = serde_json::from_str(name_raw.get()).map_err(|_| {
+        format!(
+            "\"name\" must be a string, found {}",
+            kind_of(name_raw.get())
+        )
+    })?;
     CompanySlug::from_name(&name).map_err(|e| match e {
         SlugError::Empty(_) | SlugError::Invalid(_) => format!(
             "\"name\" {:?} has no letters or digits to identify the company",
@@ -225,7 +233,10 @@ mod tests {
         let body = b" \n{\"name\": \"Acme\", \"inn\": \"7707083893\"}\n";
         let docs = split(body, BodyFormat::Json).unwrap();
         assert_eq!(names(&docs), ["acme"]);
-        assert_eq!(docs[0].bytes, b"{\"name\": \"Acme\", \"inn\": \"7707083893\"}");
+        assert_eq!(
+            docs[0].bytes,
+            b"{\"name\": \"Acme\", \"inn\": \"7707083893\"}"
+        );
     }
 
     #[test]
@@ -263,21 +274,45 @@ mod tests {
     #[test]
     fn a_broken_ndjson_line_is_reported_by_its_line_number() {
         let err = split(b"{\"name\":\"A\"}\n{oops}\n", BodyFormat::NdJson).unwrap_err();
-        assert!(matches!(err, ExtractError::InvalidJson { line: 2, column: 2, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                ExtractError::InvalidJson {
+                    line: 2,
+                    column: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn empty_bodies_are_invalid_json() {
         for body in [&b""[..], b"  \n\t", b"\xEF\xBB\xBF"] {
-            assert!(matches!(split(body, BodyFormat::Json), Err(ExtractError::InvalidJson { .. })));
+            assert!(matches!(
+                split(body, BodyFormat::Json),
+                Err(ExtractError::InvalidJson { .. })
+            ));
         }
     }
 
     #[test]
     fn non_objects_and_nameless_objects_are_missing_companies() {
-        for body in [&b"null"[..], b"42", b"\"acme\"", b"[]", b"{}", b"{\"name\": 7}", b"{\"name\": \"!!\"}"] {
+        for body in [
+            &b"null"[..],
+            b"42",
+            b"\"acme\"",
+            b"[]",
+            b"{}",
+            b"{\"name\": 7}",
+            b"{\"name\": \"!!\"}",
+        ] {
             let err = split(body, BodyFormat::Json).unwrap_err();
-            assert!(matches!(err, ExtractError::MissingCompany { .. }), "{body:?}: {err:?}");
+            assert!(
+                matches!(err, ExtractError::MissingCompany { .. }),
+                "{body:?}: {err:?}"
+            );
         }
     }
 

@@ -59,10 +59,7 @@ pub async fn import_companies(
     match result {
         Ok(files) => Ok((
             StatusCode::ACCEPTED,
-            Json(ImportAccepted {
-                request_id,
-                files,
-            }),
+            Json(ImportAccepted { request_id, files }),
         )),
         Err(e) => Err(e.with_request_id(request_id)),
     }
@@ -85,7 +82,11 @@ async fn import(
             return Err(error);
         }
     };
-    tracing::info!(companies = docs.len(), size_bytes = bytes.len(), "upload parsed");
+    tracing::info!(
+        companies = docs.len(),
+        size_bytes = bytes.len(),
+        "upload parsed"
+    );
     let files = store_all(state, dedup(docs)).await?;
     publish_all(state, request_id, params.filename.as_deref(), &files).await?;
     tracing::info!(files = files.len(), "import accepted");
@@ -132,7 +133,9 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -235,7 +238,8 @@ async fn publish_all(
         })
         .collect();
     // All sends are queued in order on first poll, then awaited together.
-    let results = futures::future::join_all(envelopes.iter().map(|e| state.publisher.publish(e))).await;
+    let results =
+        futures::future::join_all(envelopes.iter().map(|e| state.publisher.publish(e))).await;
     for (envelope, result) in envelopes.iter().zip(results) {
         result.map_err(|e| ApiError::DependencyUnavailable {
             dependency: "kafka",
@@ -248,7 +252,12 @@ async fn publish_all(
 
 /// Announces an upload that could not be extracted. Best effort: the client
 /// already gets the error, so a broker outage is logged, not escalated.
-async fn report_extract_error(state: &AppState, request_id: &RequestId, error: &ApiError, size: usize) {
+async fn report_extract_error(
+    state: &AppState,
+    request_id: &RequestId,
+    error: &ApiError,
+    size: usize,
+) {
     let (line, column) = match error {
         ApiError::InvalidJson { line, column, .. } => (Some(*line), Some(*column)),
         _ => (None, None),

@@ -9,7 +9,9 @@ async fn main() -> anyhow::Result<()> {
     let settings = ApiSettings::from_env(&Env::process()).context("invalid configuration")?;
     etl_core::telemetry::init(settings.log_format);
     let grace = settings.shutdown_grace;
-    let app = Application::build(settings).await.context("failed to start cmd-api")?;
+    let app = Application::build(settings)
+        .await
+        .context("failed to start cmd-api")?;
     tracing::info!(addr = %app.local_addr(), "cmd-api listening");
     app.run_until_stopped(etl_core::shutdown::on_signal(), grace)
         .await

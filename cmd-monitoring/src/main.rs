@@ -1,1 +1,21 @@
-fn main() {}
+use anyhow::Context;
+use etl_core::config::{Env, load_dotenv};
+
+use cmd_monitoring::{Application, MonitoringSettings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    load_dotenv();
+    let settings =
+        MonitoringSettings::from_env(&Env::process()).context("invalid configuration")?;
+    etl_core::telemetry::init(settings.log_format);
+    let app = Application::build(settings)
+        .await
+        .context("failed to start cmd-monitoring")?;
+    tracing::info!(addr = %app.local_addr(), "cmd-monitoring started");
+    app.run_until_stopped(etl_core::shutdown::on_signal())
+        .await
+        .context("cmd-monitoring server failed")?;
+    tracing::info!("cmd-monitoring stopped");
+    Ok(())
+}

@@ -146,7 +146,11 @@ mod tests {
     fn a_bad_inn_checksum_is_reported_at_its_path() {
         let errors = check(json!({"name": "X", "inn": "7707083894"})).unwrap_err();
         assert_eq!(paths(&errors), ["/inn"]);
-        assert!(errors[0].message.contains("check digit"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("check digit"),
+            "{}",
+            errors[0].message
+        );
     }
 
     #[test]
@@ -158,7 +162,16 @@ mod tests {
         .unwrap_err();
         let mut p = paths(&errors);
         p.sort();
-        assert_eq!(p, ["/contacts/0/kind", "/employees", "/founded_at", "/inn", "/name"]);
+        assert_eq!(
+            p,
+            [
+                "/contacts/0/kind",
+                "/employees",
+                "/founded_at",
+                "/inn",
+                "/name"
+            ]
+        );
     }
 
     #[test]

@@ -74,13 +74,28 @@ pub async fn load(
     ]);
     if replaced {
         rows.insert("companies".into(), 1);
-        rows.insert("company_offices".into(), replace_offices(&mut tx, company).await?);
-        rows.insert("company_contacts".into(), replace_contacts(&mut tx, company).await?);
+        rows.insert(
+            "company_offices".into(),
+            replace_offices(&mut tx, company).await?,
+        );
+        rows.insert(
+            "company_contacts".into(),
+            replace_contacts(&mut tx, company).await?,
+        );
     } else {
         tracing::info!("a newer file of this company is already loaded; company row kept");
     }
     let duration_ms = started.elapsed().as_millis() as i64;
-    if !insert_ledger(&mut tx, meta, "loaded", None, Some(&rows), Some(duration_ms)).await? {
+    if !insert_ledger(
+        &mut tx,
+        meta,
+        "loaded",
+        None,
+        Some(&rows),
+        Some(duration_ms),
+    )
+    .await?
+    {
         tx.rollback().await?;
         return Ok(Written::AlreadyRecorded);
     }
@@ -88,14 +103,29 @@ pub async fn load(
     Ok(Written::Done(rows))
 }
 
-/// Records a file that failed validation; no company data is written.
-pub async fn record_invalid(
+/// Why a file was recorded without writing company data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The document failed the schema or a business rule.
+    Invalid,
+    /// The database refused the data for good (a data or constraint error
+    /// no retry will fix).
+    Failed,
+}
+
+/// Records a rejected file in the ledger; no company data is written.
+pub async fn record_rejected(
     pool: &PgPool,
     meta: &FileMeta,
+    rejection: Rejection,
     errors: &[FieldError],
 ) -> Result<Written<()>, sqlx::Error> {
+    let status = match rejection {
+        Rejection::Invalid => "invalid",
+        Rejection::Failed => "failed",
+    };
     let mut tx = pool.begin().await?;
-    if !insert_ledger(&mut tx, meta, "invalid", Some(errors), None, None).await? {
+    if !insert_ledger(&mut tx, meta, status, Some(errors), None, None).await? {
         tx.rollback().await?;
         return Ok(Written::AlreadyRecorded);
     }
@@ -180,7 +210,10 @@ async fn upsert_company(
     Ok(written.is_some())
 }
 
-async fn replace_offices(tx: &mut Transaction<'_, Postgres>, c: &Company) -> Result<u64, sqlx::Error> {
+async fn replace_offices(
+    tx: &mut Transaction<'_, Postgres>,
+    c: &Company,
+) -> Result<u64, sqlx::Error> {
     sqlx::query("DELETE FROM company_offices WHERE company_inn = $1")
         .bind(c.inn.as_str())
         .execute(&mut **tx)
@@ -206,7 +239,10 @@ async fn replace_offices(tx: &mut Transaction<'_, Postgres>, c: &Company) -> Res
     Ok(done.rows_affected())
 }
 
-async fn replace_contacts(tx: &mut Transaction<'_, Postgres>, c: &Company) -> Result<u64, sqlx::Error> {
+async fn replace_contacts(
+    tx: &mut Transaction<'_, Postgres>,
+    c: &Company,
+) -> Result<u64, sqlx::Error> {
     sqlx::query("DELETE FROM company_contacts WHERE company_inn = $1")
         .bind(c.inn.as_str())
         .execute(&mut **tx)

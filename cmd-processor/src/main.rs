@@ -1,1 +1,64 @@
-fn main() {}
+use anyhow::Context;
+use etl_core::config::{Env, load_dotenv};
+use etl_core::db::DatabaseSettings;
+
+use cmd_processor::{Application, ProcessorSettings};
+
+const USAGE: &str = "usage: cmd-processor [run | migrate | rollback [STEPS]]";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    load_dotenv();
+    let env = Env::process();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] | ["run"] => run(&env).await,
+        ["migrate"] => {
+            let pool = etl_core::db::pool(
+                &DatabaseSettings::from_env(&env).context("invalid configuration")?,
+            )?;
+            etl_core::db::migrate(&pool)
+                .await
+                .context("applying migrations failed")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        ["rollback", rest @ ..] => {
+            let steps = match rest {
+                [] => 1,
+                [n] => n
+                    .parse()
+                    .with_context(|| format!("STEPS must be a number\n{USAGE}"))?,
+                _ => anyhow::bail!(USAGE),
+            };
+            let pool = etl_core::db::pool(
+                &DatabaseSettings::from_env(&env).context("invalid configuration")?,
+            )?;
+            etl_core::db::rollback(&pool, steps)
+                .await
+                .context("rolling back failed")?;
+            println!("rolled back {steps} migration(s)");
+            Ok(())
+        }
+        _ => anyhow::bail!(USAGE),
+    }
+}
+
+async fn run(env: &Env) -> anyhow::Result<()> {
+    let settings = ProcessorSettings::from_env(env).context("invalid configuration")?;
+    etl_core::telemetry::init(settings.log_format);
+    let app = Application::build(settings)
+        .await
+        .context("failed to start cmd-processor")?;
+    tracing::info!(addr = %app.local_addr(), "cmd-processor started");
+    app.run_until_stopped(etl_core::shutdown::on_signal())
+        .await
+        .context("cmd-processor server failed")?;
+    tracing::info!("cmd-processor stopped");
+    Ok(())
+}

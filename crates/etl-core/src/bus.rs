@@ -140,10 +140,13 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[&str]) -> Result<
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin.create_topics(&new, &opts).await.map_err(|e| BusError::CreateTopic {
-        topic: topics.join(","),
-        error: e.to_string(),
-    })?;
+    let results = admin
+        .create_topics(&new, &opts)
+        .await
+        .map_err(|e| BusError::CreateTopic {
+            topic: topics.join(","),
+            error: e.to_string(),
+        })?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -221,7 +224,8 @@ impl EventPublisher {
             .headers(headers);
         let started = Instant::now();
         let result = self.producer.send(record, self.timeout).await;
-        self.timer.observe("kafka", "produce", started, result.is_ok());
+        self.timer
+            .observe("kafka", "produce", started, result.is_ok());
         match result {
             Ok(d) => Ok(Delivered {
                 partition: d.partition,
@@ -303,6 +307,9 @@ mod tests {
                 "etl.dead-letter"
             ]
         );
-        assert_eq!(Topics::with_prefix("it-1.").file_loaded, "it-1.etl.file-loaded");
+        assert_eq!(
+            Topics::with_prefix("it-1.").file_loaded,
+            "it-1.etl.file-loaded"
+        );
     }
 }

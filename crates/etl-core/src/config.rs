@@ -40,7 +40,10 @@ impl Env {
         V: Into<String>,
     {
         Self {
-            overrides: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            overrides: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
         }
     }
 
@@ -144,8 +147,15 @@ mod tests {
     fn overrides_win_and_problems_name_the_variable() {
         let env = Env::with_overrides([("ETL_TEST_PORT", "nope"), ("ETL_TEST_EMPTY", " ")]);
         let e = env.parse::<u16>("ETL_TEST_PORT", 1).unwrap_err();
-        assert!(e.to_string().starts_with("ETL_TEST_PORT = \"nope\" is invalid"), "{e}");
-        assert_eq!(env.required("ETL_TEST_EMPTY").unwrap_err().to_string(), "ETL_TEST_EMPTY is empty");
+        assert!(
+            e.to_string()
+                .starts_with("ETL_TEST_PORT = \"nope\" is invalid"),
+            "{e}"
+        );
+        assert_eq!(
+            env.required("ETL_TEST_EMPTY").unwrap_err().to_string(),
+            "ETL_TEST_EMPTY is empty"
+        );
         assert_eq!(
             env.required("ETL_TEST_UNSET_VAR").unwrap_err().to_string(),
             "ETL_TEST_UNSET_VAR is not set"

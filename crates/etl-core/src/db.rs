@@ -25,7 +25,10 @@ impl DatabaseSettings {
         url.parse::<PgConnectOptions>().map_err(|e| ConfigError {
             var: "DATABASE_URL".into(),
             // The URL may hold a password: describe the problem, not the value.
-            problem: format!("is not a valid postgres URL: {}", redact_url_error(&e.to_string())),
+            problem: format!(
+                "is not a valid postgres URL: {}",
+                redact_url_error(&e.to_string())
+            ),
         })?;
         Ok(Self {
             url: Secret::new(url),

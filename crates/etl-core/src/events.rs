@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{CompanySlug, FileId, RequestId};
@@ -127,6 +128,25 @@ impl Envelope {
         }
     }
 
+    /// An event caused by `cause` (the processor's outcome of a file). Its id
+    /// is derived from the cause's id and the event type, so re-emitting the
+    /// outcome after a crash yields the same `event_id` and consumers can
+    /// drop the repeat.
+    pub fn caused_by(cause: &Envelope, event: Event) -> Self {
+        let mut h = Sha256::new();
+        h.update(cause.event_id.as_bytes());
+        h.update(event.type_name().as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&h.finalize()[..16]);
+        Self {
+            event_id: Uuid::new_v8(bytes),
+            occurred_at: Utc::now(),
+            request_id: cause.request_id.clone(),
+            company: cause.company.clone(),
+            event,
+        }
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising these plain structs cannot fail: no maps with non-string keys.
         serde_json::to_vec(self).expect("envelope serialises")
@@ -194,6 +214,25 @@ mod tests {
         assert_eq!(v["line"], 3);
         assert!(v.get("column").is_none());
         assert_eq!(Envelope::from_json(&e.to_json()).unwrap(), e);
+    }
+
+    #[test]
+    fn an_outcome_has_the_same_id_however_often_it_is_emitted() {
+        let cause = success();
+        let loaded = || {
+            Envelope::caused_by(
+                &cause,
+                Event::FileLoaded(FileLoaded {
+                    file_id: cause.event.file_id().unwrap(),
+                    rows: BTreeMap::new(),
+                    duration_ms: 1,
+                }),
+            )
+        };
+        assert_eq!(loaded().event_id, loaded().event_id);
+        assert_ne!(loaded().event_id, cause.event_id);
+        assert_eq!(loaded().request_id, cause.request_id);
+        assert_eq!(loaded().company, cause.company);
     }
 
     #[test]

@@ -162,7 +162,10 @@ impl HttpMetrics {
             requests: register(
                 registry,
                 IntCounterVec::new(
-                    Opts::new("http_requests_total", "HTTP requests by route and status class."),
+                    Opts::new(
+                        "http_requests_total",
+                        "HTTP requests by route and status class.",
+                    ),
                     &["method", "route", "status"],
                 )
                 .expect("valid counter"),
@@ -197,7 +200,9 @@ pub async fn track_http(State(m): State<HttpMetrics>, req: Request, next: Next) 
     let response = next.run(req).await;
     m.in_flight.dec();
     let class = format!("{}xx", response.status().as_u16() / 100);
-    m.requests.with_label_values(&[&method, &route, &class]).inc();
+    m.requests
+        .with_label_values(&[&method, &route, &class])
+        .inc();
     m.duration
         .with_label_values(&[&method, &route])
         .observe(started.elapsed().as_secs_f64());

@@ -13,10 +13,45 @@ pub mod telemetry;
 
 /// Retry delays: exponential from `base`, capped, with full jitter so that
 /// many workers retrying one outage do not hit the dependency in step.
-pub fn backoff_delay(attempt: u32, base: std::time::Duration, cap: std::time::Duration) -> std::time::Duration {
+pub fn backoff_delay(
+    attempt: u32,
+    base: std::time::Duration,
+    cap: std::time::Duration,
+) -> std::time::Duration {
     let exp = base.saturating_mul(1u32 << attempt.min(16));
     let ceiling = exp.min(cap);
     ceiling.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// Runs a start-up step (creating a bucket or topics) now, and if it fails
+/// keeps retrying in the background: a dependency that is down must not
+/// stop a service from starting, it only keeps readiness at 503.
+pub async fn provision<F, Fut>(what: &'static str, step: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let Err(e) = step().await else { return };
+    tracing::warn!(error = %e, "provisioning {what} failed; retrying in the background");
+    tokio::spawn(async move {
+        for attempt in 0u32.. {
+            let delay = backoff_delay(
+                attempt,
+                std::time::Duration::from_millis(500),
+                std::time::Duration::from_secs(30),
+            );
+            tokio::time::sleep(delay).await;
+            match step().await {
+                Ok(()) => {
+                    tracing::info!("{what} provisioned");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt = attempt + 1, "provisioning {what} failed")
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]

@@ -12,7 +12,10 @@ const DEPENDENCY_BUCKETS: &[f64] = &[
 
 /// Registers a metric, panicking only on a programming error (a duplicate
 /// name or invalid label set), which tests catch immediately.
-pub fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+pub fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> M {
     registry
         .register(Box::new(metric.clone()))
         .expect("metric names are unique and valid");

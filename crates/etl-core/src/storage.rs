@@ -38,7 +38,9 @@ impl S3Settings {
             region: env.non_empty("S3_REGION", "us-east-1")?,
             bucket: env.non_empty("S3_BUCKET", "imports")?,
             access_key_id: Secret::new(env.non_empty("S3_ACCESS_KEY_ID", "etl-dev")?),
-            secret_access_key: Secret::new(env.non_empty("S3_SECRET_ACCESS_KEY", "etl-dev-secret")?),
+            secret_access_key: Secret::new(
+                env.non_empty("S3_SECRET_ACCESS_KEY", "etl-dev-secret")?,
+            ),
             timeout: env.millis("S3_TIMEOUT_MS", 10_000)?,
         })
     }
@@ -132,7 +134,13 @@ impl ObjectStore {
         if self.check().await.is_ok() {
             return Ok(());
         }
-        match self.client.create_bucket().bucket(&self.bucket).send().await {
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error().is_some_and(|s| {
@@ -149,7 +157,8 @@ impl ObjectStore {
     pub async fn check(&self) -> Result<(), StoreError> {
         let started = Instant::now();
         let result = self.client.head_bucket().bucket(&self.bucket).send().await;
-        self.timer.observe("s3", "head_bucket", started, result.is_ok());
+        self.timer
+            .observe("s3", "head_bucket", started, result.is_ok());
         result.map(|_| ()).map_err(|e| unavailable("HeadBucket", e))
     }
 
@@ -164,7 +173,8 @@ impl ObjectStore {
             .body(ByteStream::from(body))
             .send()
             .await;
-        self.timer.observe("s3", "put_object", started, result.is_ok());
+        self.timer
+            .observe("s3", "put_object", started, result.is_ok());
         let out = result.map_err(|e| unavailable("PutObject", e))?;
         Ok(StoredObject {
             etag: out.e_tag().unwrap_or_default().to_owned(),
@@ -173,22 +183,35 @@ impl ObjectStore {
 
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         let started = Instant::now();
-        let result = self.client.get_object().bucket(&self.bucket).key(key).send().await;
+        let result = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
         let out = match result {
             Ok(out) => out,
             Err(e) => {
                 self.timer.observe("s3", "get_object", started, false);
                 if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    return Err(StoreError::NotFound { key: key.to_owned() });
+                    return Err(StoreError::NotFound {
+                        key: key.to_owned(),
+                    });
                 }
                 return Err(unavailable("GetObject", e));
             }
         };
-        let body = out.body.collect().await.map_err(|e| StoreError::Unavailable {
-            operation: "GetObject",
-            message: e.to_string(),
-        });
-        self.timer.observe("s3", "get_object", started, body.is_ok());
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                operation: "GetObject",
+                message: e.to_string(),
+            });
+        self.timer
+            .observe("s3", "get_object", started, body.is_ok());
         Ok(body?.into_bytes().to_vec())
     }
 }

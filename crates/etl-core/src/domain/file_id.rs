@@ -62,15 +62,24 @@ mod tests {
     #[test]
     fn same_company_and_content_give_the_same_id() {
         let c = CompanySlug::parse("acme").unwrap();
-        assert_eq!(FileId::for_content(&c, &sha("x")), FileId::for_content(&c, &sha("x")));
+        assert_eq!(
+            FileId::for_content(&c, &sha("x")),
+            FileId::for_content(&c, &sha("x"))
+        );
     }
 
     #[test]
     fn other_content_or_company_gives_another_id() {
         let a = CompanySlug::parse("acme").unwrap();
         let b = CompanySlug::parse("acme-2").unwrap();
-        assert_ne!(FileId::for_content(&a, &sha("x")), FileId::for_content(&a, &sha("y")));
-        assert_ne!(FileId::for_content(&a, &sha("x")), FileId::for_content(&b, &sha("x")));
+        assert_ne!(
+            FileId::for_content(&a, &sha("x")),
+            FileId::for_content(&a, &sha("y"))
+        );
+        assert_ne!(
+            FileId::for_content(&a, &sha("x")),
+            FileId::for_content(&b, &sha("x"))
+        );
     }
 
     #[test]

@@ -46,7 +46,10 @@ impl Inn {
     /// Completes a 9-digit (or 11-digit) prefix with its check digit(s);
     /// used to generate valid example data.
     pub fn with_check_digits(prefix: &str) -> Option<Self> {
-        let mut d: Vec<u32> = prefix.chars().map(|c| c.to_digit(10)).collect::<Option<_>>()?;
+        let mut d: Vec<u32> = prefix
+            .chars()
+            .map(|c| c.to_digit(10))
+            .collect::<Option<_>>()?;
         match d.len() {
             9 => d.push(check_digit(&d, &W10)),
             10 => {
@@ -55,7 +58,11 @@ impl Inn {
             }
             _ => return None,
         }
-        Some(Self(d.iter().map(|x| char::from_digit(*x, 10).unwrap_or('0')).collect()))
+        Some(Self(
+            d.iter()
+                .map(|x| char::from_digit(*x, 10).unwrap_or('0'))
+                .collect(),
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -94,12 +101,22 @@ mod tests {
             Inn::parse("7707083894"),
             Err(InnError::Checksum("7707083894".into()))
         );
-        assert!(matches!(Inn::parse("500100732258"), Err(InnError::Checksum(_))));
+        assert!(matches!(
+            Inn::parse("500100732258"),
+            Err(InnError::Checksum(_))
+        ));
     }
 
     #[test]
     fn wrong_shapes_are_rejected() {
-        for s in ["", "123", "77070838931", "770708389a", " 7707083893", "７７０７０８３８９３"] {
+        for s in [
+            "",
+            "123",
+            "77070838931",
+            "770708389a",
+            " 7707083893",
+            "７７０７０８３８９３",
+        ] {
             assert!(matches!(Inn::parse(s), Err(InnError::Shape(_))), "{s:?}");
         }
     }

@@ -43,7 +43,10 @@ mod tests {
 
     #[test]
     fn client_ids_are_kept_when_safe() {
-        assert_eq!(RequestId::parse("req-42_a.b:c").unwrap().as_str(), "req-42_a.b:c");
+        assert_eq!(
+            RequestId::parse("req-42_a.b:c").unwrap().as_str(),
+            "req-42_a.b:c"
+        );
     }
 
     #[test]

@@ -56,7 +56,8 @@ impl CompanySlug {
     pub fn parse(s: &str) -> Result<Self, SlugError> {
         let well_formed = !s.is_empty()
             && s.len() <= MAX_LEN
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-')
             && !s.contains("--");
@@ -143,7 +144,13 @@ mod tests {
 
     #[test]
     fn every_built_slug_parses_back() {
-        for name in ["Газпром нефть", "X", "Société Générale", "日本電信電話", "a-b--c"] {
+        for name in [
+            "Газпром нефть",
+            "X",
+            "Société Générale",
+            "日本電信電話",
+            "a-b--c",
+        ] {
             let built = CompanySlug::from_name(name).unwrap();
             assert_eq!(CompanySlug::parse(built.as_str()).unwrap(), built);
         }

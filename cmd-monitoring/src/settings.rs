@@ -1,0 +1,33 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use etl_core::bus::KafkaSettings;
+use etl_core::config::{ConfigError, Env};
+use etl_core::telemetry::LogFormat;
+
+/// Everything cmd-monitoring reads from the environment; see `.env.example`.
+#[derive(Debug, Clone)]
+pub struct MonitoringSettings {
+    /// `MONITORING_LISTEN_ADDR`: probes and metrics.
+    pub listen_addr: SocketAddr,
+    /// `MONITORING_GROUP_ID`: its own consumer group, so it sees every event
+    /// without taking any from the processor.
+    pub group_id: String,
+    /// `READINESS_TIMEOUT_MS`.
+    pub readiness_timeout: Duration,
+    /// `LOG_FORMAT`: `json` or `pretty`.
+    pub log_format: LogFormat,
+    pub kafka: KafkaSettings,
+}
+
+impl MonitoringSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            listen_addr: env.socket_addr("MONITORING_LISTEN_ADDR", "0.0.0.0:8082")?,
+            group_id: env.non_empty("MONITORING_GROUP_ID", "etl-monitoring")?,
+            readiness_timeout: env.millis("READINESS_TIMEOUT_MS", 2_000)?,
+            log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,
+            kafka: KafkaSettings::from_env(env)?,
+        })
+    }
+}

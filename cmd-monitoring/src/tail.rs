@@ -1,0 +1,100 @@
+//! Tails every event topic and writes one JSON log line per event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{IntCounterVec, Opts, Registry};
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use tokio_util::sync::CancellationToken;
+
+use etl_core::events::Envelope;
+use etl_core::metrics::register;
+
+#[derive(Clone)]
+pub struct TailMetrics {
+    events: IntCounterVec,
+}
+
+impl TailMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        Self {
+            events: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "monitoring_events_total",
+                        "Events seen on the pipeline topics, by type.",
+                    ),
+                    &["event_type"],
+                )
+                .expect("valid counter"),
+            ),
+        }
+    }
+}
+
+pub async fn run(consumer: Arc<StreamConsumer>, metrics: TailMetrics, shutdown: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => break,
+            m = consumer.recv() => m,
+        };
+        let message = match received {
+            Ok(m) => {
+                failures = 0;
+                m
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka receive failed");
+                let delay = etl_core::backoff_delay(
+                    failures,
+                    Duration::from_millis(200),
+                    Duration::from_secs(10),
+                );
+                failures += 1;
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        let payload = message.payload().unwrap_or_default();
+        match Envelope::from_json(payload) {
+            Ok(envelope) => {
+                let event_type = envelope.event.type_name();
+                metrics.events.with_label_values(&[event_type]).inc();
+                let file_id = envelope.event.file_id().map(|f| f.to_string());
+                let event = serde_json::to_value(&envelope).unwrap_or_default();
+                tracing::info!(
+                    event_type,
+                    event_id = %envelope.event_id,
+                    request_id = envelope.request_id.as_str(),
+                    company = envelope.company.as_ref().map(|c| c.as_str()),
+                    file_id,
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    %event,
+                    "event"
+                );
+            }
+            Err(e) => {
+                metrics.events.with_label_values(&["unreadable"]).inc();
+                tracing::warn!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    error = %e,
+                    payload = %String::from_utf8_lossy(payload),
+                    "unreadable record on an event topic"
+                );
+            }
+        }
+        // The log line is the whole effect; losing a commit only repeats it.
+        if let Err(e) = consumer.commit_message(&message, CommitMode::Async) {
+            tracing::debug!(error = %e, "offset commit failed");
+        }
+    }
+}

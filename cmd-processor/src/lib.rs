@@ -1,0 +1,17 @@
+//! cmd-processor: consumes `FileExtractSuccess`, validates each stored
+//! company file and loads it into Postgres, emitting `FileLoaded` or
+//! `ValidationError`.
+
+pub mod app;
+pub mod company;
+pub mod ledger;
+pub mod metrics;
+pub mod settings;
+pub mod worker;
+
+pub use app::Application;
+pub use settings::ProcessorSettings;
+
+pub fn service_info() -> etl_core::http::ServiceInfo {
+    etl_core::service_info!("cmd-processor")
+}

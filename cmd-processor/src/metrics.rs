@@ -1,0 +1,76 @@
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+
+use etl_core::metrics::register;
+
+/// Pipeline metrics of the processor.
+#[derive(Clone)]
+pub struct ProcessorMetrics {
+    files: IntCounterVec,
+    rows: IntCounterVec,
+    retries: IntCounterVec,
+    load_duration: Histogram,
+}
+
+impl ProcessorMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        Self {
+            files: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "processor_files_total",
+                        "Files handled, by outcome (loaded, invalid, duplicate, dead_lettered, failed).",
+                    ),
+                    &["outcome"],
+                )
+                .expect("valid counter"),
+            ),
+            rows: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("processor_rows_written_total", "Rows written, by table."),
+                    &["table"],
+                )
+                .expect("valid counter"),
+            ),
+            retries: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "processor_retries_total",
+                        "Transient failures that made the processor retry a file, by dependency.",
+                    ),
+                    &["cause"],
+                )
+                .expect("valid counter"),
+            ),
+            load_duration: register(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "processor_load_duration_seconds",
+                        "Time from picking a file up to its outcome being durable.",
+                    )
+                    .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                )
+                .expect("valid histogram"),
+            ),
+        }
+    }
+
+    pub fn file(&self, outcome: &str) {
+        self.files.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn rows(&self, table: &str, n: u64) {
+        self.rows.with_label_values(&[table]).inc_by(n);
+    }
+
+    pub fn retry(&self, cause: &str) {
+        self.retries.with_label_values(&[cause]).inc();
+    }
+
+    pub fn load_seconds(&self, seconds: f64) {
+        self.load_duration.observe(seconds);
+    }
+}

@@ -1,0 +1,441 @@
+//! The consume loop: one `FileExtractSuccess` at a time, outcome made
+//! durable (database and/or outcome event), then the offset committed.
+//!
+//! Delivery is at-least-once; the `import_files` ledger turns it into an
+//! effectively-once effect: a redelivered record finds its ledger row and
+//! only re-emits the recorded outcome (with the same derived `event_id`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use etl_core::bus::{EventPublisher, HEADER_REQUEST_ID, headers_map};
+use etl_core::domain::{CompanySlug, RequestId};
+use etl_core::events::{
+    DeadLetter, Envelope, Event, FieldError, FileExtractSuccess, FileLoaded, ValidationError,
+};
+use etl_core::storage::{ObjectStore, StoreError, company_file_key};
+
+use crate::company::CompanyValidator;
+use crate::ledger::{self, FileMeta, LedgerRow, Rejection, Written};
+use crate::metrics::ProcessorMetrics;
+
+/// A failure worth retrying: the dependency may come back.
+#[derive(Debug)]
+struct Transient {
+    cause: &'static str,
+    message: String,
+}
+
+impl Transient {
+    fn db(e: sqlx::Error) -> Self {
+        Self {
+            cause: "postgres",
+            message: e.to_string(),
+        }
+    }
+    fn kafka(e: etl_core::bus::BusError) -> Self {
+        Self {
+            cause: "kafka",
+            message: e.to_string(),
+        }
+    }
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Loaded,
+    Invalid,
+    /// The same file (same content, same company) was already handled for
+    /// an earlier event; nothing written, nothing emitted.
+    Duplicate,
+    /// This very event was handled before (a redelivery); its recorded
+    /// outcome was published again.
+    Reemitted,
+    DeadLettered,
+    /// The database refused the data for good; recorded as `failed` and
+    /// dead-lettered.
+    Failed,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Loaded => "loaded",
+            Outcome::Invalid => "invalid",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Reemitted => "reemitted",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+pub struct Worker {
+    pub consumer: Arc<StreamConsumer>,
+    pub pool: PgPool,
+    pub store: ObjectStore,
+    pub publisher: EventPublisher,
+    pub validator: Arc<CompanyValidator>,
+    pub metrics: ProcessorMetrics,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+impl Worker {
+    /// Consumes until `shutdown` is cancelled. The file in hand is finished
+    /// (or, if it is waiting to retry, left uncommitted for the next owner).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut receive_failures = 0u32;
+        loop {
+            let received = tokio::select! {
+                () = shutdown.cancelled() => break,
+                m = self.consumer.recv() => m.map(|m| m.detach()),
+            };
+            let record = match received {
+                Ok(record) => {
+                    receive_failures = 0;
+                    record
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka receive failed");
+                    self.metrics.retry("kafka");
+                    let delay =
+                        etl_core::backoff_delay(receive_failures, self.retry_base, self.retry_max);
+                    receive_failures += 1;
+                    if sleep_or_cancel(delay, &shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let span = tracing::info_span!(
+                "record",
+                topic = record.topic(),
+                partition = record.partition(),
+                offset = record.offset(),
+                request_id = tracing::field::Empty,
+                file_id = tracing::field::Empty,
+                company = tracing::field::Empty,
+            );
+            let handled = self
+                .handle_with_retries(&record, &shutdown)
+                .instrument(span.clone())
+                .await;
+            let Some(outcome) = handled else { break };
+            self.metrics.file(outcome.label());
+            self.commit(&record).instrument(span).await;
+        }
+        tracing::info!("consumer loop stopped");
+    }
+
+    async fn handle_with_retries(
+        &self,
+        record: &OwnedMessage,
+        shutdown: &CancellationToken,
+    ) -> Option<Outcome> {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            match self.handle(record, started).await {
+                Ok(outcome) => {
+                    self.metrics.load_seconds(started.elapsed().as_secs_f64());
+                    tracing::info!(
+                        outcome = outcome.label(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "file handled"
+                    );
+                    return Some(outcome);
+                }
+                Err(t) => {
+                    self.metrics.retry(t.cause);
+                    let delay = etl_core::backoff_delay(attempt, self.retry_base, self.retry_max);
+                    attempt += 1;
+                    tracing::warn!(cause = t.cause, error = %t.message, attempt, retry_in_ms = delay.as_millis() as u64, "transient failure; will retry without committing");
+                    if sleep_or_cancel(delay, shutdown).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, record: &OwnedMessage, started: Instant) -> Result<Outcome, Transient> {
+        let payload = record.payload().unwrap_or_default();
+        let envelope = match Envelope::from_json(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                return self
+                    .dead_letter(
+                        record,
+                        None,
+                        format!("the record is not a pipeline event: {e}"),
+                    )
+                    .await;
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("request_id", envelope.request_id.as_str());
+        if let Some(c) = &envelope.company {
+            span.record("company", c.as_str());
+        }
+        let Event::FileExtractSuccess(file) = &envelope.event else {
+            let kind = envelope.event.type_name();
+            return self
+                .dead_letter(
+                    record,
+                    Some(&envelope),
+                    format!("expected FileExtractSuccess, got {kind}"),
+                )
+                .await;
+        };
+        span.record("file_id", tracing::field::display(file.file_id));
+        let Some(company) = envelope.company.clone() else {
+            return self
+                .dead_letter(
+                    record,
+                    Some(&envelope),
+                    "FileExtractSuccess without a company".into(),
+                )
+                .await;
+        };
+        // The key is rebuilt from validated parts; a record pointing
+        // elsewhere is not followed.
+        let s3_key = company_file_key(&company, file.file_id);
+        if file.s3_key != s3_key {
+            let msg = format!(
+                "s3_key {:?} does not match company and file_id (expected {s3_key:?})",
+                file.s3_key
+            );
+            return self.dead_letter(record, Some(&envelope), msg).await;
+        }
+
+        if let Some(row) = ledger::find(&self.pool, file.file_id)
+            .await
+            .map_err(Transient::db)?
+        {
+            return self.already_recorded(&envelope, file, row).await;
+        }
+
+        let bytes = match self.store.get(&s3_key).await {
+            Ok(b) => b,
+            Err(e @ StoreError::NotFound { .. }) => {
+                return self
+                    .dead_letter(record, Some(&envelope), e.to_string())
+                    .await;
+            }
+            Err(e @ StoreError::Unavailable { .. }) => {
+                return Err(Transient {
+                    cause: "s3",
+                    message: e.to_string(),
+                });
+            }
+        };
+        let meta = FileMeta {
+            file_id: file.file_id,
+            company,
+            s3_key,
+            sha256: file.sha256.clone(),
+            size_bytes: file.size_bytes,
+            request_id: envelope.request_id.clone(),
+            event_id: envelope.event_id,
+            received_at: envelope.occurred_at,
+        };
+
+        match self.validator.validate(&bytes) {
+            Err(errors) => {
+                match ledger::record_rejected(&self.pool, &meta, Rejection::Invalid, &errors)
+                    .await
+                    .map_err(Transient::db)?
+                {
+                    Written::AlreadyRecorded => return Ok(Outcome::Duplicate),
+                    Written::Done(()) => {}
+                }
+                tracing::info!(errors = errors.len(), "file failed validation");
+                self.publish(&envelope, invalid_event(file, errors)).await?;
+                Ok(Outcome::Invalid)
+            }
+            Ok(company) => match ledger::load(&self.pool, &meta, &company, started).await {
+                Ok(Written::AlreadyRecorded) => Ok(Outcome::Duplicate),
+                Ok(Written::Done(rows)) => {
+                    for (table, n) in &rows {
+                        self.metrics.rows(table, *n);
+                    }
+                    let duration_ms = started.elapsed().as_millis() as u64;
+                    self.publish(&envelope, loaded_event(file, rows, duration_ms))
+                        .await?;
+                    Ok(Outcome::Loaded)
+                }
+                Err(e) if is_permanent(&e) => {
+                    let error = FieldError {
+                        path: String::new(),
+                        message: format!("the database refused the file: {e}"),
+                    };
+                    match ledger::record_rejected(
+                        &self.pool,
+                        &meta,
+                        Rejection::Failed,
+                        std::slice::from_ref(&error),
+                    )
+                    .await
+                    .map_err(Transient::db)?
+                    {
+                        Written::AlreadyRecorded => Ok(Outcome::Duplicate),
+                        Written::Done(()) => {
+                            self.dead_letter(record, Some(&envelope), error.message)
+                                .await?;
+                            Ok(Outcome::Failed)
+                        }
+                    }
+                }
+                Err(e) => Err(Transient::db(e)),
+            },
+        }
+    }
+
+    /// The ledger already knows this file. If it was this very event, the
+    /// outcome may not have been published before a crash: publish it again.
+    async fn already_recorded(
+        &self,
+        envelope: &Envelope,
+        file: &FileExtractSuccess,
+        row: LedgerRow,
+    ) -> Result<Outcome, Transient> {
+        if row.source_event_id != envelope.event_id {
+            tracing::info!(status = %row.status, "file already handled for an earlier import; skipped");
+            return Ok(Outcome::Duplicate);
+        }
+        let event = match row.status.as_str() {
+            "loaded" => loaded_event(
+                file,
+                row.rows.map(|r| r.0).unwrap_or_default(),
+                row.duration_ms.unwrap_or_default().max(0) as u64,
+            ),
+            "invalid" => invalid_event(file, row.errors.map(|e| e.0).unwrap_or_default()),
+            // A failed file was dead-lettered with the record; nothing to repeat.
+            _ => return Ok(Outcome::Reemitted),
+        };
+        self.publish(envelope, event).await?;
+        Ok(Outcome::Reemitted)
+    }
+
+    async fn publish(&self, cause: &Envelope, event: Event) -> Result<(), Transient> {
+        self.publisher
+            .publish(&Envelope::caused_by(cause, event))
+            .await
+            .map(|_| ())
+            .map_err(Transient::kafka)
+    }
+
+    async fn dead_letter(
+        &self,
+        record: &OwnedMessage,
+        envelope: Option<&Envelope>,
+        error: String,
+    ) -> Result<Outcome, Transient> {
+        tracing::warn!(%error, "routing record to the dead-letter topic");
+        let headers = headers_map(record.headers());
+        let request_id = envelope
+            .map(|e| e.request_id.clone())
+            .or_else(|| {
+                headers
+                    .get(HEADER_REQUEST_ID)
+                    .and_then(|r| RequestId::parse(r))
+            })
+            .unwrap_or_else(RequestId::generate);
+        let company = envelope.and_then(|e| e.company.clone()).or_else(|| {
+            record
+                .key()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .and_then(|k| CompanySlug::parse(k).ok())
+        });
+        let letter = DeadLetter {
+            file_id: envelope.and_then(|e| e.event.file_id()),
+            error,
+            source_topic: record.topic().to_owned(),
+            source_partition: record.partition(),
+            source_offset: record.offset(),
+            original_value: String::from_utf8_lossy(record.payload().unwrap_or_default())
+                .into_owned(),
+            original_headers: headers,
+        };
+        let out = Envelope::new(request_id, company, Event::DeadLetter(letter));
+        self.publisher
+            .publish(&out)
+            .await
+            .map_err(Transient::kafka)?;
+        Ok(Outcome::DeadLettered)
+    }
+
+    /// Commits the offset after `record`. A failed commit only means the
+    /// record comes again, which the ledger absorbs.
+    async fn commit(&self, record: &OwnedMessage) {
+        let mut tpl = TopicPartitionList::new();
+        if let Err(e) = tpl.add_partition_offset(
+            record.topic(),
+            record.partition(),
+            Offset::Offset(record.offset() + 1),
+        ) {
+            tracing::warn!(error = %e, "cannot build the offset commit");
+            return;
+        }
+        let consumer = self.consumer.clone();
+        let result =
+            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "offset commit failed; the record may be redelivered")
+            }
+            Err(e) => tracing::warn!(error = %e, "offset commit task failed"),
+        }
+    }
+}
+
+fn loaded_event(
+    file: &FileExtractSuccess,
+    rows: std::collections::BTreeMap<String, u64>,
+    duration_ms: u64,
+) -> Event {
+    Event::FileLoaded(FileLoaded {
+        file_id: file.file_id,
+        rows,
+        duration_ms,
+    })
+}
+
+fn invalid_event(file: &FileExtractSuccess, errors: Vec<FieldError>) -> Event {
+    Event::ValidationError(ValidationError {
+        file_id: file.file_id,
+        s3_key: file.s3_key.clone(),
+        errors,
+    })
+}
+
+/// Data exceptions (class 22) and integrity violations (class 23) will not
+/// go away by retrying; everything else (connection loss, timeouts,
+/// serialization failures) might.
+fn is_permanent(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+        _ => false,
+    }
+}
+
+/// Returns true when cancelled before the delay elapsed.
+async fn sleep_or_cancel(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(delay) => false,
+    }
+}
