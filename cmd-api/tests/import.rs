@@ -1,0 +1,216 @@
+//! `POST /import/companies` against the real S3 server and broker.
+
+use std::time::Duration;
+
+use prometheus::Registry;
+use serde_json::Value;
+
+use cmd_api::{ApiSettings, Application};
+use etl_core::events::Event;
+use etl_core::metrics::DependencyTimer;
+use etl_core::storage::{ObjectStore, S3Settings};
+use etl_testkit::{DEADLINE, Service, TestEnv, example, http, local_listener};
+
+struct Api {
+    env: TestEnv,
+    service: Service,
+    store: ObjectStore,
+}
+
+async fn start() -> Api {
+    let env = TestEnv::new().await;
+    let settings = ApiSettings::from_env(&env.env(&[])).expect("settings");
+    let store = ObjectStore::new(&settings.s3, DependencyTimer::new(&Registry::new()));
+    let app = Application::build_with_listener(settings, local_listener().await)
+        .await
+        .expect("api starts");
+    let service = Service::spawn(app.local_addr(), |stop| {
+        app.run_until_stopped(stop, Duration::from_secs(5))
+    })
+    .await;
+    Api {
+        env,
+        service,
+        store,
+    }
+}
+
+impl Api {
+    async fn post(
+        &self,
+        body: Vec<u8>,
+        content_type: &str,
+        request_id: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = http()
+            .post(self.service.url("/import/companies?filename=upload.json"))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(id) = request_id {
+            request = request.header("x-request-id", id);
+        }
+        let response = request.send().await.expect("api answers");
+        let status = response.status().as_u16();
+        let echoed = response
+            .headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: Value = response.json().await.expect("a JSON answer");
+        assert_eq!(
+            echoed.as_deref(),
+            body["request_id"].as_str(),
+            "X-Request-Id echoed"
+        );
+        (status, body)
+    }
+
+    async fn stored_keys(&self) -> Vec<String> {
+        let listed = self
+            .store
+            .client()
+            .list_objects_v2()
+            .bucket(self.store.bucket())
+            .send()
+            .await
+            .expect("list the bucket");
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn one_company_is_stored_and_announced_keyed_by_its_slug() {
+    let api = start().await;
+    let posted = example("c.json");
+    let (status, body) = api
+        .post(posted.clone(), "application/json", Some("req-c-json-1"))
+        .await;
+
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["request_id"], "req-c-json-1");
+    let files = body["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1);
+    let file = &files[0];
+    assert_eq!(file["company"], "pao-sberbank");
+    let file_id = file["file_id"].as_str().unwrap();
+    let key = format!("pao-sberbank/files/{file_id}.json");
+    assert_eq!(file["s3_key"], key.as_str());
+
+    // The object holds the posted document (surrounding whitespace aside).
+    let stored = api.store.get(&key).await.expect("object stored");
+    assert_eq!(stored, posted.trim_ascii());
+    assert_eq!(file["size_bytes"], stored.len());
+
+    let topic = api.env.kafka().topics().file_extract_success;
+    let mut tail = api.env.tail(&topic);
+    let records = tail
+        .until(DEADLINE, "the FileExtractSuccess", |r| !r.is_empty())
+        .await;
+    assert_eq!(records.len(), 1);
+    let record = &records[0];
+    assert_eq!(record.key.as_deref(), Some("pao-sberbank"));
+    assert_eq!(record.headers["event-type"], "FileExtractSuccess");
+    assert_eq!(record.headers["request-id"], "req-c-json-1");
+    assert_eq!(record.envelope.request_id.as_str(), "req-c-json-1");
+    let Event::FileExtractSuccess(e) = &record.envelope.event else {
+        panic!("unexpected event {:?}", record.envelope.event)
+    };
+    assert_eq!(e.file_id.to_string(), file_id);
+    assert_eq!(e.s3_key, key);
+    assert_eq!(e.s3_bucket, api.store.bucket());
+    assert_eq!(e.size_bytes, stored.len() as u64);
+    assert_eq!(e.dataset, "companies");
+    assert_eq!(e.filename, "upload.json");
+    assert_eq!(e.etag, file["etag"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn malformed_json_is_rejected_with_its_position_and_nothing_is_stored() {
+    let api = start().await;
+    let (status, body) = api
+        .post(example("invalid/malformed.json"), "application/json", None)
+        .await;
+
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_json");
+    assert_eq!(body["error"]["line"], 5, "{body}");
+    assert!(body["error"]["column"].is_u64(), "{body}");
+    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+
+    let topic = api.env.kafka().topics().file_extract_error;
+    let mut tail = api.env.tail(&topic);
+    let records = tail
+        .until(DEADLINE, "the FileExtractError", |r| !r.is_empty())
+        .await;
+    let Event::FileExtractError(e) = &records[0].envelope.event else {
+        panic!("unexpected event {:?}", records[0].envelope.event)
+    };
+    assert_eq!(e.reason, "invalid_json");
+    assert_eq!(e.line, Some(5));
+    assert_eq!(records[0].envelope.company, None);
+    assert_eq!(
+        records[0].envelope.request_id.as_str(),
+        body["request_id"].as_str().unwrap()
+    );
+
+    assert_eq!(
+        api.stored_keys().await,
+        Vec::<String>::new(),
+        "nothing stored"
+    );
+}
+
+#[tokio::test]
+async fn a_company_without_a_name_is_422_and_reported() {
+    let api = start().await;
+    let (status, body) = api
+        .post(
+            example("invalid/missing-name.json"),
+            "application/json",
+            None,
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "missing_company");
+
+    let topic = api.env.kafka().topics().file_extract_error;
+    let mut tail = api.env.tail(&topic);
+    let records = tail
+        .until(DEADLINE, "the FileExtractError", |r| !r.is_empty())
+        .await;
+    let Event::FileExtractError(e) = &records[0].envelope.event else {
+        panic!("unexpected event {:?}", records[0].envelope.event)
+    };
+    assert_eq!(e.reason, "missing_company");
+    assert_eq!(
+        api.stored_keys().await,
+        Vec::<String>::new(),
+        "nothing stored"
+    );
+}
+
+#[tokio::test]
+async fn ndjson_gives_one_file_per_line() {
+    let api = start().await;
+    let posted = example("companies.ndjson");
+    let (status, body) = api.post(posted.clone(), "application/x-ndjson", None).await;
+    assert_eq!(status, 202, "{body}");
+    let lines = posted
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    let files = body["files"].as_array().unwrap();
+    assert_eq!(files.len(), lines);
+
+    let mut keys = api.stored_keys().await;
+    keys.sort();
+    let mut expected: Vec<String> = files
+        .iter()
+        .map(|f| f["s3_key"].as_str().unwrap().to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+}
