@@ -1,0 +1,276 @@
+//! The whole pipeline, api and processor, against the real stack: what a
+//! user posts ends up in Postgres once, or is reported invalid once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use etl_core::events::Event;
+use etl_testkit::{DEADLINE, Received, Service, TestEnv, eventually, example, example_json, http, local_listener};
+
+struct Pipeline {
+    env: TestEnv,
+    api: Service,
+    processor: Service,
+}
+
+async fn start() -> Pipeline {
+    let env = TestEnv::new().await;
+    let api_app = cmd_api::Application::build_with_listener(
+        cmd_api::ApiSettings::from_env(&env.env(&[])).expect("api settings"),
+        local_listener().await,
+    )
+    .await
+    .expect("api starts");
+    let api = Service::spawn(api_app.local_addr(), |stop| {
+        api_app.run_until_stopped(stop, Duration::from_secs(5))
+    })
+    .await;
+    let processor_app = cmd_processor::Application::build_with_listener(
+        cmd_processor::ProcessorSettings::from_env(&env.env(&[])).expect("processor settings"),
+        local_listener().await,
+    )
+    .await
+    .expect("processor starts");
+    let processor = Service::spawn(processor_app.local_addr(), |stop| {
+        processor_app.run_until_stopped(stop)
+    })
+    .await;
+    Pipeline { env, api, processor }
+}
+
+impl Pipeline {
+    async fn post(&self, body: Vec<u8>) -> Value {
+        let response = http()
+            .post(self.api.url("/import/companies"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("api answers");
+        assert_eq!(response.status(), 202);
+        response.json().await.expect("JSON")
+    }
+
+    /// Outcome events (FileLoaded / ValidationError) seen so far, waiting
+    /// until `done` holds.
+    async fn outcomes<F>(&self, topic: &str, what: &str, done: F) -> Vec<Received>
+    where
+        F: Fn(&[Received]) -> bool,
+    {
+        let mut tail = self.env.tail(topic);
+        tail.until(DEADLINE, what, done).await.to_vec()
+    }
+
+    async fn ledger(&self, file_id: &str) -> Vec<(String, Option<Value>)> {
+        sqlx::query_as::<_, (String, Option<sqlx::types::Json<Value>>)>(
+            "SELECT status, errors FROM import_files WHERE file_id = $1::uuid",
+        )
+        .bind(file_id)
+        .fetch_all(&self.env.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, e)| (s, e.map(|j| j.0)))
+        .collect()
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.env.pool).await.unwrap()
+    }
+
+    /// The value of a processor counter on `/metrics`.
+    async fn metric(&self, series: &str) -> f64 {
+        let text = http()
+            .get(self.processor.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+fn file_ids(accepted: &Value) -> Vec<String> {
+    accepted["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["file_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn loaded_ids(records: &[Received]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|r| match &r.envelope.event {
+            Event::FileLoaded(e) => Some(e.file_id.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn one_company_travels_from_curl_to_postgres() {
+    let p = start().await;
+    let accepted = p.post(example("c.json")).await;
+    let file_id = file_ids(&accepted).remove(0);
+
+    let topics = p.env.kafka().topics();
+    let loaded = p
+        .outcomes(&topics.file_loaded, "FileLoaded", |r| !r.is_empty())
+        .await;
+    assert_eq!(loaded_ids(&loaded), [file_id.clone()]);
+    let Event::FileLoaded(event) = &loaded[0].envelope.event else { unreachable!() };
+    assert_eq!(loaded[0].key.as_deref(), Some("pao-sberbank"));
+    assert_eq!(loaded[0].envelope.request_id.as_str(), accepted["request_id"].as_str().unwrap());
+    assert_eq!(
+        event.rows,
+        BTreeMap::from([
+            ("companies".to_owned(), 1),
+            ("company_contacts".to_owned(), 2),
+            ("company_offices".to_owned(), 2)
+        ])
+    );
+
+    let doc = example_json("c.json");
+    let (name, slug, employees, city, extra): (String, String, Option<i32>, Option<String>, sqlx::types::Json<Value>) =
+        sqlx::query_as(
+            "SELECT name, slug, employees, address_city, extra FROM companies WHERE inn = $1",
+        )
+        .bind(doc["inn"].as_str().unwrap())
+        .fetch_one(&p.env.pool)
+        .await
+        .expect("the company row exists");
+    assert_eq!(name, doc["name"].as_str().unwrap());
+    assert_eq!(slug, "pao-sberbank");
+    assert_eq!(employees, doc["employees"].as_i64().map(|e| e as i32));
+    assert_eq!(city.as_deref(), doc["address"]["city"].as_str());
+    assert_eq!(extra.0, serde_json::json!({"rating": doc["rating"]}), "unknown fields kept");
+    assert_eq!(p.count("SELECT count(*) FROM company_offices").await, 2);
+    assert_eq!(p.count("SELECT count(*) FROM company_contacts").await, 2);
+    assert_eq!(p.ledger(&file_id).await, [("loaded".to_owned(), None)]);
+}
+
+#[tokio::test]
+async fn every_company_of_a_large_file_is_loaded_exactly_once() {
+    let p = start().await;
+    let companies = example_json("companies.json");
+    let n = companies.as_array().unwrap().len();
+    assert!(n >= 50, "the example has {n} companies");
+    let accepted = p.post(example("companies.json")).await;
+    let ids: BTreeSet<String> = file_ids(&accepted).into_iter().collect();
+    assert_eq!(ids.len(), n);
+
+    let topics = p.env.kafka().topics();
+    let loaded = p
+        .outcomes(&topics.file_loaded, "a FileLoaded per company", |r| r.len() >= n)
+        .await;
+    let loaded: Vec<String> = loaded_ids(&loaded);
+    assert_eq!(loaded.len(), n, "one FileLoaded per file");
+    assert_eq!(loaded.into_iter().collect::<BTreeSet<_>>(), ids);
+
+    let inns: BTreeSet<&str> = companies.as_array().unwrap().iter().map(|c| c["inn"].as_str().unwrap()).collect();
+    let rows: Vec<String> = sqlx::query_scalar("SELECT inn FROM companies ORDER BY inn")
+        .fetch_all(&p.env.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), n, "one row per company");
+    assert_eq!(rows.iter().map(String::as_str).collect::<BTreeSet<_>>(), inns);
+    assert_eq!(
+        p.count("SELECT count(*) FROM import_files WHERE status = 'loaded'").await,
+        n as i64
+    );
+    assert_eq!(p.count("SELECT count(*) FROM import_files").await, n as i64);
+}
+
+#[tokio::test]
+async fn a_bad_inn_checksum_is_reported_and_not_loaded() {
+    let p = start().await;
+    let accepted = p.post(example("invalid/bad-inn.json")).await;
+    let file_id = file_ids(&accepted).remove(0);
+
+    let topics = p.env.kafka().topics();
+    let errors = p
+        .outcomes(&topics.validation_error, "the ValidationError", |r| !r.is_empty())
+        .await;
+    let Event::ValidationError(event) = &errors[0].envelope.event else {
+        panic!("unexpected {:?}", errors[0].envelope.event)
+    };
+    assert_eq!(event.file_id.to_string(), file_id);
+    assert_eq!(event.errors.len(), 1, "{:?}", event.errors);
+    assert_eq!(event.errors[0].path, "/inn");
+    assert!(event.errors[0].message.contains("check digit"), "{}", event.errors[0].message);
+
+    let ledger = p.ledger(&file_id).await;
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].0, "invalid");
+    assert_eq!(ledger[0].1.as_ref().unwrap()[0]["path"], "/inn");
+    assert_eq!(p.count("SELECT count(*) FROM companies").await, 0, "no company row");
+}
+
+#[tokio::test]
+async fn every_failing_path_of_a_document_is_listed_in_one_event() {
+    let p = start().await;
+    let accepted = p.post(example("invalid/schema-errors.json")).await;
+    let file_id = file_ids(&accepted).remove(0);
+    let topics = p.env.kafka().topics();
+    let errors = p
+        .outcomes(&topics.validation_error, "the ValidationError", |r| !r.is_empty())
+        .await;
+    assert_eq!(errors.len(), 1);
+    let Event::ValidationError(event) = &errors[0].envelope.event else { unreachable!() };
+    assert_eq!(event.file_id.to_string(), file_id);
+    let paths: BTreeSet<&str> = event.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        BTreeSet::from([
+            "/inn",
+            "/ogrn",
+            "/founded_at",
+            "/employees",
+            "/website",
+            "/address/country",
+            "/contacts/0/kind",
+            "/offices/0/headcount"
+        ])
+    );
+}
+
+#[tokio::test]
+async fn the_same_file_posted_twice_is_loaded_once() {
+    let p = start().await;
+    let first = p.post(example("c.json")).await;
+    let second = p.post(example("c.json")).await;
+    let file_id = file_ids(&first).remove(0);
+    assert_eq!(file_ids(&second), [file_id.clone()], "same content, same file id");
+    // A later, different file of the same company goes to the same partition,
+    // so once it is loaded, both copies before it have been handled.
+    let mut changed = example_json("c.json");
+    changed["employees"] = 1.into();
+    let marker = p.post(serde_json::to_vec(&changed).unwrap()).await;
+    let marker_id = file_ids(&marker).remove(0);
+
+    let topics = p.env.kafka().topics();
+    let loaded = p
+        .outcomes(&topics.file_loaded, "the later file's FileLoaded", |r| {
+            loaded_ids(r).contains(&marker_id)
+        })
+        .await;
+    let loaded = loaded_ids(&loaded);
+    assert_eq!(loaded.iter().filter(|id| **id == file_id).count(), 1, "{loaded:?}");
+    assert_eq!(p.ledger(&file_id).await.len(), 1);
+    assert_eq!(p.count("SELECT count(*) FROM import_files").await, 2);
+    assert_eq!(p.count("SELECT count(*) FROM companies").await, 1);
+    let duplicates = eventually(DEADLINE, "the duplicate to be counted", || async {
+        let v = p.metric("processor_files_total{outcome=\"duplicate\"}").await;
+        (v > 0.0).then_some(v)
+    })
+    .await;
+    assert_eq!(duplicates, 1.0);
+}
