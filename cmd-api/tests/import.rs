@@ -8,7 +8,7 @@ use serde_json::Value;
 use cmd_api::{ApiSettings, Application};
 use etl_core::events::Event;
 use etl_core::metrics::DependencyTimer;
-use etl_core::storage::{ObjectStore, S3Settings};
+use etl_core::storage::ObjectStore;
 use etl_testkit::{DEADLINE, Service, TestEnv, example, http, local_listener};
 
 struct Api {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use etl_core::events::Event;
-use etl_testkit::{DEADLINE, Received, Service, TestEnv, eventually, example, example_json, http, local_listener};
+use etl_testkit::{
+    DEADLINE, Received, Service, TestEnv, eventually, example, example_json, http, local_listener,
+};
 
 struct Pipeline {
     env: TestEnv,
@@ -37,7 +39,11 @@ async fn start() -> Pipeline {
         processor_app.run_until_stopped(stop)
     })
     .await;
-    Pipeline { env, api, processor }
+    Pipeline {
+        env,
+        api,
+        processor,
+    }
 }
 
 impl Pipeline {
@@ -77,7 +83,10 @@ impl Pipeline {
     }
 
     async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.env.pool).await.unwrap()
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.env.pool)
+            .await
+            .unwrap()
     }
 
     /// The value of a processor counter on `/metrics`.
@@ -125,10 +134,15 @@ async fn one_company_travels_from_curl_to_postgres() {
     let loaded = p
         .outcomes(&topics.file_loaded, "FileLoaded", |r| !r.is_empty())
         .await;
-    assert_eq!(loaded_ids(&loaded), [file_id.clone()]);
-    let Event::FileLoaded(event) = &loaded[0].envelope.event else { unreachable!() };
+    assert_eq!(loaded_ids(&loaded), std::slice::from_ref(&file_id));
+    let Event::FileLoaded(event) = &loaded[0].envelope.event else {
+        unreachable!()
+    };
     assert_eq!(loaded[0].key.as_deref(), Some("pao-sberbank"));
-    assert_eq!(loaded[0].envelope.request_id.as_str(), accepted["request_id"].as_str().unwrap());
+    assert_eq!(
+        loaded[0].envelope.request_id.as_str(),
+        accepted["request_id"].as_str().unwrap()
+    );
     assert_eq!(
         event.rows,
         BTreeMap::from([
@@ -139,19 +153,28 @@ async fn one_company_travels_from_curl_to_postgres() {
     );
 
     let doc = example_json("c.json");
-    let (name, slug, employees, city, extra): (String, String, Option<i32>, Option<String>, sqlx::types::Json<Value>) =
-        sqlx::query_as(
-            "SELECT name, slug, employees, address_city, extra FROM companies WHERE inn = $1",
-        )
-        .bind(doc["inn"].as_str().unwrap())
-        .fetch_one(&p.env.pool)
-        .await
-        .expect("the company row exists");
+    let (name, slug, employees, city, extra): (
+        String,
+        String,
+        Option<i32>,
+        Option<String>,
+        sqlx::types::Json<Value>,
+    ) = sqlx::query_as(
+        "SELECT name, slug, employees, address_city, extra FROM companies WHERE inn = $1",
+    )
+    .bind(doc["inn"].as_str().unwrap())
+    .fetch_one(&p.env.pool)
+    .await
+    .expect("the company row exists");
     assert_eq!(name, doc["name"].as_str().unwrap());
     assert_eq!(slug, "pao-sberbank");
     assert_eq!(employees, doc["employees"].as_i64().map(|e| e as i32));
     assert_eq!(city.as_deref(), doc["address"]["city"].as_str());
-    assert_eq!(extra.0, serde_json::json!({"rating": doc["rating"]}), "unknown fields kept");
+    assert_eq!(
+        extra.0,
+        serde_json::json!({"rating": doc["rating"]}),
+        "unknown fields kept"
+    );
     assert_eq!(p.count("SELECT count(*) FROM company_offices").await, 2);
     assert_eq!(p.count("SELECT count(*) FROM company_contacts").await, 2);
     assert_eq!(p.ledger(&file_id).await, [("loaded".to_owned(), None)]);
@@ -169,21 +192,32 @@ async fn every_company_of_a_large_file_is_loaded_exactly_once() {
 
     let topics = p.env.kafka().topics();
     let loaded = p
-        .outcomes(&topics.file_loaded, "a FileLoaded per company", |r| r.len() >= n)
+        .outcomes(&topics.file_loaded, "a FileLoaded per company", |r| {
+            r.len() >= n
+        })
         .await;
     let loaded: Vec<String> = loaded_ids(&loaded);
     assert_eq!(loaded.len(), n, "one FileLoaded per file");
     assert_eq!(loaded.into_iter().collect::<BTreeSet<_>>(), ids);
 
-    let inns: BTreeSet<&str> = companies.as_array().unwrap().iter().map(|c| c["inn"].as_str().unwrap()).collect();
+    let inns: BTreeSet<&str> = companies
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["inn"].as_str().unwrap())
+        .collect();
     let rows: Vec<String> = sqlx::query_scalar("SELECT inn FROM companies ORDER BY inn")
         .fetch_all(&p.env.pool)
         .await
         .unwrap();
     assert_eq!(rows.len(), n, "one row per company");
-    assert_eq!(rows.iter().map(String::as_str).collect::<BTreeSet<_>>(), inns);
     assert_eq!(
-        p.count("SELECT count(*) FROM import_files WHERE status = 'loaded'").await,
+        rows.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+        inns
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM import_files WHERE status = 'loaded'")
+            .await,
         n as i64
     );
     assert_eq!(p.count("SELECT count(*) FROM import_files").await, n as i64);
@@ -197,7 +231,9 @@ async fn a_bad_inn_checksum_is_reported_and_not_loaded() {
 
     let topics = p.env.kafka().topics();
     let errors = p
-        .outcomes(&topics.validation_error, "the ValidationError", |r| !r.is_empty())
+        .outcomes(&topics.validation_error, "the ValidationError", |r| {
+            !r.is_empty()
+        })
         .await;
     let Event::ValidationError(event) = &errors[0].envelope.event else {
         panic!("unexpected {:?}", errors[0].envelope.event)
@@ -205,13 +241,21 @@ async fn a_bad_inn_checksum_is_reported_and_not_loaded() {
     assert_eq!(event.file_id.to_string(), file_id);
     assert_eq!(event.errors.len(), 1, "{:?}", event.errors);
     assert_eq!(event.errors[0].path, "/inn");
-    assert!(event.errors[0].message.contains("check digit"), "{}", event.errors[0].message);
+    assert!(
+        event.errors[0].message.contains("check digit"),
+        "{}",
+        event.errors[0].message
+    );
 
     let ledger = p.ledger(&file_id).await;
     assert_eq!(ledger.len(), 1);
     assert_eq!(ledger[0].0, "invalid");
     assert_eq!(ledger[0].1.as_ref().unwrap()[0]["path"], "/inn");
-    assert_eq!(p.count("SELECT count(*) FROM companies").await, 0, "no company row");
+    assert_eq!(
+        p.count("SELECT count(*) FROM companies").await,
+        0,
+        "no company row"
+    );
 }
 
 #[tokio::test]
@@ -221,10 +265,14 @@ async fn every_failing_path_of_a_document_is_listed_in_one_event() {
     let file_id = file_ids(&accepted).remove(0);
     let topics = p.env.kafka().topics();
     let errors = p
-        .outcomes(&topics.validation_error, "the ValidationError", |r| !r.is_empty())
+        .outcomes(&topics.validation_error, "the ValidationError", |r| {
+            !r.is_empty()
+        })
         .await;
     assert_eq!(errors.len(), 1);
-    let Event::ValidationError(event) = &errors[0].envelope.event else { unreachable!() };
+    let Event::ValidationError(event) = &errors[0].envelope.event else {
+        unreachable!()
+    };
     assert_eq!(event.file_id.to_string(), file_id);
     let paths: BTreeSet<&str> = event.errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
@@ -248,7 +296,11 @@ async fn the_same_file_posted_twice_is_loaded_once() {
     let first = p.post(example("c.json")).await;
     let second = p.post(example("c.json")).await;
     let file_id = file_ids(&first).remove(0);
-    assert_eq!(file_ids(&second), [file_id.clone()], "same content, same file id");
+    assert_eq!(
+        file_ids(&second),
+        std::slice::from_ref(&file_id),
+        "same content, same file id"
+    );
     // A later, different file of the same company goes to the same partition,
     // so once it is loaded, both copies before it have been handled.
     let mut changed = example_json("c.json");
@@ -263,12 +315,18 @@ async fn the_same_file_posted_twice_is_loaded_once() {
         })
         .await;
     let loaded = loaded_ids(&loaded);
-    assert_eq!(loaded.iter().filter(|id| **id == file_id).count(), 1, "{loaded:?}");
+    assert_eq!(
+        loaded.iter().filter(|id| **id == file_id).count(),
+        1,
+        "{loaded:?}"
+    );
     assert_eq!(p.ledger(&file_id).await.len(), 1);
     assert_eq!(p.count("SELECT count(*) FROM import_files").await, 2);
     assert_eq!(p.count("SELECT count(*) FROM companies").await, 1);
     let duplicates = eventually(DEADLINE, "the duplicate to be counted", || async {
-        let v = p.metric("processor_files_total{outcome=\"duplicate\"}").await;
+        let v = p
+            .metric("processor_files_total{outcome=\"duplicate\"}")
+            .await;
         (v > 0.0).then_some(v)
     })
     .await;

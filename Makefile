@@ -1,0 +1,58 @@
+# Two commands on a fresh machine: `make dev-up` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+STACK := scripts/stack.sh
+ITEST_ENV := .local/itest/stack.env
+DEV_ENV := .local/dev/stack.env
+# Runs a command with a stack's settings exported.
+with_env = set -a && . $(1) && set +a &&
+
+.PHONY: help dev-up dev-down dev-status dev-migrate dev-rollback \
+        itest-up itest-down itest-migrate itest-rollback \
+        test fmt lint unit build
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+dev-up: ## install what is missing, start the stack and the three services, print URLs
+	@scripts/dev.sh up
+
+dev-down: ## stop the services and the dev stack (data is kept in .local/dev)
+	@scripts/dev.sh down
+
+dev-status: ## what is running
+	@scripts/dev.sh status
+
+dev-migrate: ## apply pending migrations to the dev database
+	@$(STACK) dev up >/dev/null
+	@$(call with_env,$(DEV_ENV)) cargo run --quiet -p cmd-processor -- migrate
+
+dev-rollback: ## revert the newest migration of the dev database (STEPS=n for more)
+	@$(STACK) dev up >/dev/null
+	@$(call with_env,$(DEV_ENV)) cargo run --quiet -p cmd-processor -- rollback $(or $(STEPS),1)
+
+itest-up: ## start the integration-test stack (own ports, own data)
+	@$(STACK) itest up
+
+itest-down: ## stop the integration-test stack
+	@$(STACK) itest down
+
+itest-migrate: itest-up ## apply migrations to the itest database
+	@$(call with_env,$(ITEST_ENV)) cargo run --quiet -p cmd-processor -- migrate
+
+itest-rollback: itest-up ## revert the newest migration of the itest database (STEPS=n for more)
+	@$(call with_env,$(ITEST_ENV)) cargo run --quiet -p cmd-processor -- rollback $(or $(STEPS),1)
+
+fmt: ## format the code
+	cargo fmt --all
+
+lint: ## formatting and clippy, as CI checks them
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+unit: ## unit tests only (no stack needed)
+	cargo test --workspace --lib --quiet
+
+test: lint itest-up ## the whole suite against the real local stack
+	@$(call with_env,$(ITEST_ENV)) cargo test --workspace

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The development environment: the native stack plus the three services
+# running in the background, logs in .local/dev/logs.
+#
+#   scripts/dev.sh up      install, start everything, wait until ready, print URLs
+#   scripts/dev.sh down    stop the services (gracefully) and the stack
+#   scripts/dev.sh status  what is running
+#
+# Running `up` twice is harmless: what runs keeps running; a service whose
+# binary was rebuilt since it started is restarted.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DIR="$ROOT/.local/dev"
+LOGS="$DIR/logs"
+RUN="$DIR/run"
+SERVICES=(api processor monitoring)
+API_URL=${API_URL:-http://127.0.0.1:8080}
+
+say() { printf '[dev] %s\n' "$*"; }
+die() { printf '[dev] error: %s\n' "$*" >&2; exit 1; }
+
+port_of() {
+  case "$1" in api) echo 8080 ;; processor) echo 8081 ;; monitoring) echo 8082 ;; esac
+}
+bin_of() { echo "$ROOT/target/debug/cmd-$1"; }
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+load_stack_env() {
+  set -a
+  # shellcheck disable=SC1091
+  . "$DIR/stack.env"
+  set +a
+}
+
+build() {
+  command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) and run again"
+  say "building the services (first build takes several minutes on 2 cores)"
+  (cd "$ROOT" && cargo build --quiet -p cmd-api -p cmd-processor -p cmd-monitoring)
+}
+
+start_service() {
+  local name=$1 pidfile="$RUN/$1.pid" bin; bin=$(bin_of "$1")
+  if pid_alive "$pidfile"; then
+    if [ "$bin" -nt "$pidfile" ]; then
+      say "cmd-$name was rebuilt: restarting it"
+      stop_service "$name"
+    else
+      return 0
+    fi
+  fi
+  mkdir -p "$RUN" "$LOGS"
+  (cd "$ROOT" && exec setsid nohup "$bin" >>"$LOGS/$name.log" 2>&1 </dev/null) &
+  echo $! >"$pidfile"
+  say "started cmd-$name (pid $!, log $LOGS/$name.log)"
+}
+
+stop_service() {
+  local name=$1 pidfile="$RUN/$1.pid" pid
+  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
+  pid=$(cat "$pidfile")
+  kill -TERM "$pid" 2>/dev/null || true
+  # The api's grace period is 20 s by default; allow it and a little more.
+  local deadline=$((SECONDS + 30))
+  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  rm -f "$pidfile"
+  say "stopped cmd-$name"
+}
+
+wait_ready() {
+  local name=$1 url; url="http://127.0.0.1:$(port_of "$1")/readiness"
+  local deadline=$((SECONDS + 120))
+  until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+    if ! pid_alive "$RUN/$name.pid"; then
+      tail -n 20 "$LOGS/$name.log" >&2
+      die "cmd-$name exited; see $LOGS/$name.log"
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      curl -sS "$url" >&2 || true
+      die "cmd-$name not ready after 120 s; see $LOGS/$name.log"
+    fi
+    sleep 0.5
+  done
+}
+
+up() {
+  "$ROOT/scripts/stack.sh" dev up
+  load_stack_env
+  build
+  "$ROOT/target/debug/cmd-processor" migrate
+  for s in "${SERVICES[@]}"; do start_service "$s"; done
+  for s in "${SERVICES[@]}"; do wait_ready "$s"; done
+  cat <<MSG
+
+[dev] everything is up and ready.
+  api         $API_URL            (POST /import/companies)
+  processor   http://127.0.0.1:8081
+  monitoring  http://127.0.0.1:8082
+  each has /liveness /readiness /metrics
+  logs        $LOGS/{api,processor,monitoring}.log  (JSON lines)
+  postgres    $DATABASE_URL
+  stop        make dev-down
+
+Try it:
+  curl -sS -X POST $API_URL/import/companies -H 'Content-Type: application/json' --data-binary @examples/data/json/c.json
+  examples/sh/import.sh
+  psql $DATABASE_URL -c 'select inn, name from companies'
+MSG
+}
+
+down() {
+  for s in monitoring processor api; do stop_service "$s"; done
+  "$ROOT/scripts/stack.sh" dev down
+}
+
+status() {
+  "$ROOT/scripts/stack.sh" dev status
+  for s in "${SERVICES[@]}"; do
+    if pid_alive "$RUN/$s.pid"; then say "cmd-$s running (pid $(cat "$RUN/$s.pid"))"; else say "cmd-$s stopped"; fi
+  done
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) die "usage: scripts/dev.sh <up|down|status>" ;;
+esac
