@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use etl_core::bus::{self, EventPublisher};
 use etl_core::domain::RequestId;
-use etl_core::http::{HttpMetrics, Readiness, ops_router, serve, track_http};
+use etl_core::http::{BindError, HttpMetrics, Readiness, bind, ops_router, serve, track_http};
 use etl_core::metrics::{DependencyTimer, register};
 use etl_core::storage::ObjectStore;
 
@@ -95,11 +95,8 @@ impl ImportMetrics {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error(transparent)]
     Kafka(#[from] bus::BusError),
 }
@@ -114,10 +111,7 @@ pub struct Application {
 impl Application {
     /// Binds `API_LISTEN_ADDR`.
     pub async fn build(settings: ApiSettings) -> Result<Self, StartupError> {
-        let addr = settings.listen_addr;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
+        let listener = bind(settings.listen_addr).await?;
         Self::build_with_listener(settings, listener).await
     }
 
@@ -214,17 +208,13 @@ impl Application {
 
 /// Creates the bucket and topics if missing.
 async fn provision(settings: &ApiSettings, store: &ObjectStore) {
-    let (kafka, store) = (settings.kafka.clone(), store.clone());
-    etl_core::provision("bucket and topics", move || {
-        let (kafka, store) = (kafka.clone(), store.clone());
-        async move {
-            store.ensure_bucket().await.map_err(|e| e.to_string())?;
-            bus::ensure_topics(&kafka, &kafka.topics().all())
-                .await
-                .map_err(|e| e.to_string())
-        }
+    let bucket_store = store.clone();
+    etl_core::provision("bucket", move || {
+        let store = bucket_store.clone();
+        async move { store.ensure_bucket().await.map_err(|e| e.to_string()) }
     })
     .await;
+    bus::provision_topics(&settings.kafka).await;
 }
 
 async fn not_found(req: Request) -> Response {

@@ -12,21 +12,13 @@ use serde_json::json;
 
 use etl_core::domain::RequestId;
 
-use crate::extract::{ExtractError, Problem};
+use crate::extract::ExtractError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{message} at line {line}, column {column}")]
-    InvalidJson {
-        message: String,
-        line: u64,
-        column: u64,
-    },
-    #[error("{message}")]
-    MissingCompany {
-        message: String,
-        problems: Vec<Problem>,
-    },
+    /// The body cannot be split into company documents (400 / 422).
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
     #[error("the body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
@@ -48,8 +40,8 @@ const RETRY_AFTER_SECS: &str = "5";
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::InvalidJson { .. } => "invalid_json",
-            ApiError::MissingCompany { .. } => "missing_company",
+            ApiError::Extract(ExtractError::InvalidJson { .. }) => "invalid_json",
+            ApiError::Extract(ExtractError::MissingCompany { .. }) => "missing_company",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::DependencyUnavailable { .. } => "dependency_unavailable",
@@ -60,8 +52,10 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidJson { .. } => StatusCode::BAD_REQUEST,
-            ApiError::MissingCompany { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Extract(ExtractError::InvalidJson { .. }) => StatusCode::BAD_REQUEST,
+            ApiError::Extract(ExtractError::MissingCompany { .. }) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::DependencyUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -74,7 +68,7 @@ impl ApiError {
     /// line and column as separate fields.
     pub fn short_message(&self) -> String {
         match self {
-            ApiError::InvalidJson { message, .. } => message.clone(),
+            ApiError::Extract(ExtractError::InvalidJson { message, .. }) => message.clone(),
             other => other.to_string(),
         }
     }
@@ -83,25 +77,6 @@ impl ApiError {
         ErrorResponse {
             error: self,
             request_id,
-        }
-    }
-}
-
-impl From<ExtractError> for ApiError {
-    fn from(e: ExtractError) -> Self {
-        match e {
-            ExtractError::InvalidJson {
-                message,
-                line,
-                column,
-            } => ApiError::InvalidJson {
-                message,
-                line,
-                column,
-            },
-            ExtractError::MissingCompany { message, problems } => {
-                ApiError::MissingCompany { message, problems }
-            }
         }
     }
 }
@@ -118,11 +93,13 @@ impl IntoResponse for ErrorResponse {
         let e = &self.error;
         let mut body = json!({"code": e.code(), "message": e.to_string()});
         match e {
-            ApiError::InvalidJson { line, column, .. } => {
+            ApiError::Extract(ExtractError::InvalidJson { line, column, .. }) => {
                 body["line"] = json!(line);
                 body["column"] = json!(column);
             }
-            ApiError::MissingCompany { problems, .. } if !problems.is_empty() => {
+            ApiError::Extract(ExtractError::MissingCompany { problems, .. })
+                if !problems.is_empty() =>
+            {
                 body["problems"] = json!(problems);
             }
             ApiError::PayloadTooLarge { limit } => body["limit_bytes"] = json!(limit),

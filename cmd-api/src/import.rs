@@ -19,7 +19,7 @@ use etl_core::storage::company_file_key;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorResponse};
-use crate::extract::{BodyFormat, CompanyDoc, split};
+use crate::extract::{BodyFormat, CompanyDoc, ExtractError, split};
 
 pub const DATASET: &str = "companies";
 
@@ -148,7 +148,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
     flate2::read::GzDecoder::new(&raw[..])
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| ApiError::InvalidJson {
+        .map_err(|e| ExtractError::InvalidJson {
             message: format!("the gzip body cannot be decompressed: {e}"),
             line: 1,
             column: 0,
@@ -259,7 +259,9 @@ async fn report_extract_error(
     size: usize,
 ) {
     let (line, column) = match error {
-        ApiError::InvalidJson { line, column, .. } => (Some(*line), Some(*column)),
+        ApiError::Extract(ExtractError::InvalidJson { line, column, .. }) => {
+            (Some(*line), Some(*column))
+        }
         _ => (None, None),
     };
     let envelope = Envelope::new(

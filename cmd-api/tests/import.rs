@@ -6,7 +6,7 @@ use prometheus::Registry;
 use serde_json::Value;
 
 use cmd_api::{ApiSettings, Application};
-use etl_core::events::Event;
+use etl_core::events::{Envelope, Event, FileExtractError};
 use etl_core::metrics::DependencyTimer;
 use etl_core::storage::ObjectStore;
 use etl_testkit::{DEADLINE, Service, TestEnv, example, http, local_listener};
@@ -62,6 +62,29 @@ impl Api {
             "X-Request-Id echoed"
         );
         (status, body)
+    }
+
+    /// The one `FileExtractError` of this test.
+    async fn extract_error(&self) -> (Envelope, FileExtractError) {
+        let topic = self.env.kafka().topics().file_extract_error;
+        let mut tail = self.env.tail(&topic);
+        let records = tail
+            .until(DEADLINE, "the FileExtractError", |r| !r.is_empty())
+            .await;
+        assert_eq!(records.len(), 1, "{records:?}");
+        let envelope = records[0].envelope.clone();
+        match &envelope.event {
+            Event::FileExtractError(e) => (envelope.clone(), e.clone()),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+
+    async fn assert_nothing_stored(&self) {
+        assert_eq!(
+            self.stored_keys().await,
+            Vec::<String>::new(),
+            "nothing stored"
+        );
     }
 
     async fn stored_keys(&self) -> Vec<String> {
@@ -140,27 +163,16 @@ async fn malformed_json_is_rejected_with_its_position_and_nothing_is_stored() {
     assert!(body["error"]["column"].is_u64(), "{body}");
     assert!(!body["error"]["message"].as_str().unwrap().is_empty());
 
-    let topic = api.env.kafka().topics().file_extract_error;
-    let mut tail = api.env.tail(&topic);
-    let records = tail
-        .until(DEADLINE, "the FileExtractError", |r| !r.is_empty())
-        .await;
-    let Event::FileExtractError(e) = &records[0].envelope.event else {
-        panic!("unexpected event {:?}", records[0].envelope.event)
-    };
+    let (envelope, e) = api.extract_error().await;
     assert_eq!(e.reason, "invalid_json");
     assert_eq!(e.line, Some(5));
-    assert_eq!(records[0].envelope.company, None);
+    assert_eq!(envelope.company, None);
     assert_eq!(
-        records[0].envelope.request_id.as_str(),
+        envelope.request_id.as_str(),
         body["request_id"].as_str().unwrap()
     );
 
-    assert_eq!(
-        api.stored_keys().await,
-        Vec::<String>::new(),
-        "nothing stored"
-    );
+    api.assert_nothing_stored().await;
 }
 
 #[tokio::test]
@@ -176,20 +188,9 @@ async fn a_company_without_a_name_is_422_and_reported() {
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["code"], "missing_company");
 
-    let topic = api.env.kafka().topics().file_extract_error;
-    let mut tail = api.env.tail(&topic);
-    let records = tail
-        .until(DEADLINE, "the FileExtractError", |r| !r.is_empty())
-        .await;
-    let Event::FileExtractError(e) = &records[0].envelope.event else {
-        panic!("unexpected event {:?}", records[0].envelope.event)
-    };
+    let (_, e) = api.extract_error().await;
     assert_eq!(e.reason, "missing_company");
-    assert_eq!(
-        api.stored_keys().await,
-        Vec::<String>::new(),
-        "nothing stored"
-    );
+    api.assert_nothing_stored().await;
 }
 
 #[tokio::test]

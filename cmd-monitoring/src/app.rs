@@ -10,18 +10,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use etl_core::bus;
-use etl_core::http::{HttpMetrics, Readiness, ops_router, serve, track_http};
+use etl_core::http::{
+    BindError, HttpMetrics, OpsServer, Readiness, bind, forward_shutdown, ops_router, track_http,
+};
 
 use crate::settings::MonitoringSettings;
 use crate::tail::{self, TailMetrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error(transparent)]
     Kafka(#[from] bus::BusError),
 }
@@ -36,10 +35,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: MonitoringSettings) -> Result<Self, StartupError> {
-        let addr = settings.listen_addr;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
+        let listener = bind(settings.listen_addr).await?;
         Self::build_with_listener(settings, listener).await
     }
 
@@ -48,18 +44,7 @@ impl Application {
         listener: TcpListener,
     ) -> Result<Self, StartupError> {
         let registry = Registry::new();
-        {
-            let kafka = settings.kafka.clone();
-            etl_core::provision("topics", move || {
-                let kafka = kafka.clone();
-                async move {
-                    bus::ensure_topics(&kafka, &kafka.topics().all())
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-            })
-            .await;
-        }
+        bus::provision_topics(&settings.kafka).await;
         let consumer = Arc::new(bus::consumer(&settings.kafka, &settings.group_id)?);
         let topics = settings.kafka.topics();
         consumer
@@ -71,12 +56,7 @@ impl Application {
         let readiness = {
             let consumer = consumer.clone();
             Readiness::new(timeout, stopping.clone()).check("kafka", move || {
-                let consumer = consumer.clone();
-                async move {
-                    bus::metadata_ok(move || consumer.fetch_metadata(None, timeout).map(|_| ()))
-                        .await
-                        .map_err(|e| e.to_string())
-                }
+                bus::consumer_ready(consumer.clone(), timeout)
             })
         };
         let http_metrics = HttpMetrics::new(&registry);
@@ -99,20 +79,11 @@ impl Application {
             .expect("bound listener has an address")
     }
 
+    /// Tails until `shutdown` is cancelled; readiness turns 503 at once.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let server_stop = CancellationToken::new();
-        let server = tokio::spawn(serve(self.listener, self.router, server_stop.clone()));
-        let tail_stop = shutdown.child_token();
-        let stopping = self.stopping.clone();
-        tokio::spawn({
-            let tail_stop = tail_stop.clone();
-            async move {
-                tail_stop.cancelled().await;
-                stopping.cancel();
-            }
-        });
-        tail::run(self.consumer, self.metrics, tail_stop).await;
-        server_stop.cancel();
-        server.await.unwrap_or(Ok(()))
+        let server = OpsServer::spawn(self.listener, self.router);
+        forward_shutdown(&shutdown, &self.stopping);
+        tail::run(self.consumer, self.metrics, shutdown).await;
+        server.stop().await
     }
 }

@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use etl_core::bus::{self, EventPublisher};
-use etl_core::http::{HttpMetrics, Readiness, ops_router, serve, track_http};
+use etl_core::http::{
+    BindError, HttpMetrics, OpsServer, Readiness, bind, forward_shutdown, ops_router, track_http,
+};
 use etl_core::metrics::DependencyTimer;
 use etl_core::storage::ObjectStore;
 
@@ -23,11 +25,8 @@ use crate::worker::Worker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error(transparent)]
     Kafka(#[from] bus::BusError),
     #[error("invalid database settings: {0}")]
@@ -47,10 +46,7 @@ pub struct Application {
 impl Application {
     /// Binds `PROCESSOR_LISTEN_ADDR`.
     pub async fn build(settings: ProcessorSettings) -> Result<Self, StartupError> {
-        let addr = settings.listen_addr;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
+        let listener = bind(settings.listen_addr).await?;
         Self::build_with_listener(settings, listener).await
     }
 
@@ -68,19 +64,7 @@ impl Application {
         let store = ObjectStore::new(&settings.s3, timer.clone());
         let publisher = EventPublisher::new(&settings.kafka, timer)?;
         let topics = settings.kafka.topics();
-        {
-            let kafka = settings.kafka.clone();
-            etl_core::provision("topics", move || {
-                let kafka = kafka.clone();
-                async move {
-                    let t = kafka.topics();
-                    bus::ensure_topics(&kafka, &t.all())
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-            })
-            .await;
-        }
+        bus::provision_topics(&settings.kafka).await;
         let consumer: Arc<StreamConsumer> =
             Arc::new(bus::consumer(&settings.kafka, &settings.group_id)?);
         consumer
@@ -122,24 +106,14 @@ impl Application {
     /// the file in hand is finished and committed, the group is left, the
     /// producer flushed.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let server_stop = CancellationToken::new();
-        let server = tokio::spawn(serve(self.listener, self.router, server_stop.clone()));
-        let stopping = self.stopping.clone();
-        let worker_stop = shutdown.child_token();
-        tokio::spawn({
-            let worker_stop = worker_stop.clone();
-            async move {
-                worker_stop.cancelled().await;
-                stopping.cancel();
-            }
-        });
-        self.worker.run(worker_stop).await;
+        let server = OpsServer::spawn(self.listener, self.router);
+        forward_shutdown(&shutdown, &self.stopping);
+        self.worker.run(shutdown).await;
         let publisher = self.publisher;
         tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(5)))
             .await
             .ok();
-        server_stop.cancel();
-        server.await.unwrap_or(Ok(()))
+        server.stop().await
     }
 }
 
@@ -154,12 +128,7 @@ fn readiness(
     let (pool, store, consumer) = (pool.clone(), store.clone(), consumer.clone());
     Readiness::new(timeout, stopping)
         .check("kafka", move || {
-            let consumer = consumer.clone();
-            async move {
-                bus::metadata_ok(move || consumer.fetch_metadata(None, timeout).map(|_| ()))
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+            bus::consumer_ready(consumer.clone(), timeout)
         })
         .check("s3", move || {
             let store = store.clone();

@@ -4,9 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use prometheus::Registry;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 
-use etl_core::events::Event;
+use etl_core::bus::EventPublisher;
+use etl_core::events::{Event, ValidationError};
+use etl_core::metrics::DependencyTimer;
 use etl_testkit::{
     DEADLINE, Received, Service, TestEnv, eventually, example, example_json, http, local_listener,
 };
@@ -67,6 +72,23 @@ impl Pipeline {
     {
         let mut tail = self.env.tail(topic);
         tail.until(DEADLINE, what, done).await.to_vec()
+    }
+
+    /// Posts an example that fails validation; returns its file id and its
+    /// one `ValidationError`.
+    async fn post_invalid(&self, example_name: &str) -> (String, ValidationError) {
+        let accepted = self.post(example(example_name)).await;
+        let file_id = file_ids(&accepted).remove(0);
+        let topic = self.env.kafka().topics().validation_error;
+        let errors = self
+            .outcomes(&topic, "the ValidationError", |r| !r.is_empty())
+            .await;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let Event::ValidationError(event) = &errors[0].envelope.event else {
+            panic!("unexpected {:?}", errors[0].envelope.event)
+        };
+        assert_eq!(event.file_id.to_string(), file_id);
+        (file_id, event.clone())
     }
 
     async fn ledger(&self, file_id: &str) -> Vec<(String, Option<Value>)> {
@@ -226,19 +248,7 @@ async fn every_company_of_a_large_file_is_loaded_exactly_once() {
 #[tokio::test]
 async fn a_bad_inn_checksum_is_reported_and_not_loaded() {
     let p = start().await;
-    let accepted = p.post(example("invalid/bad-inn.json")).await;
-    let file_id = file_ids(&accepted).remove(0);
-
-    let topics = p.env.kafka().topics();
-    let errors = p
-        .outcomes(&topics.validation_error, "the ValidationError", |r| {
-            !r.is_empty()
-        })
-        .await;
-    let Event::ValidationError(event) = &errors[0].envelope.event else {
-        panic!("unexpected {:?}", errors[0].envelope.event)
-    };
-    assert_eq!(event.file_id.to_string(), file_id);
+    let (file_id, event) = p.post_invalid("invalid/bad-inn.json").await;
     assert_eq!(event.errors.len(), 1, "{:?}", event.errors);
     assert_eq!(event.errors[0].path, "/inn");
     assert!(
@@ -261,19 +271,7 @@ async fn a_bad_inn_checksum_is_reported_and_not_loaded() {
 #[tokio::test]
 async fn every_failing_path_of_a_document_is_listed_in_one_event() {
     let p = start().await;
-    let accepted = p.post(example("invalid/schema-errors.json")).await;
-    let file_id = file_ids(&accepted).remove(0);
-    let topics = p.env.kafka().topics();
-    let errors = p
-        .outcomes(&topics.validation_error, "the ValidationError", |r| {
-            !r.is_empty()
-        })
-        .await;
-    assert_eq!(errors.len(), 1);
-    let Event::ValidationError(event) = &errors[0].envelope.event else {
-        unreachable!()
-    };
-    assert_eq!(event.file_id.to_string(), file_id);
+    let (_, event) = p.post_invalid("invalid/schema-errors.json").await;
     let paths: BTreeSet<&str> = event.errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -331,4 +329,85 @@ async fn the_same_file_posted_twice_is_loaded_once() {
     })
     .await;
     assert_eq!(duplicates, 1.0);
+}
+
+#[tokio::test]
+async fn a_redelivered_event_is_not_loaded_again_and_its_outcome_repeats_with_the_same_id() {
+    let p = start().await;
+    let accepted = p.post(example("c.json")).await;
+    let file_id = file_ids(&accepted).remove(0);
+    let topics = p.env.kafka().topics();
+    let mut extracted = p.env.tail(&topics.file_extract_success);
+    let original = extracted
+        .until(DEADLINE, "the FileExtractSuccess", |r| !r.is_empty())
+        .await[0]
+        .envelope
+        .clone();
+    let mut loaded = p.env.tail(&topics.file_loaded);
+    loaded
+        .until(DEADLINE, "the first FileLoaded", |r| !r.is_empty())
+        .await;
+
+    // What the broker does after a crash between load and commit: the very
+    // same record again.
+    let publisher = EventPublisher::new(&p.env.kafka(), DependencyTimer::new(&Registry::new()))
+        .expect("publisher");
+    publisher.publish(&original).await.expect("republished");
+
+    let both = loaded
+        .until(DEADLINE, "the repeated FileLoaded", |r| r.len() >= 2)
+        .await;
+    assert_eq!(loaded_ids(both), [file_id.clone(), file_id.clone()]);
+    assert_eq!(
+        both[0].envelope.event_id, both[1].envelope.event_id,
+        "same event id"
+    );
+    assert_eq!(p.ledger(&file_id).await.len(), 1);
+    assert_eq!(p.count("SELECT count(*) FROM companies").await, 1);
+}
+
+#[tokio::test]
+async fn a_poison_record_is_dead_lettered_and_later_files_still_load() {
+    let p = start().await;
+    let topics = p.env.kafka().topics();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &p.env.kafka().brokers)
+        .create()
+        .expect("producer");
+    // Same key as c.json's company, so it sits before it in one partition.
+    producer
+        .send(
+            FutureRecord::to(&topics.file_extract_success)
+                .key("pao-sberbank")
+                .payload("this is not an event"),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("poison produced");
+    let accepted = p.post(example("c.json")).await;
+    let file_id = file_ids(&accepted).remove(0);
+
+    let mut loaded = p.env.tail(&topics.file_loaded);
+    let after = loaded
+        .until(DEADLINE, "the good file's FileLoaded", |r| !r.is_empty())
+        .await;
+    assert_eq!(loaded_ids(after), [file_id]);
+
+    let mut dead = p.env.tail(&topics.dead_letter);
+    let letters = dead
+        .until(DEADLINE, "the dead letter", |r| !r.is_empty())
+        .await;
+    assert_eq!(letters.len(), 1);
+    let Event::DeadLetter(letter) = &letters[0].envelope.event else {
+        panic!("unexpected {:?}", letters[0].envelope.event)
+    };
+    assert_eq!(letter.original_value, "this is not an event");
+    assert_eq!(letter.source_topic, topics.file_extract_success);
+    assert!(
+        letter.error.contains("not a pipeline event"),
+        "{}",
+        letter.error
+    );
+    assert_eq!(letters[0].key.as_deref(), Some("pao-sberbank"));
 }

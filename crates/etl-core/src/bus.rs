@@ -2,12 +2,13 @@
 //! publisher, and consumers that never commit on their own.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -159,6 +160,31 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[&str]) -> Result<
         }
     }
     Ok(())
+}
+
+/// Creates every topic of the contract if missing, now or, while the broker
+/// is down, in the background (see [`crate::provision`]).
+pub async fn provision_topics(settings: &KafkaSettings) {
+    let settings = settings.clone();
+    crate::provision("topics", move || {
+        let settings = settings.clone();
+        async move {
+            ensure_topics(&settings, &settings.topics().all())
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+}
+
+/// Readiness check of a consumer: the broker answers a metadata request.
+pub async fn consumer_ready(
+    consumer: Arc<StreamConsumer>,
+    timeout: Duration,
+) -> Result<(), String> {
+    metadata_ok(move || consumer.fetch_metadata(None, timeout).map(|_| ()))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Where a published event landed.

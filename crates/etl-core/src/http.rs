@@ -209,6 +209,50 @@ pub async fn track_http(State(m): State<HttpMetrics>, req: Request, next: Next) 
     response
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: std::net::SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// Binds a service's listen address.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { addr, source })
+}
+
+/// The ops endpoints of a worker service (processor, monitoring), served in
+/// the background while the service's loop runs in the foreground.
+pub struct OpsServer {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl OpsServer {
+    pub fn spawn(listener: TcpListener, router: Router) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, router, stop.clone()));
+        Self { stop, task }
+    }
+
+    /// Stops serving after in-flight requests are answered.
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.stop.cancel();
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+/// Cancels `stopping` (readiness turns 503) as soon as `shutdown` is.
+pub fn forward_shutdown(shutdown: &CancellationToken, stopping: &CancellationToken) {
+    let (shutdown, stopping) = (shutdown.clone(), stopping.clone());
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stopping.cancel();
+    });
+}
+
 /// Serves `router` until `shutdown` is cancelled, then lets in-flight
 /// requests finish.
 pub async fn serve(
