@@ -215,3 +215,41 @@ async fn ndjson_gives_one_file_per_line() {
     expected.sort();
     assert_eq!(keys, expected);
 }
+
+#[tokio::test]
+async fn probes_report_the_build_and_the_dependencies() {
+    let api = start().await;
+    let live: Value = http()
+        .get(api.service.url("/liveness"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(live["status"], "ok");
+    assert_eq!(live["service"], "cmd-api");
+    assert_eq!(live["version"], env!("CARGO_PKG_VERSION"));
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_owned());
+    let expected = std::env::var("ETL_GIT_SHA")
+        .ok()
+        .or(head)
+        .unwrap_or_else(|| "unknown".into());
+    assert_eq!(live["git_sha"], expected.as_str(), "{live}");
+    assert!(live["started_at"].as_str().unwrap().contains('T'));
+
+    let ready = http()
+        .get(api.service.url("/readiness"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["s3"]["ok"], true, "{ready}");
+    assert_eq!(ready["checks"]["kafka"]["ok"], true, "{ready}");
+}

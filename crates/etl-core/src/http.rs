@@ -32,18 +32,22 @@ pub struct ServiceInfo {
     pub started_at: DateTime<Utc>,
 }
 
-/// The calling crate's [`ServiceInfo`]; git and build fields come from
-/// `ETL_GIT_SHA`, `ETL_GIT_BRANCH`, `ETL_BUILD_TIME` at compile time and read
-/// `unknown` when they were not provided.
+/// Git commit, branch and build time embedded by `build.rs` (`unknown`
+/// outside a git checkout when not given as build-time variables).
+pub const GIT_SHA: &str = env!("ETL_BUILD_GIT_SHA");
+pub const GIT_BRANCH: &str = env!("ETL_BUILD_GIT_BRANCH");
+pub const BUILD_TIME: &str = env!("ETL_BUILD_TIME_EMBEDDED");
+
+/// The calling crate's [`ServiceInfo`], with the build metadata above.
 #[macro_export]
 macro_rules! service_info {
     ($service:expr) => {
         $crate::http::ServiceInfo {
             service: $service,
             version: env!("CARGO_PKG_VERSION"),
-            git_sha: option_env!("ETL_GIT_SHA").unwrap_or("unknown"),
-            git_branch: option_env!("ETL_GIT_BRANCH").unwrap_or("unknown"),
-            build_time: option_env!("ETL_BUILD_TIME").unwrap_or("unknown"),
+            git_sha: $crate::http::GIT_SHA,
+            git_branch: $crate::http::GIT_BRANCH,
+            build_time: $crate::http::BUILD_TIME,
             started_at: ::chrono::Utc::now(),
         }
     };
