@@ -9,7 +9,9 @@ use cmd_api::{ApiSettings, Application};
 use etl_core::events::{Envelope, Event, FileExtractError};
 use etl_core::metrics::DependencyTimer;
 use etl_core::storage::ObjectStore;
-use etl_testkit::{DEADLINE, Service, TestEnv, example, http, local_listener};
+use etl_testkit::{
+    DEADLINE, OwnServer, Service, TestEnv, eventually, example, http, local_listener,
+};
 
 struct Api {
     env: TestEnv,
@@ -18,8 +20,11 @@ struct Api {
 }
 
 async fn start() -> Api {
-    let env = TestEnv::new().await;
-    let settings = ApiSettings::from_env(&env.env(&[])).expect("settings");
+    start_in(TestEnv::new().await, &[]).await
+}
+
+async fn start_in(env: TestEnv, extra: &[(&str, &str)]) -> Api {
+    let settings = ApiSettings::from_env(&env.env(extra)).expect("settings");
     let store = ObjectStore::new(&settings.s3, DependencyTimer::new(&Registry::new()));
     let app = Application::build_with_listener(settings, local_listener().await)
         .await
@@ -252,4 +257,106 @@ async fn probes_report_the_build_and_the_dependencies() {
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["checks"]["s3"]["ok"], true, "{ready}");
     assert_eq!(ready["checks"]["kafka"]["ok"], true, "{ready}");
+}
+
+/// Kills `server`, checks readiness turns 503 naming `check` (and only
+/// it), runs `while_down`, restarts the server and waits for 200 again.
+async fn readiness_follows(
+    api: &Api,
+    server: &mut OwnServer,
+    check: &str,
+    while_down: impl AsyncFnOnce(),
+) {
+    let readiness = || async {
+        let r = http()
+            .get(api.service.url("/readiness"))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    server.kill();
+    let report = eventually(
+        DEADLINE,
+        &format!("readiness to report {check} down"),
+        || async {
+            let (status, body) = readiness().await;
+            (status == 503).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(report["status"], "unavailable");
+    for (name, result) in report["checks"].as_object().unwrap() {
+        assert_eq!(result["ok"], name != check, "{report}");
+    }
+    assert!(
+        !report["checks"][check]["error"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+
+    while_down().await;
+
+    server.restart().await;
+    eventually(
+        DEADLINE,
+        &format!("readiness to recover from {check}"),
+        || async { (readiness().await.0 == 200).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn without_s3_readiness_names_it_and_imports_get_503_until_it_is_back() {
+    let env = TestEnv::new().await;
+    let mut s3 = OwnServer::s3s_fs(&env.id).await;
+    let endpoint = s3.endpoint();
+    let api = start_in(
+        env,
+        &[("S3_ENDPOINT", &endpoint), ("S3_TIMEOUT_MS", "2000")],
+    )
+    .await;
+
+    readiness_follows(&api, &mut s3, "s3", async || {
+        let refused = http()
+            .post(api.service.url("/import/companies"))
+            .header("content-type", "application/json")
+            .body(example("c.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 503);
+        assert!(refused.headers().contains_key("retry-after"));
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "dependency_unavailable", "{body}");
+        assert!(
+            !body.to_string().contains("etl-dev-secret"),
+            "no secret in the answer: {body}"
+        );
+    })
+    .await;
+
+    let (status, body) = api.post(example("c.json"), "application/json", None).await;
+    assert_eq!(status, 202, "{body}");
+}
+
+#[tokio::test]
+async fn without_the_broker_readiness_names_it_until_it_is_back() {
+    let env = TestEnv::new().await;
+    let mut broker = OwnServer::tansu(&env.id).await;
+    let brokers = broker.brokers();
+    let api = start_in(
+        env,
+        &[
+            ("KAFKA_BROKERS", &brokers),
+            ("READINESS_TIMEOUT_MS", "1000"),
+        ],
+    )
+    .await;
+
+    readiness_follows(&api, &mut broker, "kafka", async || {}).await;
+
+    let (status, body) = api.post(example("c.json"), "application/json", None).await;
+    assert_eq!(status, 202, "{body}");
 }

@@ -4,9 +4,6 @@
 //! out a broker restart without losing or repeating records.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -15,7 +12,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use etl_core::bus::{self, KafkaSettings};
-use etl_testkit::{DEADLINE, TestEnv, eventually, repo_root};
+use etl_testkit::{DEADLINE, OwnServer, TestEnv};
 
 fn producer(brokers: &str) -> FutureProducer {
     ClientConfig::new()
@@ -151,93 +148,10 @@ async fn a_consumer_group_resumes_exactly_after_its_commit() {
     );
 }
 
-/// A tansu broker of the test's own, on a free port, with durable storage.
-struct OwnBroker {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnBroker {
-    fn start(id: &str) -> Self {
-        let vars = etl_testkit::stack_vars();
-        let bin = PathBuf::from(vars.get("TANSU_BIN").expect("TANSU_BIN from the stack env"));
-        let dir = repo_root().join(".local/itest/tmp").join(id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut broker = Self {
-            bin,
-            dir,
-            port,
-            child: None,
-        };
-        broker.spawn();
-        broker
-    }
-
-    fn spawn(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("tansu.log"))
-            .unwrap();
-        let child = Command::new(&self.bin)
-            .current_dir(&self.dir)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start tansu");
-        self.child = Some(child);
-    }
-
-    async fn wait_listening(&self) {
-        let addr = format!("127.0.0.1:{}", self.port);
-        eventually(DEADLINE, "the test broker to listen", || {
-            let addr = addr.clone();
-            async move { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) }
-        })
-        .await;
-    }
-
-    /// The hardest stop: no chance to flush anything.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().ok();
-            c.wait().ok();
-        }
-    }
-
-    fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        self.kill();
-        std::fs::remove_dir_all(&self.dir).ok();
-    }
-}
-
 #[tokio::test]
 async fn producers_and_consumers_survive_a_broker_restart() {
     let env = TestEnv::new().await;
-    let mut broker = OwnBroker::start(&env.id);
-    broker.wait_listening().await;
+    let mut broker = OwnServer::tansu(&env.id).await;
     let kafka = KafkaSettings {
         brokers: broker.brokers(),
         ..env.kafka()
@@ -253,8 +167,7 @@ async fn producers_and_consumers_survive_a_broker_restart() {
     commit(&consumer, &topic, &before);
 
     broker.kill();
-    broker.spawn();
-    broker.wait_listening().await;
+    broker.restart().await;
 
     // The same clients carry on: the producer reconnects and its records
     // are acknowledged, the consumer continues after its commit.

@@ -17,6 +17,9 @@ use etl_core::bus::{KafkaSettings, headers_map};
 use etl_core::config::Env;
 use etl_core::events::Envelope;
 
+mod own_server;
+pub use own_server::OwnServer;
+
 /// How long a test waits for something the pipeline does asynchronously.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -49,7 +52,10 @@ pub fn stack_vars() -> BTreeMap<String, String> {
             }
         }
     }
-    for var in STACK_VARS.iter().chain(&["TANSU_BIN", "S3_REGION"]) {
+    for var in STACK_VARS
+        .iter()
+        .chain(&["TANSU_BIN", "S3S_FS_BIN", "S3_REGION"])
+    {
         if let Ok(v) = std::env::var(var) {
             vars.insert((*var).to_owned(), v);
         }
