@@ -35,6 +35,7 @@ pub struct AppState {
 #[derive(Clone)]
 pub struct ImportMetrics {
     requests: IntCounterVec,
+    files_received: IntCounter,
     files_stored: IntCounter,
     bytes_stored: IntCounter,
     events_published: IntCounterVec,
@@ -51,6 +52,14 @@ impl ImportMetrics {
                         "Import requests by outcome (accepted or error code).",
                     ),
                     &["outcome"],
+                )
+                .expect("valid counter"),
+            ),
+            files_received: register(
+                registry,
+                IntCounter::new(
+                    "import_files_received_total",
+                    "Company documents parsed from uploads (before de-duplication).",
                 )
                 .expect("valid counter"),
             ),
@@ -83,6 +92,9 @@ impl ImportMetrics {
 
     pub fn requests(&self, outcome: &str) {
         self.requests.with_label_values(&[outcome]).inc();
+    }
+    pub fn received(&self, files: usize) {
+        self.files_received.inc_by(files as u64);
     }
     pub fn stored(&self, bytes: u64) {
         self.files_stored.inc();

@@ -82,6 +82,7 @@ async fn import(
             return Err(error);
         }
     };
+    state.metrics.received(docs.len());
     tracing::info!(
         companies = docs.len(),
         size_bytes = bytes.len(),

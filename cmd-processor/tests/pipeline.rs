@@ -14,6 +14,7 @@ use etl_core::events::{Event, ValidationError};
 use etl_core::metrics::DependencyTimer;
 use etl_testkit::{
     DEADLINE, Received, Service, TestEnv, eventually, example, example_json, http, local_listener,
+    metric, scrape,
 };
 
 struct Pipeline {
@@ -104,26 +105,15 @@ impl Pipeline {
         .collect()
     }
 
+    async fn processor_metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric(&scrape(&self.processor).await, name, labels)
+    }
+
     async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql)
             .fetch_one(&self.env.pool)
             .await
             .unwrap()
-    }
-
-    /// The value of a processor counter on `/metrics`.
-    async fn metric(&self, series: &str) -> f64 {
-        let text = http()
-            .get(self.processor.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0.0)
     }
 }
 
@@ -323,7 +313,7 @@ async fn the_same_file_posted_twice_is_loaded_once() {
     assert_eq!(p.count("SELECT count(*) FROM companies").await, 1);
     let duplicates = eventually(DEADLINE, "the duplicate to be counted", || async {
         let v = p
-            .metric("processor_files_total{outcome=\"duplicate\"}")
+            .processor_metric("processor_files_total", &[("outcome", "duplicate")])
             .await;
         (v > 0.0).then_some(v)
     })
@@ -410,4 +400,151 @@ async fn a_poison_record_is_dead_lettered_and_later_files_still_load() {
         letter.error
     );
     assert_eq!(letters[0].key.as_deref(), Some("pao-sberbank"));
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened_and_are_all_documented() {
+    let p = start().await;
+    let companies = example_json("companies.json");
+    let companies = companies.as_array().unwrap();
+    let n = companies.len() as f64;
+    let children = |field: &str| -> f64 {
+        companies
+            .iter()
+            .map(|c| c[field].as_array().map_or(0, Vec::len))
+            .sum::<usize>() as f64
+    };
+    let accepted = p.post(example("companies.json")).await;
+    let stored_bytes: u64 = accepted["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["size_bytes"].as_u64().unwrap())
+        .sum();
+
+    let api = scrape(&p.api).await;
+    let route = [("method", "POST"), ("route", "/import/companies")];
+    assert_eq!(
+        metric(&api, "import_requests_total", &[("outcome", "accepted")]),
+        1.0
+    );
+    assert_eq!(metric(&api, "import_files_received_total", &[]), n);
+    assert_eq!(metric(&api, "import_files_stored_total", &[]), n);
+    assert_eq!(
+        metric(&api, "import_stored_bytes_total", &[]),
+        stored_bytes as f64
+    );
+    assert_eq!(
+        metric(
+            &api,
+            "events_published_total",
+            &[("event_type", "FileExtractSuccess")]
+        ),
+        n
+    );
+    assert_eq!(
+        metric(
+            &api,
+            "http_requests_total",
+            &[route[0], route[1], ("status", "2xx")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&api, "http_request_duration_seconds_count", &route),
+        1.0
+    );
+    assert_eq!(
+        metric(&api, "http_request_size_bytes_sum", &route),
+        example("companies.json").len() as f64
+    );
+    assert_eq!(
+        metric(
+            &api,
+            "dependency_request_duration_seconds_count",
+            &[
+                ("dependency", "s3"),
+                ("operation", "put_object"),
+                ("outcome", "ok")
+            ]
+        ),
+        n
+    );
+
+    let processor = eventually(DEADLINE, "the processor to count every file", || async {
+        let samples = scrape(&p.processor).await;
+        (metric(&samples, "processor_files_total", &[("outcome", "loaded")]) >= n)
+            .then_some(samples)
+    })
+    .await;
+    assert_eq!(
+        metric(&processor, "processor_files_total", &[]),
+        n,
+        "no other outcome"
+    );
+    assert_eq!(
+        metric(
+            &processor,
+            "processor_rows_written_total",
+            &[("table", "companies")]
+        ),
+        n
+    );
+    assert_eq!(
+        metric(
+            &processor,
+            "processor_rows_written_total",
+            &[("table", "company_offices")]
+        ),
+        children("offices")
+    );
+    assert_eq!(
+        metric(
+            &processor,
+            "processor_rows_written_total",
+            &[("table", "company_contacts")]
+        ),
+        children("contacts")
+    );
+    assert_eq!(
+        metric(&processor, "processor_load_duration_seconds_count", &[]),
+        n
+    );
+    assert_eq!(metric(&processor, "processor_retries_total", &[]), 0.0);
+
+    // Every exported family is documented, and every documented name exists.
+    let docs = std::fs::read_to_string(etl_testkit::repo_root().join("docs/metrics.md")).unwrap();
+    let documented: BTreeSet<String> = docs
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(name, _)| name.to_owned()))
+        .collect();
+    for sample in api.iter().chain(&processor) {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| sample.name.strip_suffix(suffix))
+            .filter(|base| documented.contains(*base))
+            .unwrap_or(&sample.name);
+        assert!(
+            documented.contains(family),
+            "{} is exported but not in docs/metrics.md",
+            sample.name
+        );
+    }
+    let mut code = String::new();
+    for file in [
+        "crates/etl-core/src/http.rs",
+        "crates/etl-core/src/metrics.rs",
+        "cmd-api/src/app.rs",
+        "cmd-processor/src/metrics.rs",
+        "cmd-monitoring/src/tail.rs",
+    ] {
+        code += &std::fs::read_to_string(etl_testkit::repo_root().join(file)).unwrap();
+    }
+    for name in &documented {
+        assert!(
+            code.contains(&format!("\"{name}\"")),
+            "docs/metrics.md lists {name}, which no code registers"
+        );
+    }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::HttpBody;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -152,12 +153,36 @@ async fn metrics(State(s): State<OpsState>) -> Response {
         .into_response()
 }
 
-/// Request count, latency and in-flight gauge per route.
+/// Request count, latency, in-flight gauge and body sizes per route.
 #[derive(Clone)]
 pub struct HttpMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     in_flight: IntGauge,
+    request_size: HistogramVec,
+    response_size: HistogramVec,
+}
+
+/// 100 B to 1 GiB in powers of 8.
+fn size_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(100.0, 8.0, 10).expect("valid buckets")
+}
+
+/// Decrements the in-flight gauge even when the client goes away and the
+/// request future is dropped.
+struct InFlight(IntGauge);
+
+impl InFlight {
+    fn enter(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl HttpMetrics {
@@ -187,6 +212,27 @@ impl HttpMetrics {
                 IntGauge::new("http_requests_in_flight", "HTTP requests being served.")
                     .expect("valid gauge"),
             ),
+            request_size: register(
+                registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "http_request_size_bytes",
+                        "Declared (Content-Length) size of request bodies.",
+                    )
+                    .buckets(size_buckets()),
+                    &["method", "route"],
+                )
+                .expect("valid histogram"),
+            ),
+            response_size: register(
+                registry,
+                HistogramVec::new(
+                    HistogramOpts::new("http_response_size_bytes", "Size of response bodies.")
+                        .buckets(size_buckets()),
+                    &["method", "route"],
+                )
+                .expect("valid histogram"),
+            ),
         }
     }
 }
@@ -199,10 +245,24 @@ pub async fn track_http(State(m): State<HttpMetrics>, req: Request, next: Next) 
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().as_str().to_owned();
+    if let Some(size) = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<f64>().ok())
+    {
+        m.request_size
+            .with_label_values(&[&method, &route])
+            .observe(size);
+    }
     let started = Instant::now();
-    m.in_flight.inc();
+    let in_flight = InFlight::enter(&m.in_flight);
     let response = next.run(req).await;
-    m.in_flight.dec();
+    drop(in_flight);
+    if let Some(size) = response.body().size_hint().exact() {
+        m.response_size
+            .with_label_values(&[&method, &route])
+            .observe(size as f64);
+    }
     let class = format!("{}xx", response.status().as_u16() / 100);
     m.requests
         .with_label_values(&[&method, &route, &class])
