@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use etl_core::bus::{self, EventPublisher};
 use etl_core::domain::RequestId;
-use etl_core::http::{BindError, HttpMetrics, Readiness, bind, ops_router, serve, track_http};
+use etl_core::http::{
+    BindError, HttpMetrics, Readiness, bind, forward_shutdown, ops_router, serve, track_http,
+};
 use etl_core::metrics::{DependencyTimer, register};
 use etl_core::storage::ObjectStore;
 
@@ -191,25 +193,18 @@ impl Application {
         shutdown: CancellationToken,
         grace: Duration,
     ) -> std::io::Result<()> {
+        // Serving stops on `stopping`, which is what turns readiness 503:
+        // the probe can never see a stopping server as ready.
+        forward_shutdown(&shutdown, &self.stopping);
         let stopping = self.stopping.clone();
-        let serve_token = CancellationToken::new();
-        let watcher = {
-            let serve_token = serve_token.clone();
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
-                stopping.cancel();
-                serve_token.cancel();
-            })
-        };
-        let server = serve(self.listener, self.router, serve_token.clone());
+        let server = serve(self.listener, self.router, stopping.clone());
         let result = tokio::select! {
             r = server => r,
-            () = async { serve_token.cancelled().await; tokio::time::sleep(grace).await } => {
+            () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests outlived the grace period");
                 Ok(())
             }
         };
-        watcher.abort();
         let publisher = self.publisher;
         tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(5)))
             .await

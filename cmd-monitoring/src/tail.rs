@@ -8,6 +8,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use tokio_util::sync::CancellationToken;
 
+use etl_core::bus;
 use etl_core::events::Envelope;
 use etl_core::metrics::register;
 
@@ -35,38 +36,18 @@ impl TailMetrics {
 }
 
 pub async fn run(consumer: Arc<StreamConsumer>, metrics: TailMetrics, shutdown: CancellationToken) {
-    let mut failures = 0u32;
-    loop {
-        let received = tokio::select! {
-            () = shutdown.cancelled() => break,
-            m = consumer.recv() => m,
-        };
-        let message = match received {
-            Ok(m) => {
-                failures = 0;
-                m
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "kafka receive failed");
-                let delay = etl_core::backoff_delay(
-                    failures,
-                    Duration::from_millis(200),
-                    Duration::from_secs(10),
-                );
-                failures += 1;
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(delay) => continue,
-                }
-            }
-        };
+    let (retry_base, retry_max) = (Duration::from_millis(200), Duration::from_secs(10));
+    while let Some(message) =
+        bus::next_record(&consumer, &shutdown, retry_base, retry_max, |_| {}).await
+    {
         let payload = message.payload().unwrap_or_default();
         match Envelope::from_json(payload) {
             Ok(envelope) => {
                 let event_type = envelope.event.type_name();
                 metrics.events.with_label_values(&[event_type]).inc();
                 let file_id = envelope.event.file_id().map(|f| f.to_string());
-                let event = serde_json::to_value(&envelope).unwrap_or_default();
+                // The payload parsed as an envelope, so it is that event's JSON already.
+                let event = String::from_utf8_lossy(payload);
                 tracing::info!(
                     event_type,
                     event_id = %envelope.event_id,

@@ -16,11 +16,12 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use etl_core::bus::{EventPublisher, HEADER_REQUEST_ID, headers_map};
+use etl_core::bus::{self, EventPublisher, HEADER_REQUEST_ID, headers_map};
 use etl_core::domain::{CompanySlug, RequestId};
 use etl_core::events::{
     DeadLetter, Envelope, Event, FieldError, FileExtractSuccess, FileLoaded, ValidationError,
 };
+use etl_core::shutdown::sleep_or_cancel;
 use etl_core::storage::{ObjectStore, StoreError, company_file_key};
 
 use crate::company::CompanyValidator;
@@ -94,29 +95,17 @@ impl Worker {
     /// Consumes until `shutdown` is cancelled. The file in hand is finished
     /// (or, if it is waiting to retry, left uncommitted for the next owner).
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut receive_failures = 0u32;
-        loop {
-            let received = tokio::select! {
-                () = shutdown.cancelled() => break,
-                m = self.consumer.recv() => m.map(|m| m.detach()),
-            };
-            let record = match received {
-                Ok(record) => {
-                    receive_failures = 0;
-                    record
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "kafka receive failed");
-                    self.metrics.retry("kafka");
-                    let delay =
-                        etl_core::backoff_delay(receive_failures, self.retry_base, self.retry_max);
-                    receive_failures += 1;
-                    if sleep_or_cancel(delay, &shutdown).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
+        let metrics = self.metrics.clone();
+        while let Some(message) = bus::next_record(
+            &self.consumer,
+            &shutdown,
+            self.retry_base,
+            self.retry_max,
+            |_| metrics.retry("kafka"),
+        )
+        .await
+        {
+            let record = message.detach();
             let span = tracing::info_span!(
                 "record",
                 topic = record.topic(),
@@ -429,13 +418,5 @@ fn is_permanent(e: &sqlx::Error) -> bool {
             .code()
             .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
         _ => false,
-    }
-}
-
-/// Returns true when cancelled before the delay elapsed.
-async fn sleep_or_cancel(delay: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = shutdown.cancelled() => true,
-        () = tokio::time::sleep(delay) => false,
     }
 }

@@ -10,12 +10,14 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Env};
 use crate::events::{Envelope, Event};
 use crate::metrics::DependencyTimer;
+use crate::shutdown::sleep_or_cancel;
 
 pub const HEADER_EVENT_TYPE: &str = "event-type";
 pub const HEADER_REQUEST_ID: &str = "request-id";
@@ -300,6 +302,37 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str) -> Result<StreamConsum
         .set("enable.partition.eof", "false")
         .create()
         .map_err(BusError::Setup)
+}
+
+/// The next record of `consumer`, or `None` once `shutdown` is cancelled.
+/// Receive errors (a lost connection, which librdkafka repairs by itself)
+/// are logged, passed to `on_error`, and waited out with backoff.
+pub async fn next_record<'c>(
+    consumer: &'c StreamConsumer,
+    shutdown: &CancellationToken,
+    retry_base: Duration,
+    retry_max: Duration,
+    mut on_error: impl FnMut(&KafkaError),
+) -> Option<BorrowedMessage<'c>> {
+    let mut failures = 0u32;
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            m = consumer.recv() => m,
+        };
+        match received {
+            Ok(message) => return Some(message),
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka receive failed");
+                on_error(&e);
+                let delay = crate::backoff_delay(failures, retry_base, retry_max);
+                failures += 1;
+                if sleep_or_cancel(delay, shutdown).await {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// The headers of a record as text, for logs and dead letters.

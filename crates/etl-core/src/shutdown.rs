@@ -34,3 +34,11 @@ async fn wait_for_signal() {
         () = term => {}
     }
 }
+
+/// Sleeps for `delay` unless `shutdown` comes first; returns true when it did.
+pub async fn sleep_or_cancel(delay: std::time::Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(delay) => false,
+    }
+}
