@@ -211,7 +211,7 @@ impl Worker {
             .await
             .map_err(Transient::db)?
         {
-            return self.already_recorded(&envelope, file, row).await;
+            return self.already_recorded(record, &envelope, file, row).await;
         }
 
         let bytes = match self.store.get(&s3_key).await {
@@ -294,6 +294,7 @@ impl Worker {
     /// outcome may not have been published before a crash: publish it again.
     async fn already_recorded(
         &self,
+        record: &OwnedMessage,
         envelope: &Envelope,
         file: &FileExtractSuccess,
         row: LedgerRow,
@@ -309,8 +310,16 @@ impl Worker {
                 row.duration_ms.unwrap_or_default().max(0) as u64,
             ),
             "invalid" => invalid_event(file, row.errors.map(|e| e.0).unwrap_or_default()),
-            // A failed file was dead-lettered with the record; nothing to repeat.
-            _ => return Ok(Outcome::Reemitted),
+            // `failed`: the dead letter may not have been published either.
+            _ => {
+                let error = row
+                    .errors
+                    .and_then(|e| e.0.into_iter().next())
+                    .map(|e| e.message)
+                    .unwrap_or_else(|| format!("recorded as {}", row.status));
+                self.dead_letter(record, Some(envelope), error).await?;
+                return Ok(Outcome::Reemitted);
+            }
         };
         self.publish(envelope, event).await?;
         Ok(Outcome::Reemitted)

@@ -92,6 +92,22 @@ impl Pipeline {
         (file_id, event.clone())
     }
 
+    /// What the broker does after a crash between writing and committing:
+    /// the very same `FileExtractSuccess` record again.
+    async fn redeliver_first_extract_event(&self) {
+        let topic = self.env.kafka().topics().file_extract_success;
+        let original = self
+            .env
+            .tail(&topic)
+            .until(DEADLINE, "the FileExtractSuccess", |r| !r.is_empty())
+            .await[0]
+            .envelope
+            .clone();
+        let timer = DependencyTimer::new(&Registry::new());
+        let publisher = EventPublisher::new(&self.env.kafka(), timer).expect("publisher");
+        publisher.publish(&original).await.expect("republished");
+    }
+
     async fn ledger(&self, file_id: &str) -> Vec<(String, Option<Value>)> {
         sqlx::query_as::<_, (String, Option<sqlx::types::Json<Value>>)>(
             "SELECT status, errors FROM import_files WHERE file_id = $1::uuid",
@@ -327,22 +343,12 @@ async fn a_redelivered_event_is_not_loaded_again_and_its_outcome_repeats_with_th
     let accepted = p.post(example("c.json")).await;
     let file_id = file_ids(&accepted).remove(0);
     let topics = p.env.kafka().topics();
-    let mut extracted = p.env.tail(&topics.file_extract_success);
-    let original = extracted
-        .until(DEADLINE, "the FileExtractSuccess", |r| !r.is_empty())
-        .await[0]
-        .envelope
-        .clone();
     let mut loaded = p.env.tail(&topics.file_loaded);
     loaded
         .until(DEADLINE, "the first FileLoaded", |r| !r.is_empty())
         .await;
 
-    // What the broker does after a crash between load and commit: the very
-    // same record again.
-    let publisher = EventPublisher::new(&p.env.kafka(), DependencyTimer::new(&Registry::new()))
-        .expect("publisher");
-    publisher.publish(&original).await.expect("republished");
+    p.redeliver_first_extract_event().await;
 
     let both = loaded
         .until(DEADLINE, "the repeated FileLoaded", |r| r.len() >= 2)
@@ -547,4 +553,39 @@ async fn metrics_count_what_happened_and_are_all_documented() {
             "docs/metrics.md lists {name}, which no code registers"
         );
     }
+}
+
+#[tokio::test]
+async fn a_document_the_database_refuses_is_recorded_failed_and_dead_lettered_even_when_redelivered()
+ {
+    let p = start().await;
+    // Valid for the schema, but PostgreSQL text cannot hold a NUL character.
+    let mut doc = example_json("c.json");
+    doc["industry"] = "Банки\u{0}".into();
+    let accepted = p.post(serde_json::to_vec(&doc).unwrap()).await;
+    let file_id = file_ids(&accepted).remove(0);
+
+    let topic = p.env.kafka().topics().dead_letter;
+    let mut dead = p.env.tail(&topic);
+    dead.until(DEADLINE, "the dead letter", |r| !r.is_empty())
+        .await;
+    let ledger = p.ledger(&file_id).await;
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].0, "failed");
+    assert_eq!(p.count("SELECT count(*) FROM companies").await, 0);
+
+    // A redelivery cannot know whether the dead letter went out before the
+    // crash, so it is published again rather than risked lost.
+    p.redeliver_first_extract_event().await;
+    let letters = dead
+        .until(DEADLINE, "the repeated dead letter", |r| r.len() >= 2)
+        .await;
+    for letter in letters {
+        let Event::DeadLetter(d) = &letter.envelope.event else {
+            panic!("unexpected {:?}", letter.envelope.event)
+        };
+        assert_eq!(d.file_id.map(|f| f.to_string()), Some(file_id.clone()));
+        assert!(d.error.contains("database refused"), "{}", d.error);
+    }
+    assert_eq!(p.ledger(&file_id).await.len(), 1);
 }
