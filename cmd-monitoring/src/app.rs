@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use prometheus::Registry;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -45,11 +45,12 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let registry = Registry::new();
         bus::provision_topics(&settings.kafka).await;
-        let consumer = Arc::new(bus::consumer(&settings.kafka, &settings.group_id)?);
         let topics = settings.kafka.topics();
-        consumer
-            .subscribe(&topics.all())
-            .map_err(bus::BusError::Setup)?;
+        let consumer = Arc::new(bus::consumer(
+            &settings.kafka,
+            &settings.group_id,
+            &topics.all(),
+        )?);
 
         let stopping = CancellationToken::new();
         let timeout = settings.readiness_timeout;

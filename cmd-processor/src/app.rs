@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use prometheus::Registry;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -65,11 +65,11 @@ impl Application {
         let publisher = EventPublisher::new(&settings.kafka, timer)?;
         let topics = settings.kafka.topics();
         bus::provision_topics(&settings.kafka).await;
-        let consumer: Arc<StreamConsumer> =
-            Arc::new(bus::consumer(&settings.kafka, &settings.group_id)?);
-        consumer
-            .subscribe(&[topics.file_extract_success.as_str()])
-            .map_err(bus::BusError::Setup)?;
+        let consumer = Arc::new(bus::consumer(
+            &settings.kafka,
+            &settings.group_id,
+            &[&topics.file_extract_success],
+        )?);
 
         let stopping = CancellationToken::new();
         let readiness = readiness(&settings, &pool, &store, &consumer, stopping.clone());

@@ -291,17 +291,24 @@ where
         .map_err(|e| BusError::Metadata(e.to_string()))
 }
 
-/// A consumer in `group_id` that starts from the earliest offset of a new
-/// group and never commits by itself: callers commit after their work is durable.
-pub fn consumer(settings: &KafkaSettings, group_id: &str) -> Result<StreamConsumer, BusError> {
-    settings
+/// A consumer of `topics` in `group_id` that starts from the earliest offset
+/// of a new group and never commits by itself: callers commit after their
+/// work is durable.
+pub fn consumer(
+    settings: &KafkaSettings,
+    group_id: &str,
+    topics: &[&str],
+) -> Result<StreamConsumer, BusError> {
+    let consumer: StreamConsumer = settings
         .client_config()
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .create()
-        .map_err(BusError::Setup)
+        .map_err(BusError::Setup)?;
+    consumer.subscribe(topics).map_err(BusError::Setup)?;
+    Ok(consumer)
 }
 
 /// The next record of `consumer`, or `None` once `shutdown` is cancelled.

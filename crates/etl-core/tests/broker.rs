@@ -130,14 +130,12 @@ async fn a_consumer_group_resumes_exactly_after_its_commit() {
     produce(&producer(&kafka.brokers), &topic, 0..300).await;
 
     let group = format!("{}-resume", env.id);
-    let first = bus::consumer(&kafka, &group).unwrap();
-    first.subscribe(&[&topic]).unwrap();
+    let first = bus::consumer(&kafka, &group, &[&topic]).unwrap();
     let part1 = consume(&first, 120, "the first 120 records").await;
     commit(&first, &topic, &part1);
     drop(first);
 
-    let second = bus::consumer(&kafka, &group).unwrap();
-    second.subscribe(&[&topic]).unwrap();
+    let second = bus::consumer(&kafka, &group, &[&topic]).unwrap();
     let part2 = consume(&second, 180, "the remaining 180 records").await;
     assert_exactly_once(&[&part1, &part2], 0..300);
     // Nothing beyond the 300 is pending for the group.
@@ -159,8 +157,7 @@ async fn producers_and_consumers_survive_a_broker_restart() {
     let topic = format!("{}restart", kafka.topic_prefix);
     bus::ensure_topics(&kafka, &[&topic]).await.unwrap();
     let producer = producer(&kafka.brokers);
-    let consumer = bus::consumer(&kafka, &format!("{}-restart", env.id)).unwrap();
-    consumer.subscribe(&[&topic]).unwrap();
+    let consumer = bus::consumer(&kafka, &format!("{}-restart", env.id), &[&topic]).unwrap();
 
     produce(&producer, &topic, 0..100).await;
     let before = consume(&consumer, 100, "the records produced before the restart").await;
@@ -178,8 +175,7 @@ async fn producers_and_consumers_survive_a_broker_restart() {
 
     // A new member of the group starts after the last commit: nothing again.
     drop(consumer);
-    let fresh = bus::consumer(&kafka, &format!("{}-restart", env.id)).unwrap();
-    fresh.subscribe(&[&topic]).unwrap();
+    let fresh = bus::consumer(&kafka, &format!("{}-restart", env.id), &[&topic]).unwrap();
     let extra = tokio::time::timeout(Duration::from_secs(3), fresh.recv()).await;
     assert!(
         extra.is_err(),

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -224,8 +224,7 @@ pub struct TopicTail {
 impl TopicTail {
     pub fn new(settings: &KafkaSettings, topic: &str) -> Self {
         let group = format!("tail-{}", uuid::Uuid::new_v4());
-        let consumer = etl_core::bus::consumer(settings, &group).expect("consumer");
-        consumer.subscribe(&[topic]).expect("subscribe");
+        let consumer = etl_core::bus::consumer(settings, &group, &[topic]).expect("consumer");
         Self {
             consumer,
             seen: Vec::new(),
