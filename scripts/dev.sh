@@ -17,14 +17,14 @@ RUN="$DIR/run"
 SERVICES=(api processor monitoring)
 API_URL=${API_URL:-http://127.0.0.1:8080}
 
-say() { printf '[dev] %s\n' "$*"; }
-die() { printf '[dev] error: %s\n' "$*" >&2; exit 1; }
+LOG_TAG=dev
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 port_of() {
   case "$1" in api) echo 8080 ;; processor) echo 8081 ;; monitoring) echo 8082 ;; esac
 }
 bin_of() { echo "$ROOT/target/debug/cmd-$1"; }
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 load_stack_env() {
   set -a
@@ -40,33 +40,16 @@ build() {
 }
 
 start_service() {
-  local name=$1 pidfile="$RUN/$1.pid" bin; bin=$(bin_of "$1")
-  if pid_alive "$pidfile"; then
-    if [ "$bin" -nt "$pidfile" ]; then
-      say "cmd-$name was rebuilt: restarting it"
-      stop_service "$name"
-    else
-      return 0
-    fi
+  local name=$1 pidfile="$RUN/$1.pid"
+  if pid_alive "$pidfile" && [ "$(bin_of "$name")" -nt "$pidfile" ]; then
+    say "cmd-$name was rebuilt: restarting it"
+    stop_service "$name"
   fi
-  mkdir -p "$RUN" "$LOGS"
-  (cd "$ROOT" && exec setsid nohup "$bin" >>"$LOGS/$name.log" 2>&1 </dev/null) &
-  echo $! >"$pidfile"
-  say "started cmd-$name (pid $!, log $LOGS/$name.log)"
+  start_bg "cmd-$name" "$pidfile" "$LOGS/$name.log" "$(bin_of "$name")"
 }
 
-stop_service() {
-  local name=$1 pidfile="$RUN/$1.pid" pid
-  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
-  pid=$(cat "$pidfile")
-  kill -TERM "$pid" 2>/dev/null || true
-  # The api's grace period is 20 s by default; allow it and a little more.
-  local deadline=$((SECONDS + 30))
-  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  rm -f "$pidfile"
-  say "stopped cmd-$name"
-}
+# The api's grace period is 20 s by default; allow it and a little more.
+stop_service() { stop_bg "cmd-$1" "$RUN/$1.pid" TERM 30; }
 
 wait_ready() {
   local name=$1 url; url="http://127.0.0.1:$(port_of "$1")/readiness"

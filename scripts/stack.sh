@@ -33,8 +33,9 @@ S3_ACCESS_KEY_ID=etl-dev
 S3_SECRET_ACCESS_KEY=etl-dev-secret
 PG_DB=etl
 
-say() { printf '[%s] %s\n' "$STACK" "$*"; }
-die() { printf '[%s] error: %s\n' "$STACK" "$*" >&2; exit 1; }
+LOG_TAG=$STACK
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 # --- installing what is missing -------------------------------------------
 
@@ -73,8 +74,6 @@ install_all() {
 
 # --- processes ------------------------------------------------------------
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 wait_port() { # port name log [pidfile]
   local deadline=$((SECONDS + 60))
   until port_open "$1"; do
@@ -84,33 +83,6 @@ wait_port() { # port name log [pidfile]
     fi
     sleep 0.2
   done
-}
-
-pid_alive() { # pidfile
-  [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
-}
-
-start_bg() { # name pidfile log command...
-  local name=$1 pidfile=$2 log=$3; shift 3
-  if pid_alive "$pidfile"; then return 0; fi
-  mkdir -p "$(dirname "$pidfile")" "$(dirname "$log")"
-  (cd "${START_DIR:-$ROOT}" && exec setsid nohup "$@" >>"$log" 2>&1 </dev/null) &
-  echo $! >"$pidfile"
-  say "started $name (pid $!, log $log)"
-}
-
-stop_bg() { # name pidfile signal grace-seconds
-  local name=$1 pidfile=$2 sig=$3 grace=$4 pid
-  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
-  pid=$(cat "$pidfile")
-  kill -"$sig" "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + grace))
-  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
-  say "stopped $name"
 }
 
 # --- PostgreSQL -----------------------------------------------------------

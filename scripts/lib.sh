@@ -1,0 +1,34 @@
+# Shared by scripts/stack.sh and scripts/dev.sh: messages and background
+# processes tracked by pid files. Set LOG_TAG before sourcing.
+
+say() { printf '[%s] %s\n' "$LOG_TAG" "$*"; }
+die() { printf '[%s] error: %s\n' "$LOG_TAG" "$*" >&2; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pid_alive() { # pidfile
+  [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+start_bg() { # name pidfile log command...   (cwd: START_DIR, default ROOT)
+  local name=$1 pidfile=$2 log=$3; shift 3
+  if pid_alive "$pidfile"; then return 0; fi
+  mkdir -p "$(dirname "$pidfile")" "$(dirname "$log")"
+  (cd "${START_DIR:-$ROOT}" && exec setsid nohup "$@" >>"$log" 2>&1 </dev/null) &
+  echo $! >"$pidfile"
+  say "started $name (pid $!, log $log)"
+}
+
+stop_bg() { # name pidfile signal grace-seconds: ask with signal, then SIGKILL
+  local name=$1 pidfile=$2 sig=$3 grace=$4 pid
+  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
+  pid=$(cat "$pidfile")
+  kill -"$sig" "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + grace))
+  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+  say "stopped $name"
+}
