@@ -40,7 +40,6 @@ pub struct ImportMetrics {
     files_received: IntCounter,
     files_stored: IntCounter,
     bytes_stored: IntCounter,
-    events_published: IntCounterVec,
 }
 
 impl ImportMetrics {
@@ -78,17 +77,6 @@ impl ImportMetrics {
                 )
                 .expect("valid counter"),
             ),
-            events_published: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "events_published_total",
-                        "Events acknowledged by the broker, by type.",
-                    ),
-                    &["event_type"],
-                )
-                .expect("valid counter"),
-            ),
         }
     }
 
@@ -101,9 +89,6 @@ impl ImportMetrics {
     pub fn stored(&self, bytes: u64) {
         self.files_stored.inc();
         self.bytes_stored.inc_by(bytes);
-    }
-    pub fn published(&self, event_type: &str) {
-        self.events_published.with_label_values(&[event_type]).inc();
     }
 }
 
@@ -137,7 +122,7 @@ impl Application {
         let registry = Registry::new();
         let timer = DependencyTimer::new(&registry);
         let store = ObjectStore::new(&settings.s3, timer.clone());
-        let publisher = EventPublisher::new(&settings.kafka, timer)?;
+        let publisher = EventPublisher::new(&settings.kafka, &registry, timer)?;
         provision(&settings, &store).await;
 
         let stopping = CancellationToken::new();

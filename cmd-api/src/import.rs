@@ -241,12 +241,11 @@ async fn publish_all(
     // All sends are queued in order on first poll, then awaited together.
     let results =
         futures::future::join_all(envelopes.iter().map(|e| state.publisher.publish(e))).await;
-    for (envelope, result) in envelopes.iter().zip(results) {
+    for result in results {
         result.map_err(|e| ApiError::DependencyUnavailable {
             dependency: "kafka",
             cause: e.to_string(),
         })?;
-        state.metrics.published(envelope.event.type_name());
     }
     Ok(())
 }
@@ -276,8 +275,7 @@ async fn report_extract_error(
             size_bytes: size as u64,
         }),
     );
-    match state.publisher.publish(&envelope).await {
-        Ok(_) => state.metrics.published(envelope.event.type_name()),
-        Err(e) => tracing::warn!(error.cause_chain = %e, "could not publish FileExtractError"),
+    if let Err(e) = state.publisher.publish(&envelope).await {
+        tracing::warn!(error.cause_chain = %e, "could not publish FileExtractError");
     }
 }

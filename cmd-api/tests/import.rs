@@ -10,7 +10,7 @@ use etl_core::events::{Envelope, Event, FileExtractError};
 use etl_core::metrics::DependencyTimer;
 use etl_core::storage::ObjectStore;
 use etl_testkit::{
-    DEADLINE, OwnServer, Service, TestEnv, eventually, example, http, local_listener,
+    DEADLINE, OwnServer, Service, TestEnv, example, http, local_listener, readiness_follows,
 };
 
 struct Api {
@@ -259,54 +259,6 @@ async fn probes_report_the_build_and_the_dependencies() {
     assert_eq!(ready["checks"]["kafka"]["ok"], true, "{ready}");
 }
 
-/// Kills `server`, checks readiness turns 503 naming `check` (and only
-/// it), runs `while_down`, restarts the server and waits for 200 again.
-async fn readiness_follows(
-    api: &Api,
-    server: &mut OwnServer,
-    check: &str,
-    while_down: impl AsyncFnOnce(),
-) {
-    let readiness = || async {
-        let r = http()
-            .get(api.service.url("/readiness"))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
-    };
-    server.kill();
-    let report = eventually(
-        DEADLINE,
-        &format!("readiness to report {check} down"),
-        || async {
-            let (status, body) = readiness().await;
-            (status == 503).then_some(body)
-        },
-    )
-    .await;
-    assert_eq!(report["status"], "unavailable");
-    for (name, result) in report["checks"].as_object().unwrap() {
-        assert_eq!(result["ok"], name != check, "{report}");
-    }
-    assert!(
-        !report["checks"][check]["error"]
-            .as_str()
-            .unwrap()
-            .is_empty()
-    );
-
-    while_down().await;
-
-    server.restart().await;
-    eventually(
-        DEADLINE,
-        &format!("readiness to recover from {check}"),
-        || async { (readiness().await.0 == 200).then_some(()) },
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn without_s3_readiness_names_it_and_imports_get_503_until_it_is_back() {
     let env = TestEnv::new().await;
@@ -318,7 +270,7 @@ async fn without_s3_readiness_names_it_and_imports_get_503_until_it_is_back() {
     )
     .await;
 
-    readiness_follows(&api, &mut s3, "s3", async || {
+    readiness_follows(&api.service, &mut s3, OwnServer::kill, "s3", async || {
         let refused = http()
             .post(api.service.url("/import/companies"))
             .header("content-type", "application/json")
@@ -355,7 +307,14 @@ async fn without_the_broker_readiness_names_it_until_it_is_back() {
     )
     .await;
 
-    readiness_follows(&api, &mut broker, "kafka", async || {}).await;
+    readiness_follows(
+        &api.service,
+        &mut broker,
+        OwnServer::kill,
+        "kafka",
+        async || {},
+    )
+    .await;
 
     let (status, body) = api.post(example("c.json"), "application/json", None).await;
     assert_eq!(status, 202, "{body}");

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use prometheus::Registry;
@@ -9,7 +10,7 @@ use rdkafka::consumer::StreamConsumer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use etl_core::bus;
+use etl_core::bus::{self, ConsumerLag};
 use etl_core::http::{
     BindError, HttpMetrics, OpsServer, Readiness, bind, forward_shutdown, ops_router, track_http,
 };
@@ -30,6 +31,8 @@ pub struct Application {
     router: Router,
     consumer: Arc<StreamConsumer>,
     metrics: TailMetrics,
+    lag: ConsumerLag,
+    lag_interval: Duration,
     stopping: CancellationToken,
 }
 
@@ -62,6 +65,7 @@ impl Application {
         };
         let http_metrics = HttpMetrics::new(&registry);
         let metrics = TailMetrics::new(&registry);
+        let lag = ConsumerLag::new(&registry);
         let router = ops_router(crate::service_info(), readiness, registry).route_layer(
             axum::middleware::from_fn_with_state(http_metrics, track_http),
         );
@@ -70,6 +74,8 @@ impl Application {
             router,
             consumer,
             metrics,
+            lag,
+            lag_interval: settings.kafka.lag_interval,
             stopping,
         })
     }
@@ -84,6 +90,8 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let server = OpsServer::spawn(self.listener, self.router);
         forward_shutdown(&shutdown, &self.stopping);
+        self.lag
+            .spawn(self.consumer.clone(), self.lag_interval, shutdown.clone());
         tail::run(self.consumer, self.metrics, shutdown).await;
         server.stop().await
     }

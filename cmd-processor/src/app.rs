@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use etl_core::bus::{self, EventPublisher};
+use etl_core::bus::{self, ConsumerLag, EventPublisher};
 use etl_core::http::{
     BindError, HttpMetrics, OpsServer, Readiness, bind, forward_shutdown, ops_router, track_http,
 };
@@ -37,6 +37,8 @@ pub enum StartupError {
 
 pub struct Application {
     listener: TcpListener,
+    lag: ConsumerLag,
+    lag_interval: Duration,
     router: Router,
     worker: Worker,
     publisher: EventPublisher,
@@ -62,7 +64,7 @@ impl Application {
             etl_core::db::migrate(&pool).await?;
         }
         let store = ObjectStore::new(&settings.s3, timer.clone());
-        let publisher = EventPublisher::new(&settings.kafka, timer)?;
+        let publisher = EventPublisher::new(&settings.kafka, &registry, timer.clone())?;
         let topics = settings.kafka.topics();
         bus::provision_topics(&settings.kafka).await;
         let consumer = Arc::new(bus::consumer(
@@ -74,6 +76,7 @@ impl Application {
         let stopping = CancellationToken::new();
         let readiness = readiness(&settings, &pool, &store, &consumer, stopping.clone());
         let http_metrics = HttpMetrics::new(&registry);
+        let lag = ConsumerLag::new(&registry);
         let worker = Worker {
             consumer,
             pool,
@@ -81,6 +84,7 @@ impl Application {
             publisher: publisher.clone(),
             validator: Arc::new(CompanyValidator::new()),
             metrics: ProcessorMetrics::new(&registry),
+            timer,
             retry_base: settings.retry_base,
             retry_max: settings.retry_max,
         };
@@ -89,6 +93,8 @@ impl Application {
         );
         Ok(Self {
             listener,
+            lag,
+            lag_interval: settings.kafka.lag_interval,
             router,
             worker,
             publisher,
@@ -108,6 +114,11 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let server = OpsServer::spawn(self.listener, self.router);
         forward_shutdown(&shutdown, &self.stopping);
+        self.lag.spawn(
+            self.worker.consumer.clone(),
+            self.lag_interval,
+            shutdown.clone(),
+        );
         self.worker.run(shutdown).await;
         let publisher = self.publisher;
         tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(5)))

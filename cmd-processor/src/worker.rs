@@ -21,6 +21,7 @@ use etl_core::domain::{CompanySlug, RequestId};
 use etl_core::events::{
     DeadLetter, Envelope, Event, FieldError, FileExtractSuccess, FileLoaded, ValidationError,
 };
+use etl_core::metrics::DependencyTimer;
 use etl_core::shutdown::sleep_or_cancel;
 use etl_core::storage::{ObjectStore, StoreError, company_file_key};
 
@@ -87,6 +88,7 @@ pub struct Worker {
     pub publisher: EventPublisher,
     pub validator: Arc<CompanyValidator>,
     pub metrics: ProcessorMetrics,
+    pub timer: DependencyTimer,
     pub retry_base: Duration,
     pub retry_max: Duration,
 }
@@ -207,7 +209,8 @@ impl Worker {
             return self.dead_letter(record, Some(&envelope), msg).await;
         }
 
-        if let Some(row) = ledger::find(&self.pool, file.file_id)
+        if let Some(row) = self
+            .postgres("find_ledger_row", ledger::find(&self.pool, file.file_id))
             .await
             .map_err(Transient::db)?
         {
@@ -241,7 +244,10 @@ impl Worker {
 
         match self.validator.validate(&bytes) {
             Err(errors) => {
-                match ledger::record_rejected(&self.pool, &meta, Rejection::Invalid, &errors)
+                let rejected =
+                    ledger::record_rejected(&self.pool, &meta, Rejection::Invalid, &errors);
+                match self
+                    .postgres("record_rejection", rejected)
                     .await
                     .map_err(Transient::db)?
                 {
@@ -252,7 +258,13 @@ impl Worker {
                 self.publish(&envelope, invalid_event(file, errors)).await?;
                 Ok(Outcome::Invalid)
             }
-            Ok(company) => match ledger::load(&self.pool, &meta, &company, started).await {
+            Ok(company) => match self
+                .postgres(
+                    "load_file",
+                    ledger::load(&self.pool, &meta, &company, started),
+                )
+                .await
+            {
                 Ok(Written::AlreadyRecorded) => Ok(Outcome::Duplicate),
                 Ok(Written::Done(rows)) => {
                     for (table, n) in &rows {
@@ -268,14 +280,16 @@ impl Worker {
                         path: String::new(),
                         message: format!("the database refused the file: {e}"),
                     };
-                    match ledger::record_rejected(
+                    let rejected = ledger::record_rejected(
                         &self.pool,
                         &meta,
                         Rejection::Failed,
                         std::slice::from_ref(&error),
-                    )
-                    .await
-                    .map_err(Transient::db)?
+                    );
+                    match self
+                        .postgres("record_rejection", rejected)
+                        .await
+                        .map_err(Transient::db)?
                     {
                         Written::AlreadyRecorded => Ok(Outcome::Duplicate),
                         Written::Done(()) => {
@@ -323,6 +337,15 @@ impl Worker {
         };
         self.publish(envelope, event).await?;
         Ok(Outcome::Reemitted)
+    }
+
+    /// A database call, timed as `dependency_request_duration_seconds{dependency="postgres"}`.
+    async fn postgres<T>(
+        &self,
+        operation: &str,
+        call: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        self.timer.time("postgres", operation, call).await
     }
 
     async fn publish(&self, cause: &Envelope, event: Event) -> Result<(), Transient> {

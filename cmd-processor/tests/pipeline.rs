@@ -13,8 +13,8 @@ use etl_core::bus::EventPublisher;
 use etl_core::events::{Event, ValidationError};
 use etl_core::metrics::DependencyTimer;
 use etl_testkit::{
-    DEADLINE, Received, Service, TestEnv, eventually, example, example_json, http, local_listener,
-    metric, scrape,
+    DEADLINE, OwnServer, Received, Service, TestEnv, eventually, example, example_json, http,
+    local_listener, metric, readiness_follows, scrape,
 };
 
 struct Pipeline {
@@ -24,9 +24,13 @@ struct Pipeline {
 }
 
 async fn start() -> Pipeline {
-    let env = TestEnv::new().await;
+    start_in(TestEnv::new().await, &[]).await
+}
+
+/// Api and processor of `env`, with `extra` settings for both.
+async fn start_in(env: TestEnv, extra: &[(&str, &str)]) -> Pipeline {
     let api_app = cmd_api::Application::build_with_listener(
-        cmd_api::ApiSettings::from_env(&env.env(&[])).expect("api settings"),
+        cmd_api::ApiSettings::from_env(&env.env(extra)).expect("api settings"),
         local_listener().await,
     )
     .await
@@ -36,7 +40,7 @@ async fn start() -> Pipeline {
     })
     .await;
     let processor_app = cmd_processor::Application::build_with_listener(
-        cmd_processor::ProcessorSettings::from_env(&env.env(&[])).expect("processor settings"),
+        cmd_processor::ProcessorSettings::from_env(&env.env(extra)).expect("processor settings"),
         local_listener().await,
     )
     .await
@@ -103,8 +107,10 @@ impl Pipeline {
             .await[0]
             .envelope
             .clone();
-        let timer = DependencyTimer::new(&Registry::new());
-        let publisher = EventPublisher::new(&self.env.kafka(), timer).expect("publisher");
+        let registry = Registry::new();
+        let timer = DependencyTimer::new(&registry);
+        let publisher =
+            EventPublisher::new(&self.env.kafka(), &registry, timer).expect("publisher");
         publisher.publish(&original).await.expect("republished");
     }
 
@@ -517,6 +523,34 @@ async fn metrics_count_what_happened_and_are_all_documented() {
         n
     );
     assert_eq!(metric(&processor, "processor_retries_total", &[]), 0.0);
+    assert_eq!(
+        metric(
+            &processor,
+            "events_published_total",
+            &[("event_type", "FileLoaded")]
+        ),
+        n
+    );
+    let timed = |operation| {
+        metric(
+            &processor,
+            "dependency_request_duration_seconds_count",
+            &[("dependency", "postgres"), ("operation", operation)],
+        )
+    };
+    assert_eq!(timed("find_ledger_row"), n);
+    assert_eq!(timed("load_file"), n);
+    // Caught up: every assigned partition reports, and none is behind.
+    let processor = eventually(DEADLINE, "consumer lag 0 on every partition", || async {
+        let samples = scrape(&p.processor).await;
+        let lags: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.name == "consumer_lag_records")
+            .map(|s| s.value)
+            .collect();
+        (lags.len() == 3 && lags.iter().all(|l| *l == 0.0)).then_some(samples)
+    })
+    .await;
 
     // Every exported family is documented, and every documented name exists.
     let docs = std::fs::read_to_string(etl_testkit::repo_root().join("docs/metrics.md")).unwrap();
@@ -541,6 +575,7 @@ async fn metrics_count_what_happened_and_are_all_documented() {
     for file in [
         "crates/etl-core/src/http.rs",
         "crates/etl-core/src/metrics.rs",
+        "crates/etl-core/src/bus.rs",
         "cmd-api/src/app.rs",
         "cmd-processor/src/metrics.rs",
         "cmd-monitoring/src/tail.rs",
@@ -588,4 +623,88 @@ async fn a_document_the_database_refuses_is_recorded_failed_and_dead_lettered_ev
         assert!(d.error.contains("database refused"), "{}", d.error);
     }
     assert_eq!(p.ledger(&file_id).await.len(), 1);
+}
+
+/// A database outage: the processor turns unready naming postgres, holds the
+/// files back (retrying, committing nothing, so the lag shows them), and
+/// loads each exactly once when the database is back.
+#[tokio::test]
+async fn a_postgres_outage_holds_files_back_and_loses_none() {
+    let env = TestEnv::new().await;
+    let mut postgres = OwnServer::postgres(&env.id).await;
+    let url = postgres.database_url();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    etl_core::db::migrate(&pool).await.unwrap();
+    let p = start_in(
+        env,
+        &[("DATABASE_URL", &url), ("READINESS_TIMEOUT_MS", "1000")],
+    )
+    .await;
+    let companies: Vec<Value> = example_json("companies.json").as_array().unwrap()[..3].to_vec();
+
+    let mut posted = Vec::new();
+    readiness_follows(
+        &p.processor,
+        &mut postgres,
+        OwnServer::stop,
+        "postgres",
+        async || {
+            posted = file_ids(&p.post(serde_json::to_vec(&companies).unwrap()).await);
+            eventually(DEADLINE, "retries on postgres and a lag of 3", || async {
+                let samples = scrape(&p.processor).await;
+                let retries = metric(
+                    &samples,
+                    "processor_retries_total",
+                    &[("cause", "postgres")],
+                );
+                let lag = metric(&samples, "consumer_lag_records", &[]);
+                (retries >= 1.0 && lag == 3.0).then_some(())
+            })
+            .await;
+        },
+    )
+    .await;
+
+    let topic = p.env.kafka().topics().file_loaded;
+    let loaded = p
+        .outcomes(&topic, "three FileLoaded", |r| r.len() >= 3)
+        .await;
+    let mut loaded = loaded_ids(&loaded);
+    loaded.sort();
+    posted.sort();
+    assert_eq!(loaded, posted);
+    let ledger: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM import_files GROUP BY status")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(ledger, vec![("loaded".to_owned(), 3)]);
+    let companies_loaded: i64 = sqlx::query_scalar("SELECT count(*) FROM companies")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(companies_loaded, 3);
+    eventually(DEADLINE, "the lag to drain", || async {
+        (metric(&scrape(&p.processor).await, "consumer_lag_records", &[]) == 0.0).then_some(())
+    })
+    .await;
+}
+
+/// An S3 outage: readiness names s3 until it is back, then files load again.
+#[tokio::test]
+async fn an_s3_outage_makes_the_processor_unready_until_it_is_back() {
+    let env = TestEnv::new().await;
+    let mut s3 = OwnServer::s3s_fs(&env.id).await;
+    let endpoint = s3.endpoint();
+    let p = start_in(
+        env,
+        &[("S3_ENDPOINT", &endpoint), ("READINESS_TIMEOUT_MS", "1000")],
+    )
+    .await;
+    readiness_follows(&p.processor, &mut s3, OwnServer::kill, "s3", async || {}).await;
+
+    let file_id = file_ids(&p.post(example("c.json")).await).remove(0);
+    let topic = p.env.kafka().topics().file_loaded;
+    let loaded = p.outcomes(&topic, "FileLoaded", |r| !r.is_empty()).await;
+    assert_eq!(loaded_ids(&loaded), vec![file_id]);
 }

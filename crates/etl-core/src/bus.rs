@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use rdkafka::ClientConfig;
+use rdkafka::Offset;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -16,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Env};
 use crate::events::{Envelope, Event};
-use crate::metrics::DependencyTimer;
+use crate::metrics::{DependencyTimer, register};
 use crate::shutdown::sleep_or_cancel;
 
 pub const HEADER_EVENT_TYPE: &str = "event-type";
@@ -37,6 +39,9 @@ pub struct KafkaSettings {
     /// `KAFKA_PRODUCE_TIMEOUT_MS`: how long a publish may wait for the
     /// broker's acknowledgement before the caller sees an error.
     pub produce_timeout: Duration,
+    /// `KAFKA_LAG_INTERVAL_MS`: how often consumers refresh the
+    /// `consumer_lag_records` gauge.
+    pub lag_interval: Duration,
 }
 
 impl KafkaSettings {
@@ -54,6 +59,7 @@ impl KafkaSettings {
             partitions,
             replication_factor: env.parse("KAFKA_REPLICATION_FACTOR", 1)?,
             produce_timeout: env.millis("KAFKA_PRODUCE_TIMEOUT_MS", 10_000)?,
+            lag_interval: env.millis("KAFKA_LAG_INTERVAL_MS", 5_000)?,
         })
     }
 
@@ -204,10 +210,17 @@ pub struct EventPublisher {
     topics: Topics,
     timeout: Duration,
     timer: DependencyTimer,
+    published: IntCounterVec,
 }
 
 impl EventPublisher {
-    pub fn new(settings: &KafkaSettings, timer: DependencyTimer) -> Result<Self, BusError> {
+    /// Registers `events_published_total` in `registry`; publish latency
+    /// goes to `timer`.
+    pub fn new(
+        settings: &KafkaSettings,
+        registry: &Registry,
+        timer: DependencyTimer,
+    ) -> Result<Self, BusError> {
         let producer: FutureProducer = settings
             .client_config()
             // Idempotence gives ordered, de-duplicated retries per partition;
@@ -226,6 +239,17 @@ impl EventPublisher {
             topics: settings.topics(),
             timeout: settings.produce_timeout,
             timer,
+            published: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "events_published_total",
+                        "Events acknowledged by the broker, by type.",
+                    ),
+                    &["event_type"],
+                )
+                .expect("valid counter"),
+            ),
         })
     }
 
@@ -255,10 +279,15 @@ impl EventPublisher {
         self.timer
             .observe("kafka", "produce", started, result.is_ok());
         match result {
-            Ok(d) => Ok(Delivered {
-                partition: d.partition,
-                offset: d.offset,
-            }),
+            Ok(d) => {
+                self.published
+                    .with_label_values(&[envelope.event.type_name()])
+                    .inc();
+                Ok(Delivered {
+                    partition: d.partition,
+                    offset: d.offset,
+                })
+            }
             Err((source, _)) => Err(BusError::Publish {
                 topic: topic.to_owned(),
                 source,
@@ -340,6 +369,88 @@ pub async fn next_record<'c>(
             }
         }
     }
+}
+
+/// `consumer_lag_records{topic,partition}`: for every partition assigned to
+/// a consumer, the records its group has not committed yet (high watermark
+/// minus committed offset). Measured on a timer rather than per record so
+/// that it keeps moving while the consumer is stuck, which is when it matters.
+pub struct ConsumerLag {
+    gauge: IntGaugeVec,
+}
+
+impl ConsumerLag {
+    pub fn new(registry: &Registry) -> Self {
+        let gauge = IntGaugeVec::new(
+            Opts::new(
+                "consumer_lag_records",
+                "Records of the assigned partitions not yet committed by this consumer group.",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid gauge");
+        Self {
+            gauge: register(registry, gauge),
+        }
+    }
+
+    /// Refreshes the gauge every `every` until `shutdown`.
+    pub fn spawn(
+        self,
+        consumer: Arc<StreamConsumer>,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        // Not tied to `every`: a watermark query takes ~300 ms on tansu.
+        let timeout = Duration::from_secs(5);
+        tokio::spawn(async move {
+            loop {
+                let c = consumer.clone();
+                match tokio::task::spawn_blocking(move || partition_lags(&c, timeout)).await {
+                    Ok(Ok(lags)) => {
+                        // Partitions revoked since the last round disappear.
+                        self.gauge.reset();
+                        for (topic, partition, lag) in lags {
+                            self.gauge
+                                .with_label_values(&[&topic, &partition.to_string()])
+                                .set(lag);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "consumer lag not measured this round")
+                    }
+                    Err(e) => tracing::debug!(error = %e, "consumer lag task failed"),
+                }
+                if sleep_or_cancel(every, &shutdown).await {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn partition_lags(
+    consumer: &StreamConsumer,
+    timeout: Duration,
+) -> Result<Vec<(String, i32, i64)>, KafkaError> {
+    let assignment = consumer.assignment()?;
+    if assignment.count() == 0 {
+        return Ok(Vec::new());
+    }
+    let committed = consumer.committed_offsets(assignment, timeout)?;
+    committed
+        .elements()
+        .iter()
+        .map(|p| {
+            let (low, high) = consumer.fetch_watermarks(p.topic(), p.partition(), timeout)?;
+            // Nothing committed yet: everything still on the partition is behind.
+            let next = match p.offset() {
+                Offset::Offset(o) => o,
+                _ => low,
+            };
+            Ok((p.topic().to_owned(), p.partition(), (high - next).max(0)))
+        })
+        .collect()
 }
 
 /// The headers of a record as text, for logs and dead letters.

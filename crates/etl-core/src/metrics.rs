@@ -1,6 +1,7 @@
 //! Prometheus metrics. Each service instance owns its own `Registry` (never
 //! the global one) so that several instances can run in one test process.
 
+use std::future::Future;
 use std::time::Instant;
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, Registry, TextEncoder};
@@ -49,6 +50,19 @@ impl DependencyTimer {
         self.histogram
             .with_label_values(&[dependency, operation, outcome])
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Awaits `call` and observes its duration and outcome.
+    pub async fn time<T, E>(
+        &self,
+        dependency: &str,
+        operation: &str,
+        call: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let started = Instant::now();
+        let result = call.await;
+        self.observe(dependency, operation, started, result.is_ok());
+        result
     }
 }
 

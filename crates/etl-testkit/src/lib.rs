@@ -54,7 +54,7 @@ pub fn stack_vars() -> BTreeMap<String, String> {
     }
     for var in STACK_VARS
         .iter()
-        .chain(&["TANSU_BIN", "S3S_FS_BIN", "S3_REGION"])
+        .chain(&["TANSU_BIN", "S3S_FS_BIN", "PG_BIN", "S3_REGION"])
     {
         if let Ok(v) = std::env::var(var) {
             vars.insert((*var).to_owned(), v);
@@ -119,6 +119,7 @@ impl TestEnv {
         // Retries in tests should be quick; production defaults are gentler.
         vars.insert("PROCESSOR_RETRY_BASE_MS".into(), "50".into());
         vars.insert("PROCESSOR_RETRY_MAX_MS".into(), "1000".into());
+        vars.insert("KAFKA_LAG_INTERVAL_MS".into(), "200".into());
         Self { id, vars, pool }
     }
 
@@ -349,6 +350,59 @@ pub fn http() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("http client")
+}
+
+/// `GET {service}/readiness`: status and report.
+pub async fn readiness(service: &Service) -> (u16, serde_json::Value) {
+    let r = http()
+        .get(service.url("/readiness"))
+        .send()
+        .await
+        .expect("readiness answers");
+    (r.status().as_u16(), r.json().await.expect("readiness JSON"))
+}
+
+/// Takes `server` down with `outage` (e.g. [`OwnServer::kill`]), checks
+/// that `service`'s readiness turns 503 naming `check` and only it, runs
+/// `while_down`, restarts the server and waits for readiness 200 again.
+pub async fn readiness_follows(
+    service: &Service,
+    server: &mut OwnServer,
+    outage: impl FnOnce(&mut OwnServer),
+    check: &str,
+    while_down: impl AsyncFnOnce(),
+) {
+    outage(server);
+    let report = eventually(
+        DEADLINE,
+        &format!("readiness to report {check} down"),
+        || async {
+            let (status, body) = readiness(service).await;
+            (status == 503).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(report["status"], "unavailable");
+    for (name, result) in report["checks"].as_object().unwrap() {
+        assert_eq!(result["ok"], name != check, "{report}");
+    }
+    assert!(
+        !report["checks"][check]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{report}"
+    );
+
+    while_down().await;
+
+    server.restart().await;
+    eventually(
+        DEADLINE,
+        &format!("readiness to recover from {check}"),
+        || async { (readiness(service).await.0 == 200).then_some(()) },
+    )
+    .await;
 }
 
 /// One sample of a Prometheus text exposition.
