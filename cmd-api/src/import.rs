@@ -192,6 +192,13 @@ async fn store_all(
                 }
             })?;
             state.metrics.stored(size);
+            tracing::info!(
+                %file_id,
+                company = doc.company.as_str(),
+                s3_key = %key,
+                size_bytes = size,
+                "file stored"
+            );
             Ok(StoredFile {
                 accepted: AcceptedFile {
                     file_id,

@@ -1,10 +1,21 @@
 use anyhow::Context;
-use etl_core::config::{Env, load_dotenv};
+use etl_core::config::{Env, help, help_requested, load_dotenv};
 
 use cmd_api::{ApiSettings, Application};
 
+fn main() -> std::process::ExitCode {
+    etl_core::exit_status("cmd-api", run_command())
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run_command() -> anyhow::Result<()> {
+    if help_requested() {
+        print!(
+            "{}",
+            help("usage: cmd-api  (serves until SIGTERM or SIGINT)")
+        );
+        return Ok(());
+    }
     load_dotenv();
     let settings = ApiSettings::from_env(&Env::process()).context("invalid configuration")?;
     etl_core::telemetry::init(settings.log_format);

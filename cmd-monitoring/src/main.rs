@@ -1,10 +1,21 @@
 use anyhow::Context;
-use etl_core::config::{Env, load_dotenv};
+use etl_core::config::{Env, help, help_requested, load_dotenv};
 
 use cmd_monitoring::{Application, MonitoringSettings};
 
+fn main() -> std::process::ExitCode {
+    etl_core::exit_status("cmd-monitoring", run_command())
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run_command() -> anyhow::Result<()> {
+    if help_requested() {
+        print!(
+            "{}",
+            help("usage: cmd-monitoring  (serves until SIGTERM or SIGINT)")
+        );
+        return Ok(());
+    }
     load_dotenv();
     let settings =
         MonitoringSettings::from_env(&Env::process()).context("invalid configuration")?;

@@ -63,7 +63,9 @@ pub async fn run(consumer: Arc<StreamConsumer>, metrics: TailMetrics, shutdown: 
             }
             Err(e) => {
                 metrics.events.with_label_values(&["unreadable"]).inc();
+                let request_id = bus::headers_map(message.headers()).remove(bus::HEADER_REQUEST_ID);
                 tracing::warn!(
+                    request_id,
                     topic = message.topic(),
                     partition = message.partition(),
                     offset = message.offset(),

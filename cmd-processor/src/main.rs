@@ -1,13 +1,24 @@
 use anyhow::Context;
-use etl_core::config::{Env, load_dotenv};
+use etl_core::config::{Env, help, help_requested, load_dotenv};
 use etl_core::db::DatabaseSettings;
 
 use cmd_processor::{Application, ProcessorSettings};
 
-const USAGE: &str = "usage: cmd-processor [run | migrate | rollback [STEPS]]";
+const USAGE: &str = "usage: cmd-processor [run | migrate | rollback [STEPS]]
+  run       consume and load until SIGTERM or SIGINT (the default)
+  migrate   apply pending database migrations and exit
+  rollback  revert the last STEPS migrations (default 1) and exit";
+
+fn main() -> std::process::ExitCode {
+    etl_core::exit_status("cmd-processor", run_command())
+}
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run_command() -> anyhow::Result<()> {
+    if help_requested() {
+        print!("{}", help(USAGE));
+        return Ok(());
+    }
     load_dotenv();
     let env = Env::process();
     let args: Vec<String> = std::env::args().skip(1).collect();

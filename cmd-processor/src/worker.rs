@@ -108,12 +108,15 @@ impl Worker {
         .await
         {
             let record = message.detach();
+            // From the header first, so that even a record whose payload is
+            // unreadable is logged with the request it came from.
+            let request_id = headers_map(record.headers()).remove(HEADER_REQUEST_ID);
             let span = tracing::info_span!(
                 "record",
                 topic = record.topic(),
                 partition = record.partition(),
                 offset = record.offset(),
-                request_id = tracing::field::Empty,
+                request_id,
                 file_id = tracing::field::Empty,
                 company = tracing::field::Empty,
             );

@@ -14,6 +14,24 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// Every setting with its default and meaning: `.env.example`, embedded so
+/// that `--help` and the documented list cannot drift apart.
+pub const SETTINGS_REFERENCE: &str = include_str!("../../../.env.example");
+
+/// `--help` text: `usage`, then every setting.
+pub fn help(usage: &str) -> String {
+    format!(
+        "{usage}\n\nSettings come from the environment, and from a .env file in the working \
+         directory for variables the environment does not set.\nEvery variable, with its \
+         default (services ignore the ones that are not theirs):\n\n{SETTINGS_REFERENCE}"
+    )
+}
+
+/// True when the command line asks for help (`--help` or `-h`).
+pub fn help_requested() -> bool {
+    std::env::args().skip(1).any(|a| a == "--help" || a == "-h")
+}
+
 /// Loads `.env` from the working directory if present. Variables already in
 /// the environment are not overridden.
 pub fn load_dotenv() {

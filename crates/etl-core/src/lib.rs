@@ -11,6 +11,23 @@ pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
 
+/// The exit of a service's `main`: on error, one line on stderr with the
+/// whole cause chain (`{:#}`), and exit code 1. Never a backtrace, whatever
+/// `RUST_BACKTRACE` says: the message names the problem (`invalid
+/// configuration: KAFKA_BROKERS is empty`).
+pub fn exit_status<E: std::fmt::Display>(
+    service: &str,
+    result: Result<(), E>,
+) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{service}: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Retry delays: exponential from `base`, capped, with full jitter so that
 /// many workers retrying one outage do not hit the dependency in step.
 pub fn backoff_delay(

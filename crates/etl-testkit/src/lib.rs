@@ -18,7 +18,9 @@ use etl_core::config::Env;
 use etl_core::events::Envelope;
 
 mod own_server;
+mod process;
 pub use own_server::OwnServer;
+pub use process::{ServiceProcess, workspace_binary};
 
 /// How long a test waits for something the pipeline does asynchronously.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -281,6 +283,17 @@ pub fn example_json(name: &str) -> serde_json::Value {
     serde_json::from_slice(&example(name)).expect("example is JSON")
 }
 
+/// A valid company document of its own: `c.json` with the name
+/// `Test {tag} {n}` and an INN derived from `n` (valid check digit).
+pub fn generated_company(tag: &str, n: u32) -> serde_json::Value {
+    let mut doc = example_json("c.json");
+    doc["name"] = format!("Test {tag} {n}").into();
+    let inn = etl_core::domain::Inn::with_check_digits(&format!("{:09}", 100_000_000 + n))
+        .expect("nine digits");
+    doc["inn"] = inn.as_str().into();
+    doc
+}
+
 /// A service of the pipeline running inside the test process; stopped
 /// (gracefully, as on SIGTERM) when dropped.
 pub struct Service {
@@ -352,8 +365,25 @@ pub fn http() -> reqwest::Client {
         .expect("http client")
 }
 
+/// A running service, in-process or as a child process.
+pub trait Endpoint {
+    fn url(&self, path: &str) -> String;
+}
+
+impl Endpoint for Service {
+    fn url(&self, path: &str) -> String {
+        Service::url(self, path)
+    }
+}
+
+impl Endpoint for ServiceProcess {
+    fn url(&self, path: &str) -> String {
+        ServiceProcess::url(self, path)
+    }
+}
+
 /// `GET {service}/readiness`: status and report.
-pub async fn readiness(service: &Service) -> (u16, serde_json::Value) {
+pub async fn readiness(service: &impl Endpoint) -> (u16, serde_json::Value) {
     let r = http()
         .get(service.url("/readiness"))
         .send()
@@ -366,7 +396,7 @@ pub async fn readiness(service: &Service) -> (u16, serde_json::Value) {
 /// that `service`'s readiness turns 503 naming `check` and only it, runs
 /// `while_down`, restarts the server and waits for readiness 200 again.
 pub async fn readiness_follows(
-    service: &Service,
+    service: &impl Endpoint,
     server: &mut OwnServer,
     outage: impl FnOnce(&mut OwnServer),
     check: &str,
@@ -459,7 +489,7 @@ pub fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// Scrapes `{service}/metrics`.
-pub async fn scrape(service: &Service) -> Vec<Sample> {
+pub async fn scrape(service: &impl Endpoint) -> Vec<Sample> {
     let text = http()
         .get(service.url("/metrics"))
         .send()

@@ -1,0 +1,69 @@
+//! Starting a service with help or with broken settings: what a person
+//! sees on the terminal.
+
+use std::process::{Command, Output};
+
+use etl_testkit::workspace_binary;
+
+const SERVICES: [&str; 3] = ["cmd-api", "cmd-processor", "cmd-monitoring"];
+
+/// Runs a binary with only `vars` set, away from any `.env`.
+fn run(name: &str, args: &[&str], vars: &[(&str, &str)]) -> Output {
+    Command::new(workspace_binary(name))
+        .args(args)
+        .env_clear()
+        .envs(vars.iter().copied())
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run the binary")
+}
+
+#[test]
+fn help_lists_every_setting_and_touches_nothing() {
+    let reference = std::fs::read_to_string(etl_testkit::repo_root().join(".env.example")).unwrap();
+    let variables: Vec<&str> = reference
+        .lines()
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, _)| k.trim_start_matches("# ").trim())
+        })
+        .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    assert!(variables.len() > 20, "{variables:?}");
+    for service in SERVICES {
+        // An unusable broker address proves nothing is contacted.
+        let out = run(service, &["--help"], &[("KAFKA_BROKERS", "")]);
+        assert!(out.status.success(), "{service}: {out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.starts_with(&format!("usage: {service}")), "{text}");
+        for var in &variables {
+            assert!(
+                text.contains(var),
+                "{service} --help does not mention {var}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bad_setting_is_named_in_one_line_without_a_backtrace() {
+    for service in SERVICES {
+        for (var, value, expected) in [
+            ("KAFKA_BROKERS", "", "KAFKA_BROKERS is empty"),
+            ("READINESS_TIMEOUT_MS", "soon", "READINESS_TIMEOUT_MS"),
+            ("LOG_FORMAT", "xml", "LOG_FORMAT"),
+        ] {
+            // Even where backtraces are switched on.
+            let out = run(service, &[], &[(var, value), ("RUST_BACKTRACE", "1")]);
+            assert_eq!(out.status.code(), Some(1), "{service} {var}: {out:?}");
+            let stderr = String::from_utf8(out.stderr).unwrap();
+            assert_eq!(stderr.lines().count(), 1, "{service}: {stderr}");
+            assert!(
+                stderr.starts_with(&format!("{service}: error: invalid configuration: ")),
+                "{stderr}"
+            );
+            assert!(stderr.contains(expected), "{service}: {stderr}");
+            assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"));
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! What an operator does with the logs: follow one request id through the
+//! api, the processor and the monitor, as the binaries write them.
+
+use serde_json::Value;
+
+use etl_testkit::{DEADLINE, ServiceProcess, TestEnv, eventually, example, http};
+
+/// A field of a JSON log line, whether on the event or on its span.
+fn field<'a>(line: &'a Value, name: &str) -> Option<&'a str> {
+    line.get(name)
+        .or_else(|| line.get("span").and_then(|s| s.get(name)))
+        .and_then(Value::as_str)
+}
+
+fn lines_of<'a>(lines: &'a [Value], request_id: &str) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|l| field(l, "request_id") == Some(request_id))
+        .collect()
+}
+
+#[tokio::test]
+async fn one_request_id_leads_through_all_three_services_logs() {
+    let env = TestEnv::new().await;
+    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
+    let processor =
+        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let monitor =
+        ServiceProcess::start("cmd-monitoring", "MONITORING_LISTEN_ADDR", &env, &[]).await;
+
+    let request_id = format!("trace-{}", env.id);
+    let response = http()
+        .post(api.url("/import/companies"))
+        .header("content-type", "application/json")
+        .header("x-request-id", &request_id)
+        .body(example("c.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.headers()["x-request-id"], request_id.as_str());
+    let accepted: Value = response.json().await.unwrap();
+    let file_id = accepted["files"][0]["file_id"].as_str().unwrap().to_owned();
+    let company = "pao-sberbank";
+
+    // The monitor sees the outcome last.
+    let monitor_lines = eventually(DEADLINE, "the monitor to log FileLoaded", || async {
+        let lines = monitor.log_lines();
+        lines
+            .iter()
+            .any(|l| {
+                field(l, "event_type") == Some("FileLoaded")
+                    && field(l, "request_id") == Some(request_id.as_str())
+            })
+            .then_some(lines)
+    })
+    .await;
+
+    let api_lines = api.log_lines();
+    let ours = lines_of(&api_lines, &request_id);
+    assert!(
+        ours.iter()
+            .any(|l| field(l, "message") == Some("import accepted")),
+        "{ours:#?}"
+    );
+    assert!(
+        ours.iter()
+            .any(|l| field(l, "file_id") == Some(file_id.as_str())
+                && field(l, "company") == Some(company)),
+        "the api names the file it stored: {ours:#?}"
+    );
+
+    let processor_lines = processor.log_lines();
+    let ours = lines_of(&processor_lines, &request_id);
+    assert!(
+        ours.iter()
+            .any(|l| field(l, "message") == Some("file handled")),
+        "{ours:#?}"
+    );
+    for line in &ours {
+        assert_eq!(field(line, "file_id"), Some(file_id.as_str()), "{line}");
+        assert_eq!(field(line, "company"), Some(company), "{line}");
+    }
+
+    let ours = lines_of(&monitor_lines, &request_id);
+    let events: Vec<&str> = ours.iter().filter_map(|l| field(l, "event_type")).collect();
+    assert_eq!(events.len(), 2, "{ours:#?}");
+    assert!(events.contains(&"FileExtractSuccess") && events.contains(&"FileLoaded"));
+    for line in &ours {
+        assert_eq!(field(line, "file_id"), Some(file_id.as_str()), "{line}");
+        assert_eq!(field(line, "company"), Some(company), "{line}");
+    }
+
+    // Secrets of the environment never reach a log line.
+    let secret = &env.vars["S3_SECRET_ACCESS_KEY"];
+    for (name, service) in [
+        ("api", &api),
+        ("processor", &processor),
+        ("monitor", &monitor),
+    ] {
+        assert!(
+            !service.log_text().contains(secret.as_str()),
+            "the {name} logged the S3 secret key"
+        );
+    }
+}
