@@ -328,3 +328,31 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_reports_each_check_and_turns_off_first_at_shutdown() {
+        let stopping = CancellationToken::new();
+        let readiness = Readiness::new(Duration::from_millis(100), stopping.clone())
+            .check("fine", || async { Ok(()) })
+            .check("slow", || async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok(())
+            });
+        let (ready, report) = readiness.report().await;
+        assert!(!ready);
+        assert_eq!(report["checks"]["fine"]["ok"], true);
+        assert_eq!(report["checks"]["slow"]["error"], "no answer within 100 ms");
+
+        let ready_one = Readiness::new(Duration::from_millis(100), stopping.clone())
+            .check("fine", || async { Ok(()) });
+        assert!(ready_one.report().await.0);
+        stopping.cancel();
+        let (ready, report) = ready_one.report().await;
+        assert!(!ready, "dependencies are fine, but the service is stopping");
+        assert_eq!(report["status"], "shutting_down");
+    }
+}
