@@ -10,7 +10,7 @@ with_env = set -a && . $(1) && set +a &&
 
 .PHONY: help dev-up dev-down dev-status dev-migrate dev-rollback \
         itest-up itest-down itest-migrate itest-rollback \
-        test fmt lint unit build
+        test chaos fmt lint unit build
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ fmt: ## format the code
 lint: ## formatting and clippy, as CI checks them
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+chaos: itest-up ## fault-injection tests kept out of `make test` (see docs/reliability.md)
+	@$(call with_env,$(ITEST_ENV)) cargo test --workspace --test crash -- --ignored --nocapture
 
 unit: ## unit tests only (no stack needed)
 	cargo test --workspace --lib --quiet

@@ -22,6 +22,7 @@ use etl_core::metrics::{DependencyTimer, register};
 use etl_core::storage::ObjectStore;
 
 use crate::error::ApiError;
+use crate::idempotency::Idempotency;
 use crate::settings::ApiSettings;
 use crate::{import, request_id};
 
@@ -31,6 +32,7 @@ pub struct AppState {
     pub store: ObjectStore,
     pub publisher: EventPublisher,
     pub metrics: ImportMetrics,
+    pub idempotency: Idempotency,
 }
 
 /// Pipeline counters of the api.
@@ -144,6 +146,7 @@ impl Application {
             store,
             publisher: publisher.clone(),
             metrics: ImportMetrics::new(&registry),
+            idempotency: Idempotency::default(),
         };
         let http_metrics = HttpMetrics::new(&registry);
         let router = Router::new()

@@ -28,6 +28,12 @@ pub enum ApiError {
         dependency: &'static str,
         cause: String,
     },
+    #[error("{0}")]
+    InvalidIdempotencyKey(String),
+    #[error(
+        "this Idempotency-Key was first used for a different request; send a new key for a different import"
+    )]
+    IdempotencyKeyReused,
     #[error("no route for {0}")]
     NotFound(String),
     #[error("method {0} is not allowed here")]
@@ -45,6 +51,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::DependencyUnavailable { .. } => "dependency_unavailable",
+            ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
         }
@@ -59,6 +67,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::DependencyUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InvalidIdempotencyKey(_) => StatusCode::BAD_REQUEST,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }

@@ -8,7 +8,8 @@ use std::io::Read;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -20,6 +21,7 @@ use etl_core::storage::company_file_key;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{BodyFormat, CompanyDoc, ExtractError, split};
+use crate::idempotency::{self, Answer, IdempotencyKey};
 
 pub const DATASET: &str = "companies";
 
@@ -50,30 +52,67 @@ pub async fn import_companies(
     Query(params): Query<ImportParams>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<ImportAccepted>), ErrorResponse> {
-    let result = import(&state, &request_id, params, &headers, body).await;
+) -> Result<Response, ErrorResponse> {
+    let result = accept(&state, &request_id, params, &headers, body).await;
     state.metrics.requests(match &result {
+        Ok(answer) if answer.replayed => "replayed",
         Ok(_) => "accepted",
         Err(e) => e.code(),
     });
     match result {
-        Ok(files) => Ok((
-            StatusCode::ACCEPTED,
-            Json(ImportAccepted { request_id, files }),
-        )),
+        Ok(answer) => {
+            let mut response = (StatusCode::ACCEPTED, Json(answer.accepted)).into_response();
+            if answer.replayed {
+                response.headers_mut().insert(
+                    idempotency::REPLAYED_HEADER,
+                    HeaderValue::from_static("true"),
+                );
+            }
+            Ok(response)
+        }
         Err(e) => Err(e.with_request_id(request_id)),
     }
 }
 
-async fn import(
+async fn accept(
     state: &AppState,
     request_id: &RequestId,
     params: ImportParams,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Vec<AcceptedFile>, ApiError> {
+) -> Result<Answer, ApiError> {
+    let key = IdempotencyKey::from_headers(headers)?;
     let format = body_format(headers)?;
     let bytes = read_body(body, headers, state.settings.max_body_bytes).await?;
+    let filename = params.filename.as_deref();
+    let Some(key) = key else {
+        let accepted = import(state, request_id, filename, format, bytes).await?;
+        return Ok(Answer {
+            accepted,
+            replayed: false,
+        });
+    };
+    let format_tag: &[u8] = match format {
+        BodyFormat::Json => b"json",
+        BodyFormat::NdJson => b"ndjson",
+    };
+    let fingerprint =
+        idempotency::fingerprint(&[format_tag, filename.unwrap_or_default().as_bytes(), &bytes]);
+    state
+        .idempotency
+        .run(&state.store, &key, fingerprint, || {
+            import(state, request_id, filename, format, bytes)
+        })
+        .await
+}
+
+async fn import(
+    state: &AppState,
+    request_id: &RequestId,
+    filename: Option<&str>,
+    format: BodyFormat,
+    bytes: Vec<u8>,
+) -> Result<ImportAccepted, ApiError> {
     let docs = match split(&bytes, format) {
         Ok(docs) => docs,
         Err(e) => {
@@ -89,9 +128,12 @@ async fn import(
         "upload parsed"
     );
     let files = store_all(state, dedup(docs)).await?;
-    publish_all(state, request_id, params.filename.as_deref(), &files).await?;
+    publish_all(state, request_id, filename, &files).await?;
     tracing::info!(files = files.len(), "import accepted");
-    Ok(files.into_iter().map(|f| f.accepted).collect())
+    Ok(ImportAccepted {
+        request_id: request_id.clone(),
+        files: files.into_iter().map(|f| f.accepted).collect(),
+    })
 }
 
 fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {

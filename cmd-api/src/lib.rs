@@ -4,6 +4,7 @@
 pub mod app;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod import;
 pub mod request_id;
 pub mod settings;

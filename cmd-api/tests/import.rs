@@ -10,7 +10,8 @@ use etl_core::events::{Envelope, Event, FileExtractError};
 use etl_core::metrics::DependencyTimer;
 use etl_core::storage::ObjectStore;
 use etl_testkit::{
-    DEADLINE, OwnServer, Service, TestEnv, example, http, local_listener, readiness_follows,
+    DEADLINE, OwnServer, Service, TestEnv, example, example_json, http, local_listener, metric,
+    readiness_follows, scrape,
 };
 
 struct Api {
@@ -318,4 +319,75 @@ async fn without_the_broker_readiness_names_it_until_it_is_back() {
 
     let (status, body) = api.post(example("c.json"), "application/json", None).await;
     assert_eq!(status, 202, "{body}");
+}
+
+/// Posts `body` with an Idempotency-Key: status, body, and whether the
+/// answer says it is a replay.
+async fn post_with_key(api: &Api, key: &str, body: Vec<u8>) -> (u16, Value, bool) {
+    let response = http()
+        .post(api.service.url("/import/companies"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(body)
+        .send()
+        .await
+        .expect("api answers");
+    let status = response.status().as_u16();
+    let replayed = response.headers().contains_key("idempotent-replayed");
+    (status, response.json().await.expect("JSON"), replayed)
+}
+
+#[tokio::test]
+async fn one_idempotency_key_posted_20_times_at_once_imports_once_and_answers_alike() {
+    let api = start().await;
+    let key = format!("key-{}", api.env.id);
+    let files = example_json("companies.json").as_array().unwrap().len();
+
+    let answers = futures::future::join_all(
+        (0..20).map(|_| post_with_key(&api, &key, example("companies.json"))),
+    )
+    .await;
+    let original = &answers[0].1;
+    assert_eq!(original["files"].as_array().unwrap().len(), files);
+    for (status, body, _) in &answers {
+        assert_eq!(*status, 202, "{body}");
+        assert_eq!(body, original, "every answer is the original one");
+    }
+    let imported = answers.iter().filter(|(_, _, replayed)| !replayed).count();
+    assert_eq!(imported, 1, "one import, 19 replays");
+
+    // Once, not 20 times: each file was announced once.
+    let samples = scrape(&api.service).await;
+    let published = metric(
+        &samples,
+        "events_published_total",
+        &[("event_type", "FileExtractSuccess")],
+    );
+    assert_eq!(published, files as f64);
+    assert_eq!(
+        metric(
+            &samples,
+            "import_requests_total",
+            &[("outcome", "replayed")]
+        ),
+        19.0
+    );
+
+    // Later, the same request gets the same answer again.
+    let (status, body, replayed) = post_with_key(&api, &key, example("companies.json")).await;
+    assert_eq!((status, &body, replayed), (202, original, true));
+
+    // The key cannot be reused for something else, nor be garbage.
+    let (status, body, _) = post_with_key(&api, &key, example("c.json")).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "idempotency_key_reused");
+    let (status, body, _) = post_with_key(&api, &"k".repeat(300), example("c.json")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_idempotency_key");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key")
+    );
 }

@@ -42,6 +42,14 @@ pub struct KafkaSettings {
     /// `KAFKA_LAG_INTERVAL_MS`: how often consumers refresh the
     /// `consumer_lag_records` gauge.
     pub lag_interval: Duration,
+    /// `KAFKA_SESSION_TIMEOUT_MS`: how long the group waits for a consumer
+    /// that stopped heartbeating (crashed) before giving its partitions to
+    /// the others. A clean shutdown leaves the group at once.
+    pub session_timeout: Duration,
+    /// `KAFKA_DEBUG`: librdkafka debug contexts (`cgrp,fetch`, `all`) to
+    /// log at debug level under the `librdkafka` target (so also set
+    /// `RUST_LOG=info,librdkafka=debug`); empty for none.
+    pub debug: String,
 }
 
 impl KafkaSettings {
@@ -60,6 +68,8 @@ impl KafkaSettings {
             replication_factor: env.parse("KAFKA_REPLICATION_FACTOR", 1)?,
             produce_timeout: env.millis("KAFKA_PRODUCE_TIMEOUT_MS", 10_000)?,
             lag_interval: env.millis("KAFKA_LAG_INTERVAL_MS", 5_000)?,
+            session_timeout: env.millis("KAFKA_SESSION_TIMEOUT_MS", 45_000)?,
+            debug: env.string("KAFKA_DEBUG", ""),
         })
     }
 
@@ -69,9 +79,13 @@ impl KafkaSettings {
 
     fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers)
-            // Quiet librdkafka's own stderr logging; errors reach us as results.
-            .set("log_level", "3");
+        c.set("bootstrap.servers", &self.brokers);
+        if self.debug.is_empty() {
+            // Quiet librdkafka's own logging; errors reach us as results.
+            c.set("log_level", "3");
+        } else {
+            c.set("debug", &self.debug).set("log_level", "7");
+        }
         c
     }
 }
@@ -334,6 +348,10 @@ pub fn consumer(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout.as_millis().to_string(),
+        )
         .create()
         .map_err(BusError::Setup)?;
     consumer.subscribe(topics).map_err(BusError::Setup)?;

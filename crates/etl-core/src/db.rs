@@ -17,6 +17,9 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// `DATABASE_ACQUIRE_TIMEOUT_MS`: how long a query waits for a connection.
     pub acquire_timeout: Duration,
+    /// `DATABASE_STATEMENT_TIMEOUT_MS`: the server cancels a statement that
+    /// runs longer (a stuck lock then becomes a retry, not a hang).
+    pub statement_timeout: Duration,
 }
 
 impl DatabaseSettings {
@@ -34,6 +37,7 @@ impl DatabaseSettings {
             url: Secret::new(url),
             max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 8)?,
             acquire_timeout: env.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 5_000)?,
+            statement_timeout: env.millis("DATABASE_STATEMENT_TIMEOUT_MS", 30_000)?,
         })
     }
 }
@@ -45,7 +49,14 @@ fn redact_url_error(message: &str) -> String {
 /// A pool that connects on first use, so a service starts (and reports
 /// itself not ready) while Postgres is still down.
 pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = settings.url.expose().parse()?;
+    let options: PgConnectOptions = settings
+        .url
+        .expose()
+        .parse::<PgConnectOptions>()?
+        .options([(
+            "statement_timeout",
+            format!("{}ms", settings.statement_timeout.as_millis()),
+        )]);
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)

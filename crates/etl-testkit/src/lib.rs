@@ -122,6 +122,8 @@ impl TestEnv {
         vars.insert("PROCESSOR_RETRY_BASE_MS".into(), "50".into());
         vars.insert("PROCESSOR_RETRY_MAX_MS".into(), "1000".into());
         vars.insert("KAFKA_LAG_INTERVAL_MS".into(), "200".into());
+        // A killed consumer's partitions move on after 6 s instead of 45 s.
+        vars.insert("KAFKA_SESSION_TIMEOUT_MS".into(), "6000".into());
         Self { id, vars, pool }
     }
 
