@@ -10,7 +10,7 @@ with_env = set -a && . $(1) && set +a &&
 
 .PHONY: help dev-up dev-down dev-status dev-migrate dev-rollback \
         itest-up itest-down itest-migrate itest-rollback \
-        test chaos fmt lint unit build
+        test chaos redrive fmt lint unit build
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -31,6 +31,10 @@ dev-migrate: ## apply pending migrations to the dev database
 dev-rollback: ## revert the newest migration of the dev database (STEPS=n for more)
 	@$(STACK) dev up >/dev/null
 	@$(call with_env,$(DEV_ENV)) cargo run --quiet -p cmd-processor -- rollback $(or $(STEPS),1)
+
+redrive: ## send the dev stack's dead letters back to their topics (after fixing the cause)
+	@$(STACK) dev up >/dev/null
+	@$(call with_env,$(DEV_ENV)) cargo run --quiet -p cmd-processor -- redrive
 
 itest-up: ## start the integration-test stack (own ports, own data)
 	@$(STACK) itest up

@@ -6,6 +6,7 @@ pub mod app;
 pub mod company;
 pub mod ledger;
 pub mod metrics;
+pub mod redrive;
 pub mod settings;
 pub mod worker;
 

@@ -4,10 +4,11 @@ use etl_core::db::DatabaseSettings;
 
 use cmd_processor::{Application, ProcessorSettings};
 
-const USAGE: &str = "usage: cmd-processor [run | migrate | rollback [STEPS]]
+const USAGE: &str = "usage: cmd-processor [run | migrate | rollback [STEPS] | redrive]
   run       consume and load until SIGTERM or SIGINT (the default)
   migrate   apply pending database migrations and exit
-  rollback  revert the last STEPS migrations (default 1) and exit";
+  rollback  revert the last STEPS migrations (default 1) and exit
+  redrive   send the dead letters there are now back to their topics and exit";
 
 fn main() -> std::process::ExitCode {
     etl_core::exit_status("cmd-processor", run_command())
@@ -54,6 +55,18 @@ async fn run_command() -> anyhow::Result<()> {
                 .await
                 .context("rolling back failed")?;
             println!("rolled back {steps} migration(s)");
+            Ok(())
+        }
+        ["redrive"] => {
+            let settings = ProcessorSettings::from_env(&env).context("invalid configuration")?;
+            etl_core::telemetry::init(settings.log_format);
+            let done = cmd_processor::redrive::redrive(&settings)
+                .await
+                .context("re-driving dead letters failed")?;
+            println!(
+                "re-drove {} dead letter(s) to their topics; {} left in place (not re-drivable)",
+                done.records, done.skipped
+            );
             Ok(())
         }
         _ => anyhow::bail!(USAGE),

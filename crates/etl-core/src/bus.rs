@@ -309,6 +309,42 @@ impl EventPublisher {
         }
     }
 
+    /// Publishes a record as it is (not an envelope of ours): the
+    /// dead-letter re-drive sends an original record back to its topic.
+    pub async fn publish_raw(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &BTreeMap<String, String>,
+    ) -> Result<Delivered, BusError> {
+        let mut owned = OwnedHeaders::new();
+        for (k, v) in headers {
+            owned = owned.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let mut record = FutureRecord::to(topic).payload(payload).headers(owned);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        let started = Instant::now();
+        let result = self.producer.send(record, self.timeout).await;
+        self.timer
+            .observe("kafka", "produce", started, result.is_ok());
+        match result {
+            Ok(d) => Ok(Delivered {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Err((source, _)) => Err(BusError::Publish {
+                topic: topic.to_owned(),
+                source,
+            }),
+        }
+    }
+
     /// Checks the broker answers a metadata request.
     pub async fn check(&self, timeout: Duration) -> Result<(), BusError> {
         let producer = self.producer.clone();

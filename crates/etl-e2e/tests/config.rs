@@ -1,21 +1,14 @@
 //! Starting a service with help or with broken settings: what a person
 //! sees on the terminal.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use etl_testkit::workspace_binary;
+use etl_testkit::run_binary;
 
 const SERVICES: [&str; 3] = ["cmd-api", "cmd-processor", "cmd-monitoring"];
 
-/// Runs a binary with only `vars` set, away from any `.env`.
 fn run(name: &str, args: &[&str], vars: &[(&str, &str)]) -> Output {
-    Command::new(workspace_binary(name))
-        .args(args)
-        .env_clear()
-        .envs(vars.iter().copied())
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("run the binary")
+    run_binary(name, args, vars.iter().copied())
 }
 
 #[test]

@@ -20,7 +20,7 @@ use etl_core::events::Envelope;
 mod own_server;
 mod process;
 pub use own_server::OwnServer;
-pub use process::{ServiceProcess, workspace_binary};
+pub use process::{ServiceProcess, run_binary, workspace_binary};
 
 /// How long a test waits for something the pipeline does asynchronously.
 pub const DEADLINE: Duration = Duration::from_secs(60);

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::{DEADLINE, TestEnv, http, repo_root};
@@ -67,6 +67,24 @@ fn newest_file(dir: &Path) -> Option<(PathBuf, SystemTime)> {
         }
     }
     newest
+}
+
+/// Runs a workspace binary to completion with only `vars` in its
+/// environment, away from any `.env` (a one-shot command such as
+/// `cmd-processor redrive`, or a service that should refuse to start).
+pub fn run_binary<K, V>(name: &str, args: &[&str], vars: impl IntoIterator<Item = (K, V)>) -> Output
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    Command::new(workspace_binary(name))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(vars)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap_or_else(|e| panic!("run {name}: {e}"))
 }
 
 /// One of the three services, running as a child process with JSON logs
