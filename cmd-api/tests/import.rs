@@ -292,6 +292,9 @@ async fn without_s3_readiness_names_it_and_imports_get_503_until_it_is_back() {
 
     let (status, body) = api.post(example("c.json"), "application/json", None).await;
     assert_eq!(status, 202, "{body}");
+    // A 202 means the object is there.
+    let key = body["files"][0]["s3_key"].as_str().unwrap().to_owned();
+    assert_eq!(api.stored_keys().await, vec![key]);
 }
 
 #[tokio::test]
