@@ -10,7 +10,7 @@ with_env = set -a && . $(1) && set +a &&
 
 .PHONY: help dev-up dev-down dev-status dev-migrate dev-rollback \
         itest-up itest-down itest-migrate itest-rollback \
-        test chaos redrive fmt lint unit build
+        test chaos redrive replay fmt lint unit build
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -35,6 +35,11 @@ dev-rollback: ## revert the newest migration of the dev database (STEPS=n for mo
 redrive: ## send the dev stack's dead letters back to their topics (after fixing the cause)
 	@$(STACK) dev up >/dev/null
 	@$(call with_env,$(DEV_ENV)) cargo run --quiet -p cmd-processor -- redrive
+
+replay: ## process a stored file again on the dev stack: FILE_ID=... [COMPANY=... if the ledger does not know it]
+	@test -n "$(FILE_ID)" || { echo "usage: make replay FILE_ID=<file id> [COMPANY=<slug>]" >&2; exit 2; }
+	@$(STACK) dev up >/dev/null
+	@$(call with_env,$(DEV_ENV)) cargo run --quiet -p cmd-processor -- replay $(FILE_ID) $(COMPANY)
 
 itest-up: ## start the integration-test stack (own ports, own data)
 	@$(STACK) itest up

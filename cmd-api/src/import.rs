@@ -283,6 +283,7 @@ async fn publish_all(
                     sha256: f.sha256.clone(),
                     etag: a.etag.clone(),
                     dataset: DATASET.into(),
+                    replay: false,
                 }),
             )
         })

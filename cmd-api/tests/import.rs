@@ -295,6 +295,9 @@ async fn without_s3_readiness_names_it_and_imports_get_503_until_it_is_back() {
     // A 202 means the object is there.
     let key = body["files"][0]["s3_key"].as_str().unwrap().to_owned();
     assert_eq!(api.stored_keys().await, vec![key]);
+    eprintln!(
+        "counted: 503 dependency_unavailable during the outage, 202 after; 1 object stored, the acknowledged one"
+    );
 }
 
 #[tokio::test]
@@ -357,6 +360,7 @@ async fn one_idempotency_key_posted_20_times_at_once_imports_once_and_answers_al
         assert_eq!(body, original, "every answer is the original one");
     }
     let imported = answers.iter().filter(|(_, _, replayed)| !replayed).count();
+    eprintln!("injected: one Idempotency-Key on 20 concurrent requests of {files} companies");
     assert_eq!(imported, 1, "one import, 19 replays");
 
     // Once, not 20 times: each file was announced once.
@@ -367,6 +371,9 @@ async fn one_idempotency_key_posted_20_times_at_once_imports_once_and_answers_al
         &[("event_type", "FileExtractSuccess")],
     );
     assert_eq!(published, files as f64);
+    eprintln!(
+        "counted: 20 identical 202 answers, {imported} import, {published} FileExtractSuccess"
+    );
     assert_eq!(
         metric(
             &samples,

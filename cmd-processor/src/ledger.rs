@@ -27,6 +27,10 @@ pub struct FileMeta {
     pub request_id: RequestId,
     pub event_id: Uuid,
     pub received_at: DateTime<Utc>,
+    /// A replay: the `source_event_id` of the ledger row this outcome
+    /// replaces. The row is updated only if it still names that event, so
+    /// two consumers replaying at once record one outcome.
+    pub replaces: Option<Uuid>,
 }
 
 /// A ledger row as stored.
@@ -34,7 +38,12 @@ pub struct FileMeta {
 pub struct LedgerRow {
     pub status: String,
     pub source_event_id: Uuid,
+    pub company: String,
     pub s3_key: String,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub request_id: String,
+    pub received_at: DateTime<Utc>,
     pub errors: Option<Json<Vec<FieldError>>>,
     pub rows: Option<Json<BTreeMap<String, u64>>>,
     pub duration_ms: Option<i64>,
@@ -42,7 +51,8 @@ pub struct LedgerRow {
 
 pub async fn find(pool: &PgPool, file_id: FileId) -> Result<Option<LedgerRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT status, source_event_id, s3_key, errors, rows, duration_ms
+        "SELECT status, source_event_id, company, s3_key, sha256, size_bytes, request_id,
+                received_at, errors, rows, duration_ms
          FROM import_files WHERE file_id = $1",
     )
     .bind(file_id.as_uuid())
@@ -86,7 +96,7 @@ pub async fn load(
         tracing::info!("a newer file of this company is already loaded; company row kept");
     }
     let duration_ms = started.elapsed().as_millis() as i64;
-    if !insert_ledger(
+    if !write_ledger(
         &mut tx,
         meta,
         "loaded",
@@ -125,7 +135,7 @@ pub async fn record_rejected(
         Rejection::Failed => "failed",
     };
     let mut tx = pool.begin().await?;
-    if !insert_ledger(&mut tx, meta, status, Some(errors), None, None).await? {
+    if !write_ledger(&mut tx, meta, status, Some(errors), None, None).await? {
         tx.rollback().await?;
         return Ok(Written::AlreadyRecorded);
     }
@@ -133,7 +143,9 @@ pub async fn record_rejected(
     Ok(Written::Done(()))
 }
 
-async fn insert_ledger(
+/// Inserts the file's ledger row, or for a replay updates it. `false` when
+/// another consumer recorded the file first (then the caller rolls back).
+async fn write_ledger(
     tx: &mut Transaction<'_, Postgres>,
     meta: &FileMeta,
     status: &str,
@@ -141,28 +153,36 @@ async fn insert_ledger(
     rows: Option<&BTreeMap<String, u64>>,
     duration_ms: Option<i64>,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
+    let sql = if meta.replaces.is_some() {
+        "UPDATE import_files SET
+           company = $2, s3_key = $3, sha256 = $4, size_bytes = $5, request_id = $6,
+           source_event_id = $7, status = $8, errors = $9, rows = $10, duration_ms = $11,
+           received_at = $12, processed_at = now(), replays = replays + 1
+         WHERE file_id = $1 AND source_event_id = $13"
+    } else {
         "INSERT INTO import_files
            (file_id, company, s3_key, sha256, size_bytes, request_id, source_event_id,
             status, errors, rows, duration_ms, received_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         ON CONFLICT (file_id) DO NOTHING",
-    )
-    .bind(meta.file_id.as_uuid())
-    .bind(meta.company.as_str())
-    .bind(&meta.s3_key)
-    .bind(&meta.sha256)
-    .bind(i64::try_from(meta.size_bytes).unwrap_or(i64::MAX))
-    .bind(meta.request_id.as_str())
-    .bind(meta.event_id)
-    .bind(status)
-    .bind(errors.map(Json))
-    .bind(rows.map(Json))
-    .bind(duration_ms)
-    .bind(meta.received_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
+         ON CONFLICT (file_id) DO NOTHING"
+    };
+    let mut query = sqlx::query(sql)
+        .bind(meta.file_id.as_uuid())
+        .bind(meta.company.as_str())
+        .bind(&meta.s3_key)
+        .bind(&meta.sha256)
+        .bind(i64::try_from(meta.size_bytes).unwrap_or(i64::MAX))
+        .bind(meta.request_id.as_str())
+        .bind(meta.event_id)
+        .bind(status)
+        .bind(errors.map(Json))
+        .bind(rows.map(Json))
+        .bind(duration_ms)
+        .bind(meta.received_at);
+    if let Some(replaced) = meta.replaces {
+        query = query.bind(replaced);
+    }
+    Ok(query.execute(&mut **tx).await?.rows_affected() == 1)
 }
 
 /// Inserts or updates the company unless a newer file already set it.

@@ -7,6 +7,7 @@ pub mod company;
 pub mod ledger;
 pub mod metrics;
 pub mod redrive;
+pub mod replay;
 pub mod settings;
 pub mod worker;
 

@@ -4,11 +4,14 @@ use etl_core::db::DatabaseSettings;
 
 use cmd_processor::{Application, ProcessorSettings};
 
-const USAGE: &str = "usage: cmd-processor [run | migrate | rollback [STEPS] | redrive]
+const USAGE: &str =
+    "usage: cmd-processor [run | migrate | rollback [STEPS] | redrive | replay FILE_ID [COMPANY]]
   run       consume and load until SIGTERM or SIGINT (the default)
   migrate   apply pending database migrations and exit
   rollback  revert the last STEPS migrations (default 1) and exit
-  redrive   send the dead letters there are now back to their topics and exit";
+  redrive   send the dead letters there are now back to their topics and exit
+  replay    have a stored file processed again, whatever its ledger status, and exit
+            (COMPANY is needed only for a file the ledger does not know)";
 
 fn main() -> std::process::ExitCode {
     etl_core::exit_status("cmd-processor", run_command())
@@ -66,6 +69,21 @@ async fn run_command() -> anyhow::Result<()> {
             println!(
                 "re-drove {} dead letter(s) to their topics; {} left in place (not re-drivable)",
                 done.records, done.skipped
+            );
+            Ok(())
+        }
+        ["replay", file_id, company @ ..] if company.len() <= 1 => {
+            let settings = ProcessorSettings::from_env(&env).context("invalid configuration")?;
+            etl_core::telemetry::init(settings.log_format);
+            let done = cmd_processor::replay::replay(&settings, file_id, company.first().copied())
+                .await
+                .context("replay failed")?;
+            println!(
+                "replayed file {} of {} (ledger status before: {}); follow it with request id {}",
+                done.file_id,
+                done.company.as_str(),
+                done.previous_status.as_deref().unwrap_or("none"),
+                done.request_id.as_str()
             );
             Ok(())
         }

@@ -19,7 +19,7 @@ impl ProcessorMetrics {
                 IntCounterVec::new(
                     Opts::new(
                         "processor_files_total",
-                        "Files handled, by outcome (loaded, invalid, duplicate, reemitted, dead_lettered, failed).",
+                        "Files handled, by outcome (loaded, invalid, duplicate, reemitted, dead_lettered, failed, handed_over).",
                     ),
                     &["outcome"],
                 )

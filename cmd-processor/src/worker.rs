@@ -5,6 +5,7 @@
 //! effectively-once effect: a redelivered record finds its ledger row and
 //! only re-emits the recorded outcome (with the same derived `event_id`).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,9 @@ enum Outcome {
     /// The database refused the data for good; recorded as `failed` and
     /// dead-lettered.
     Failed,
+    /// The partition was taken away (a rebalance) while the file waited to
+    /// be retried: not committed, its new owner takes it from there.
+    HandedOver,
 }
 
 impl Outcome {
@@ -77,6 +81,7 @@ impl Outcome {
             Outcome::Reemitted => "reemitted",
             Outcome::DeadLettered => "dead_lettered",
             Outcome::Failed => "failed",
+            Outcome::HandedOver => "handed_over",
         }
     }
 }
@@ -98,16 +103,24 @@ impl Worker {
     /// (or, if it is waiting to retry, left uncommitted for the next owner).
     pub async fn run(self, shutdown: CancellationToken) {
         let metrics = self.metrics.clone();
-        while let Some(message) = bus::next_record(
-            &self.consumer,
-            &shutdown,
-            self.retry_base,
-            self.retry_max,
-            |_| metrics.retry("kafka"),
-        )
-        .await
-        {
-            let record = message.detach();
+        // Records that arrived while the partitions were held for a retry.
+        let mut held_back = VecDeque::new();
+        loop {
+            let record = match held_back.pop_front() {
+                Some(record) => record,
+                None => match bus::next_record(
+                    &self.consumer,
+                    &shutdown,
+                    self.retry_base,
+                    self.retry_max,
+                    |_| metrics.retry("kafka"),
+                )
+                .await
+                {
+                    Some(message) => message.detach(),
+                    None => break,
+                },
+            };
             // From the header first, so that even a record whose payload is
             // unreadable is logged with the request it came from.
             let request_id = headers_map(record.headers()).remove(HEADER_REQUEST_ID);
@@ -121,26 +134,36 @@ impl Worker {
                 company = tracing::field::Empty,
             );
             let handled = self
-                .handle_with_retries(&record, &shutdown)
+                .handle_with_retries(&record, &shutdown, &mut held_back)
                 .instrument(span.clone())
                 .await;
             let Some(outcome) = handled else { break };
             self.metrics.file(outcome.label());
-            self.commit(&record).instrument(span).await;
+            if outcome != Outcome::HandedOver {
+                self.commit(&record).instrument(span).await;
+            }
         }
         tracing::info!("consumer loop stopped");
     }
 
+    /// Handles `record`, retrying transient failures with backoff. While it
+    /// retries, the assigned partitions are paused and the consumer keeps
+    /// polling, so the group does not take it for dead (past
+    /// `max.poll.interval.ms`) and nothing behind the file is skipped.
     async fn handle_with_retries(
         &self,
         record: &OwnedMessage,
         shutdown: &CancellationToken,
+        held_back: &mut VecDeque<OwnedMessage>,
     ) -> Option<Outcome> {
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
             match self.handle(record, started).await {
                 Ok(outcome) => {
+                    if attempt > 0 {
+                        self.set_paused(false);
+                    }
                     self.metrics.load_seconds(started.elapsed().as_secs_f64());
                     tracing::info!(
                         outcome = outcome.label(),
@@ -152,14 +175,79 @@ impl Worker {
                 Err(t) => {
                     self.metrics.retry(t.cause);
                     let delay = etl_core::backoff_delay(attempt, self.retry_base, self.retry_max);
+                    if attempt == 0 {
+                        self.set_paused(true);
+                    }
                     attempt += 1;
-                    tracing::warn!(cause = t.cause, error = %t.message, attempt, retry_in_ms = delay.as_millis() as u64, "transient failure; will retry without committing");
-                    if sleep_or_cancel(delay, shutdown).await {
+                    tracing::warn!(cause = t.cause, error = %t.message, attempt, retry_in_ms = delay.as_millis() as u64, "transient failure; partitions paused, will retry without committing");
+                    if self.hold(delay, shutdown, held_back).await {
                         return None;
+                    }
+                    if !self.still_assigned(record) {
+                        tracing::info!(
+                            "partition revoked while retrying; its new owner takes the file"
+                        );
+                        self.set_paused(false);
+                        return Some(Outcome::HandedOver);
                     }
                 }
             }
         }
+    }
+
+    /// Waits `delay` while polling the consumer (heartbeats, rebalances).
+    /// Paused partitions deliver nothing; a record from a partition assigned
+    /// meanwhile is kept, in order, and its partition paused too. `true`
+    /// when `shutdown` came first.
+    async fn hold(
+        &self,
+        delay: Duration,
+        shutdown: &CancellationToken,
+        held_back: &mut VecDeque<OwnedMessage>,
+    ) -> bool {
+        let wait = tokio::time::sleep(delay);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                () = &mut wait => return false,
+                () = shutdown.cancelled() => return true,
+                received = self.consumer.recv() => match received {
+                    Ok(message) => {
+                        held_back.push_back(message.detach());
+                        self.set_paused(true);
+                    }
+                    // librdkafka repairs connections by itself; no point
+                    // polling a failing consumer in a tight loop.
+                    Err(_) => {
+                        let rest = wait.deadline().saturating_duration_since(tokio::time::Instant::now());
+                        return sleep_or_cancel(rest, shutdown).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Pauses (or resumes) every partition assigned now.
+    fn set_paused(&self, paused: bool) {
+        let changed = self.consumer.assignment().and_then(|assigned| {
+            if paused {
+                self.consumer.pause(&assigned)
+            } else {
+                self.consumer.resume(&assigned)
+            }
+        });
+        if let Err(e) = changed {
+            tracing::warn!(error = %e, paused, "cannot change the paused state of the partitions");
+        }
+    }
+
+    fn still_assigned(&self, record: &OwnedMessage) -> bool {
+        // When in doubt keep the file: the ledger absorbs a double attempt.
+        self.consumer.assignment().map_or(true, |assigned| {
+            assigned
+                .find_partition(record.topic(), record.partition())
+                .is_some()
+        })
     }
 
     async fn handle(&self, record: &OwnedMessage, started: Instant) -> Result<Outcome, Transient> {
@@ -212,12 +300,24 @@ impl Worker {
             return self.dead_letter(record, Some(&envelope), msg).await;
         }
 
-        if let Some(row) = self
+        let recorded = self
             .postgres("find_ledger_row", ledger::find(&self.pool, file.file_id))
             .await
-            .map_err(Transient::db)?
-        {
-            return self.already_recorded(record, &envelope, file, row).await;
+            .map_err(Transient::db)?;
+        let mut received_at = envelope.occurred_at;
+        let mut replaces = None;
+        match recorded {
+            Some(row) if row.source_event_id == envelope.event_id || !file.replay => {
+                return self.already_recorded(record, &envelope, file, row).await;
+            }
+            Some(row) => {
+                // The file keeps its place in the company's history: a
+                // replay never overwrites data from a file received later.
+                tracing::info!(previous = %row.status, "replaying a recorded file");
+                received_at = row.received_at;
+                replaces = Some(row.source_event_id);
+            }
+            None => {}
         }
 
         let bytes = match self.store.get(&s3_key).await {
@@ -242,7 +342,8 @@ impl Worker {
             size_bytes: file.size_bytes,
             request_id: envelope.request_id.clone(),
             event_id: envelope.event_id,
-            received_at: envelope.occurred_at,
+            received_at,
+            replaces,
         };
 
         match self.validator.validate(&bytes) {

@@ -2,7 +2,7 @@
 //! user posts ends up in Postgres once, or is reported invalid once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::Registry;
 use rdkafka::ClientConfig;
@@ -387,6 +387,7 @@ async fn a_poison_record_is_dead_lettered_and_later_files_still_load() {
         .await
         .map_err(|(e, _)| e)
         .expect("poison produced");
+    eprintln!("injected: a record that is not an event, ahead of c.json in its partition");
     let accepted = p.post(example("c.json")).await;
     let file_id = file_ids(&accepted).remove(0);
 
@@ -412,6 +413,9 @@ async fn a_poison_record_is_dead_lettered_and_later_files_still_load() {
         letter.error
     );
     assert_eq!(letters[0].key.as_deref(), Some("pao-sberbank"));
+    eprintln!(
+        "counted: 1 dead letter with the original value, 1 FileLoaded for the file behind it"
+    );
 }
 
 #[tokio::test]
@@ -625,6 +629,9 @@ async fn a_document_the_database_refuses_is_recorded_failed_and_dead_lettered_ev
     assert_eq!(p.ledger(&file_id).await.len(), 1);
 }
 
+/// Longer than the `KAFKA_MAX_POLL_INTERVAL_MS` the test sets (6 s).
+const OUTAGE: Duration = Duration::from_secs(9);
+
 /// A database outage: the processor turns unready naming postgres, holds the
 /// files back (retrying, committing nothing, so the lag shows them), and
 /// loads each exactly once when the database is back.
@@ -635,9 +642,15 @@ async fn a_postgres_outage_holds_files_back_and_loses_none() {
     let url = postgres.database_url();
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     etl_core::db::migrate(&pool).await.unwrap();
+    // The outage below outlasts max.poll.interval.ms: a consumer that
+    // stopped polling while it retried would be thrown out of its group.
     let p = start_in(
         env,
-        &[("DATABASE_URL", &url), ("READINESS_TIMEOUT_MS", "1000")],
+        &[
+            ("DATABASE_URL", &url),
+            ("READINESS_TIMEOUT_MS", "1000"),
+            ("KAFKA_MAX_POLL_INTERVAL_MS", "6000"),
+        ],
     )
     .await;
     let companies: Vec<Value> = example_json("companies.json").as_array().unwrap()[..3].to_vec();
@@ -661,6 +674,18 @@ async fn a_postgres_outage_holds_files_back_and_loses_none() {
                 (retries >= 1.0 && lag == 3.0).then_some(())
             })
             .await;
+            eprintln!(
+                "injected: PostgreSQL stopped with 3 files posted; held for {} s",
+                OUTAGE.as_secs()
+            );
+            // Lag is reported for assigned partitions only: it staying at
+            // 3 means the processor kept them, committing nothing.
+            let outage = Instant::now();
+            while outage.elapsed() < OUTAGE {
+                let lag = metric(&scrape(&p.processor).await, "consumer_lag_records", &[]);
+                assert_eq!(lag, 3.0, "partitions held, nothing committed");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
         },
     )
     .await;
@@ -688,6 +713,18 @@ async fn a_postgres_outage_holds_files_back_and_loses_none() {
         (metric(&scrape(&p.processor).await, "consumer_lag_records", &[]) == 0.0).then_some(())
     })
     .await;
+    let samples = scrape(&p.processor).await;
+    let retries = metric(
+        &samples,
+        "processor_retries_total",
+        &[("cause", "postgres")],
+    );
+    // librdkafka reports a missed poll interval as a receive error.
+    let kafka_errors = metric(&samples, "processor_retries_total", &[("cause", "kafka")]);
+    assert_eq!(kafka_errors, 0.0, "the consumer never lost its group");
+    eprintln!(
+        "counted: {retries} retries on postgres, 0 on kafka, 3 ledger rows, 3 companies, 3 FileLoaded"
+    );
 }
 
 /// An S3 outage: readiness names s3 until it is back, then files load again.

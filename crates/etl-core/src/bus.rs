@@ -46,6 +46,11 @@ pub struct KafkaSettings {
     /// that stopped heartbeating (crashed) before giving its partitions to
     /// the others. A clean shutdown leaves the group at once.
     pub session_timeout: Duration,
+    /// `KAFKA_MAX_POLL_INTERVAL_MS`: how long a consumer may go without
+    /// polling before the group takes its partitions away. The processor
+    /// polls while it waits to retry a file, so this bounds a stuck call,
+    /// not an outage.
+    pub max_poll_interval: Duration,
     /// `KAFKA_DEBUG`: librdkafka debug contexts (`cgrp,fetch`, `all`) to
     /// log at debug level under the `librdkafka` target (so also set
     /// `RUST_LOG=info,librdkafka=debug`); empty for none.
@@ -69,6 +74,7 @@ impl KafkaSettings {
             produce_timeout: env.millis("KAFKA_PRODUCE_TIMEOUT_MS", 10_000)?,
             lag_interval: env.millis("KAFKA_LAG_INTERVAL_MS", 5_000)?,
             session_timeout: env.millis("KAFKA_SESSION_TIMEOUT_MS", 45_000)?,
+            max_poll_interval: env.millis("KAFKA_MAX_POLL_INTERVAL_MS", 300_000)?,
             debug: env.string("KAFKA_DEBUG", ""),
         })
     }
@@ -387,6 +393,10 @@ pub fn consumer(
         .set(
             "session.timeout.ms",
             settings.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "max.poll.interval.ms",
+            settings.max_poll_interval.as_millis().to_string(),
         )
         .create()
         .map_err(BusError::Setup)?;

@@ -43,6 +43,11 @@ pub struct FileExtractSuccess {
     pub sha256: String,
     pub etag: String,
     pub dataset: String,
+    /// Set by `cmd-processor replay`: process the file again even though the
+    /// ledger already has an outcome for it (an ordinary re-post of the same
+    /// content is skipped as a duplicate).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,6 +180,7 @@ mod tests {
                 sha256: "ab".repeat(32),
                 etag: "\"e\"".into(),
                 dataset: "companies".into(),
+                replay: false,
             }),
         )
     }

@@ -46,6 +46,7 @@ async fn a_file_whose_object_was_missing_loads_once_redriven() {
             sha256: sha.iter().map(|b| format!("{b:02x}")).collect(),
             etag: String::new(),
             dataset: "companies".into(),
+            replay: false,
         }),
     );
     let publisher = EventPublisher::new(&env.kafka(), &registry, timer).unwrap();

@@ -145,7 +145,7 @@ async fn sigterm_during_a_batch_loses_no_acknowledged_file_and_loads_none_twice(
     assert!(loaded_before_restart > 0, "the processor never started");
 
     eprintln!(
-        "acknowledged {} of {FILES}, {loaded_before_restart} of them loaded before the restart",
+        "injected: SIGTERM to api and processor mid-batch; acknowledged {} of {FILES}, {loaded_before_restart} of them loaded before the restart",
         acknowledged.len()
     );
     processor.restart().await;
@@ -206,4 +206,8 @@ async fn sigterm_during_a_batch_loses_no_acknowledged_file_and_loads_none_twice(
     }
     assert_eq!(per_file.len(), files as usize);
     assert!(per_file.values().all(|n| *n == 1), "{per_file:?}");
+    eprintln!(
+        "counted: {files} ledger rows, {companies} companies, one FileLoaded each; every one of {} acknowledged loaded",
+        ids.len()
+    );
 }

@@ -405,6 +405,7 @@ pub async fn readiness_follows(
     while_down: impl AsyncFnOnce(),
 ) {
     outage(server);
+    eprintln!("injected: the test's own {check} server taken down");
     let report = eventually(
         DEADLINE,
         &format!("readiness to report {check} down"),
@@ -429,12 +430,14 @@ pub async fn readiness_follows(
     while_down().await;
 
     server.restart().await;
+    eprintln!("injected: {check} restarted");
     eventually(
         DEADLINE,
         &format!("readiness to recover from {check}"),
         || async { (readiness(service).await.0 == 200).then_some(()) },
     )
     .await;
+    eprintln!("counted: readiness 503 naming {check} alone while it was down, 200 after");
 }
 
 /// One sample of a Prometheus text exposition.

@@ -1,0 +1,147 @@
+//! `cmd-processor replay FILE_ID [COMPANY]`: processes a stored file again,
+//! whatever the ledger says about it: after a business-rule change (an
+//! `invalid` file that is valid now), or to restore a company's rows that
+//! were damaged by hand.
+//!
+//! It publishes a fresh `FileExtractSuccess` marked `replay`; the processor
+//! loads the file again and replaces the ledger row's outcome (one row per
+//! file, `replays` counting). The file keeps its original `received_at`, so
+//! a replay never overwrites data that came from a file received later.
+//! A file the ledger does not know (it never reached the processor) can be
+//! replayed by naming its company; a dead-lettered record is better
+//! re-driven (`redrive`), which keeps its original event.
+
+use prometheus::Registry;
+use sha2::{Digest, Sha256};
+
+use etl_core::bus::{BusError, EventPublisher};
+use etl_core::domain::{CompanySlug, FileId, RequestId, SlugError};
+use etl_core::events::{Envelope, Event, FileExtractSuccess};
+use etl_core::metrics::DependencyTimer;
+use etl_core::storage::{ObjectStore, StoreError, company_file_key};
+
+use crate::ledger;
+use crate::settings::ProcessorSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("FILE_ID {0:?} is not a file id (a UUID as in the api's answer)")]
+    FileId(String),
+    #[error("COMPANY {company:?} is not a company slug: {source}")]
+    Company {
+        company: String,
+        #[source]
+        source: SlugError,
+    },
+    #[error(
+        "file {0} is not in the ledger: it never reached the processor. A dead-lettered \
+         file is re-driven with `redrive`; otherwise name its company: replay {0} COMPANY"
+    )]
+    Unknown(FileId),
+    #[error("the ledger says file {file_id} belongs to {ledger:?}, not {given:?}")]
+    OtherCompany {
+        file_id: FileId,
+        ledger: String,
+        given: String,
+    },
+    #[error("the object of file {file_id} is gone from S3 ({key}); nothing to replay")]
+    ObjectMissing { file_id: FileId, key: String },
+    #[error("the object at {key} does not hold file {file_id} (its content hash differs)")]
+    ContentMismatch { file_id: FileId, key: String },
+    #[error("reading the ledger failed: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// What was published.
+#[derive(Debug)]
+pub struct Replayed {
+    pub file_id: FileId,
+    pub company: CompanySlug,
+    /// The ledger status before the replay, `None` if it had no row.
+    pub previous_status: Option<String>,
+    /// The request id of the replay, to follow it in logs and events.
+    pub request_id: RequestId,
+}
+
+pub async fn replay(
+    settings: &ProcessorSettings,
+    file_id: &str,
+    company: Option<&str>,
+) -> Result<Replayed, ReplayError> {
+    let file_id: FileId = file_id
+        .parse()
+        .map_err(|_| ReplayError::FileId(file_id.to_owned()))?;
+    let given = company
+        .map(|c| {
+            CompanySlug::parse(c).map_err(|source| ReplayError::Company {
+                company: c.to_owned(),
+                source,
+            })
+        })
+        .transpose()?;
+
+    let pool = etl_core::db::pool(&settings.database)?;
+    let row = ledger::find(&pool, file_id).await?;
+    let (company, previous_status) = match (row, given) {
+        (Some(row), given) => {
+            if let Some(g) = given.filter(|g| g.as_str() != row.company) {
+                return Err(ReplayError::OtherCompany {
+                    file_id,
+                    ledger: row.company,
+                    given: g.as_str().to_owned(),
+                });
+            }
+            let company =
+                CompanySlug::parse(&row.company).map_err(|source| ReplayError::Company {
+                    company: row.company.clone(),
+                    source,
+                })?;
+            (company, Some(row.status))
+        }
+        (None, Some(given)) => (given, None),
+        (None, None) => return Err(ReplayError::Unknown(file_id)),
+    };
+
+    let registry = Registry::new();
+    let timer = DependencyTimer::new(&registry);
+    let store = ObjectStore::new(&settings.s3, timer.clone());
+    let key = company_file_key(&company, file_id);
+    let bytes = store.get(&key).await.map_err(|e| match e {
+        StoreError::NotFound { key } => ReplayError::ObjectMissing { file_id, key },
+        other => ReplayError::Store(other),
+    })?;
+    // File ids are content-addressed: the object must still be that file.
+    let sha: [u8; 32] = Sha256::digest(&bytes).into();
+    if FileId::for_content(&company, &sha) != file_id {
+        return Err(ReplayError::ContentMismatch { file_id, key });
+    }
+
+    let request_id = RequestId::generate();
+    let envelope = Envelope::new(
+        request_id.clone(),
+        Some(company.clone()),
+        Event::FileExtractSuccess(FileExtractSuccess {
+            file_id,
+            filename: format!("{file_id}.json"),
+            s3_bucket: store.bucket().to_owned(),
+            s3_key: key,
+            size_bytes: bytes.len() as u64,
+            sha256: hex::encode(sha),
+            etag: String::new(),
+            dataset: "companies".into(),
+            replay: true,
+        }),
+    );
+    let publisher = EventPublisher::new(&settings.kafka, &registry, timer)?;
+    publisher.publish(&envelope).await?;
+    Ok(Replayed {
+        file_id,
+        company,
+        previous_status,
+        request_id,
+    })
+}
