@@ -61,6 +61,7 @@ lint: ## formatting and clippy, as CI checks them
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 chaos: itest-up ## fault-injection tests kept out of `make test` (see docs/reliability.md)
+	@$(call with_env,$(ITEST_ENV)) cargo test --workspace --no-run --quiet
 	@$(call with_env,$(ITEST_ENV)) cargo test --workspace --test crash -- --ignored --nocapture
 
 unit: ## unit tests only (no stack needed)
