@@ -60,9 +60,9 @@ lint: ## formatting and clippy, as CI checks them
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-chaos: itest-up ## fault-injection tests kept out of `make test` (see docs/reliability.md)
+chaos: itest-up ## only the process-level fault tests (also in `make test`), printing what they inject and count
 	@$(call with_env,$(ITEST_ENV)) cargo test --workspace --no-run --quiet
-	@$(call with_env,$(ITEST_ENV)) cargo test --workspace --test crash -- --ignored --nocapture
+	@$(call with_env,$(ITEST_ENV)) cargo test --workspace --test crash --test rebalance --test shutdown -- --nocapture
 
 unit: ## unit tests only (no stack needed)
 	cargo test --workspace --lib --quiet

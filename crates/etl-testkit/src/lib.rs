@@ -3,7 +3,7 @@
 //! prefix and consumer groups, so tests run in parallel without seeing each
 //! other's data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -218,6 +218,21 @@ pub struct Received {
     pub partition: i32,
     pub offset: i64,
     pub envelope: Envelope,
+}
+
+/// For each file with a `FileLoaded` among `records`, the distinct
+/// `event_id`s announcing it. After a crash an outcome may be published
+/// again, always with the same id, so a file should have exactly one.
+pub fn file_loaded_event_ids(records: &[Received]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut ids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in records {
+        if let etl_core::events::Event::FileLoaded(e) = &r.envelope.event {
+            ids.entry(e.file_id.to_string())
+                .or_default()
+                .insert(r.envelope.event_id.to_string());
+        }
+    }
+    ids
 }
 
 /// Reads a topic from the beginning in a consumer group of its own.
