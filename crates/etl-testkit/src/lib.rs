@@ -17,8 +17,10 @@ use etl_core::bus::{KafkaSettings, headers_map};
 use etl_core::config::Env;
 use etl_core::events::Envelope;
 
+mod load;
 mod own_server;
 mod process;
+pub use load::{assert_loaded_exactly_once, count, files_recorded, import_generated};
 pub use own_server::OwnServer;
 pub use process::{ServiceProcess, run_binary, workspace_binary};
 
