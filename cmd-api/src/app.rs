@@ -141,6 +141,7 @@ impl Application {
                     async move { publisher.check(timeout).await.map_err(|e| e.to_string()) }
                 })
         };
+        let keys = crate::auth::ApiKeys::new(&settings.api_keys);
         let state = AppState {
             settings: Arc::new(settings),
             store,
@@ -151,6 +152,10 @@ impl Application {
         let http_metrics = HttpMetrics::new(&registry);
         let router = Router::new()
             .route("/import/companies", post(import::import_companies))
+            .route_layer(axum::middleware::from_fn_with_state(
+                keys,
+                crate::auth::require_key,
+            ))
             .with_state(state)
             .merge(ops_router(crate::service_info(), readiness, registry))
             .route_layer(axum::middleware::from_fn_with_state(

@@ -34,6 +34,12 @@ pub enum ApiError {
         "this Idempotency-Key was first used for a different request; send a new key for a different import"
     )]
     IdempotencyKeyReused,
+    #[error("{}", if *key_sent {
+        "the API key is not valid; send one of the configured keys as `Authorization: Bearer <key>`"
+    } else {
+        "this api requires an API key: send `Authorization: Bearer <key>`"
+    })]
+    Unauthorized { key_sent: bool },
     #[error("no route for {0}")]
     NotFound(String),
     #[error("method {0} is not allowed here")]
@@ -53,6 +59,7 @@ impl ApiError {
             ApiError::DependencyUnavailable { .. } => "dependency_unavailable",
             ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
         }
@@ -69,6 +76,7 @@ impl ApiError {
             ApiError::DependencyUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InvalidIdempotencyKey(_) => StatusCode::BAD_REQUEST,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -129,6 +137,11 @@ impl IntoResponse for ErrorResponse {
             Json(json!({"error": body, "request_id": self.request_id})),
         )
             .into_response();
+        if matches!(e, ApiError::Unauthorized { .. }) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if matches!(e, ApiError::DependencyUnavailable { .. }) {
             response.headers_mut().insert(
                 header::RETRY_AFTER,

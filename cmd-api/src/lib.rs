@@ -2,6 +2,7 @@
 //! S3 and announces it on Kafka.
 
 pub mod app;
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod idempotency;

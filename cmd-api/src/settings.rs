@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use etl_core::bus::KafkaSettings;
-use etl_core::config::{ConfigError, Env};
+use etl_core::config::{ConfigError, Env, Secret};
 use etl_core::storage::S3Settings;
 use etl_core::telemetry::LogFormat;
 
@@ -21,6 +21,9 @@ pub struct ApiSettings {
     pub shutdown_grace: Duration,
     /// `LOG_FORMAT`: `json` or `pretty`.
     pub log_format: LogFormat,
+    /// `API_KEYS`: comma-separated keys accepted as `Authorization: Bearer
+    /// <key>` on the import route; empty for an open api.
+    pub api_keys: Vec<Secret>,
     pub kafka: KafkaSettings,
     pub s3: S3Settings,
 }
@@ -34,6 +37,13 @@ impl ApiSettings {
                 problem: "must be at least 1".into(),
             });
         }
+        let api_keys = env.string("API_KEYS", "");
+        let api_keys = api_keys
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(Secret::new)
+            .collect();
         Ok(Self {
             listen_addr: env.socket_addr("API_LISTEN_ADDR", "0.0.0.0:8080")?,
             max_body_bytes: env.parse("MAX_BODY_BYTES", 64 * 1024 * 1024)?,
@@ -41,6 +51,7 @@ impl ApiSettings {
             readiness_timeout: env.millis("READINESS_TIMEOUT_MS", 2_000)?,
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", 20_000)?,
             log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,
+            api_keys,
             kafka: KafkaSettings::from_env(env)?,
             s3: S3Settings::from_env(env)?,
         })

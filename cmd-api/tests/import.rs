@@ -401,3 +401,64 @@ async fn one_idempotency_key_posted_20_times_at_once_imports_once_and_answers_al
             .contains("Idempotency-Key")
     );
 }
+
+/// Posts c.json with `authorization` (if any): status, WWW-Authenticate, body.
+async fn post_authorized(api: &Api, authorization: Option<&str>) -> (u16, Option<String>, Value) {
+    let mut request = http()
+        .post(api.service.url("/import/companies"))
+        .header("content-type", "application/json")
+        .body(example("c.json"));
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = request.send().await.expect("api answers");
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, challenge, response.json().await.expect("JSON"))
+}
+
+#[tokio::test]
+async fn with_api_keys_an_import_needs_one_and_probes_stay_open() {
+    let (first, second) = ("first-key-4b1d9e7c", "second-key-0a8f3c21");
+    let keys = format!("{first}, {second}");
+    let api = start_in(TestEnv::new().await, &[("API_KEYS", &keys)]).await;
+
+    for (authorization, says) in [
+        (None, "requires an API key"),
+        (Some("Bearer wrong-key"), "not valid"),
+        (Some(&format!("Bearer {first}x") as &str), "not valid"),
+        (
+            Some(&format!("Basic {first}") as &str),
+            "requires an API key",
+        ),
+    ] {
+        let (status, challenge, body) = post_authorized(&api, authorization).await;
+        assert_eq!(status, 401, "{authorization:?}: {body}");
+        assert_eq!(challenge.as_deref(), Some("Bearer"));
+        assert_eq!(body["error"]["code"], "unauthorized");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{authorization:?}: {message}");
+        assert!(
+            !body.to_string().contains("key-4b1d"),
+            "no key in the answer: {body}"
+        );
+    }
+    api.assert_nothing_stored().await;
+
+    for key in [first, second] {
+        let (status, _, body) = post_authorized(&api, Some(&format!("Bearer {key}"))).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    for path in ["/liveness", "/readiness", "/metrics"] {
+        let status = http()
+            .get(api.service.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{path} needs no key");
+    }
+}
