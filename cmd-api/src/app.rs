@@ -14,7 +14,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use etl_core::bus::{self, EventPublisher};
-use etl_core::domain::RequestId;
 use etl_core::http::{
     BindError, HttpMetrics, Readiness, bind, forward_shutdown, ops_router, serve, track_http,
 };
@@ -218,23 +217,16 @@ async fn provision(settings: &ApiSettings, store: &ObjectStore) {
 }
 
 async fn not_found(req: Request) -> Response {
-    let id = request_id_of(&req);
+    let id = request_id::of(&req);
     ApiError::NotFound(format!("{} {}", req.method(), req.uri().path()))
         .with_request_id(id)
         .into_response()
 }
 
 async fn method_not_allowed(req: Request) -> Response {
-    let id = request_id_of(&req);
+    let id = request_id::of(&req);
     let method: &Method = req.method();
     ApiError::MethodNotAllowed(method.to_string())
         .with_request_id(id)
         .into_response()
-}
-
-fn request_id_of(req: &Request) -> RequestId {
-    req.extensions()
-        .get::<RequestId>()
-        .cloned()
-        .unwrap_or_else(RequestId::generate)
 }

@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use etl_core::config::Secret;
-use etl_core::domain::RequestId;
 
 use crate::error::ApiError;
 
@@ -72,18 +71,11 @@ pub async fn require_key(State(keys): State<ApiKeys>, req: Request, next: Next) 
         .map(str::trim);
     match presented {
         Some(key) if keys.accepts(key) => next.run(req).await,
-        presented => {
-            let request_id = req
-                .extensions()
-                .get::<RequestId>()
-                .cloned()
-                .unwrap_or_else(RequestId::generate);
-            ApiError::Unauthorized {
-                key_sent: presented.is_some(),
-            }
-            .with_request_id(request_id)
-            .into_response()
+        presented => ApiError::Unauthorized {
+            key_sent: presented.is_some(),
         }
+        .with_request_id(crate::request_id::of(&req))
+        .into_response(),
     }
 }
 

@@ -15,15 +15,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use etl_core::domain::{CompanySlug, FileId, RequestId};
-use etl_core::events::{Envelope, Event, FileExtractError, FileExtractSuccess};
+use etl_core::events::{COMPANIES_DATASET, Envelope, Event, FileExtractError, FileExtractSuccess};
 use etl_core::storage::company_file_key;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{BodyFormat, CompanyDoc, ExtractError, split};
 use crate::idempotency::{self, Answer, IdempotencyKey};
-
-pub const DATASET: &str = "companies";
 
 #[derive(Debug, Deserialize)]
 pub struct ImportParams {
@@ -282,7 +280,7 @@ async fn publish_all(
                     size_bytes: a.size_bytes,
                     sha256: f.sha256.clone(),
                     etag: a.etag.clone(),
-                    dataset: DATASET.into(),
+                    dataset: COMPANIES_DATASET.into(),
                     replay: false,
                 }),
             )

@@ -12,6 +12,14 @@ use etl_core::domain::RequestId;
 
 pub const HEADER: &str = "x-request-id";
 
+/// The id [`assign`] gave `req` (a fresh one where it did not run).
+pub fn of(req: &Request) -> RequestId {
+    req.extensions()
+        .get::<RequestId>()
+        .cloned()
+        .unwrap_or_else(RequestId::generate)
+}
+
 pub async fn assign(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()

@@ -40,9 +40,6 @@ pub struct LedgerRow {
     pub source_event_id: Uuid,
     pub company: String,
     pub s3_key: String,
-    pub sha256: String,
-    pub size_bytes: i64,
-    pub request_id: String,
     pub received_at: DateTime<Utc>,
     pub errors: Option<Json<Vec<FieldError>>>,
     pub rows: Option<Json<BTreeMap<String, u64>>>,
@@ -51,8 +48,7 @@ pub struct LedgerRow {
 
 pub async fn find(pool: &PgPool, file_id: FileId) -> Result<Option<LedgerRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT status, source_event_id, company, s3_key, sha256, size_bytes, request_id,
-                received_at, errors, rows, duration_ms
+        "SELECT status, source_event_id, company, s3_key, received_at, errors, rows, duration_ms
          FROM import_files WHERE file_id = $1",
     )
     .bind(file_id.as_uuid())

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use etl_core::bus::{BusError, EventPublisher};
 use etl_core::domain::{CompanySlug, FileId, RequestId, SlugError};
-use etl_core::events::{Envelope, Event, FileExtractSuccess};
+use etl_core::events::{COMPANIES_DATASET, Envelope, Event, FileExtractSuccess};
 use etl_core::metrics::DependencyTimer;
 use etl_core::storage::{ObjectStore, StoreError, company_file_key};
 
@@ -132,7 +132,7 @@ pub async fn replay(
             size_bytes: bytes.len() as u64,
             sha256: hex::encode(sha),
             etag: String::new(),
-            dataset: "companies".into(),
+            dataset: COMPANIES_DATASET.into(),
             replay: true,
         }),
     );

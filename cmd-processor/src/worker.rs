@@ -304,9 +304,7 @@ impl Worker {
             .postgres("find_ledger_row", ledger::find(&self.pool, file.file_id))
             .await
             .map_err(Transient::db)?;
-        let mut received_at = envelope.occurred_at;
-        let mut replaces = None;
-        match recorded {
+        let (received_at, replaces) = match recorded {
             Some(row) if row.source_event_id == envelope.event_id || !file.replay => {
                 return self.already_recorded(record, &envelope, file, row).await;
             }
@@ -314,11 +312,10 @@ impl Worker {
                 // The file keeps its place in the company's history: a
                 // replay never overwrites data from a file received later.
                 tracing::info!(previous = %row.status, "replaying a recorded file");
-                received_at = row.received_at;
-                replaces = Some(row.source_event_id);
+                (row.received_at, Some(row.source_event_id))
             }
-            None => {}
-        }
+            None => (envelope.occurred_at, None),
+        };
 
         let bytes = match self.store.get(&s3_key).await {
             Ok(b) => b,

@@ -32,6 +32,9 @@ pub enum Event {
     DeadLetter(DeadLetter),
 }
 
+/// `FileExtractSuccess.dataset` of company files, the one dataset so far.
+pub const COMPANIES_DATASET: &str = "companies";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileExtractSuccess {
     pub file_id: FileId,
