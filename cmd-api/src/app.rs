@@ -22,6 +22,7 @@ use etl_core::storage::ObjectStore;
 
 use crate::error::ApiError;
 use crate::idempotency::Idempotency;
+use crate::limit::{ImportSlots, take_slot};
 use crate::settings::ApiSettings;
 use crate::{import, request_id};
 
@@ -106,6 +107,7 @@ pub struct Application {
     router: Router,
     publisher: EventPublisher,
     stopping: CancellationToken,
+    header_timeout: Duration,
 }
 
 impl Application {
@@ -141,16 +143,20 @@ impl Application {
                 })
         };
         let keys = crate::auth::ApiKeys::new(&settings.api_keys);
+        let metrics = ImportMetrics::new(&registry);
+        let slots = ImportSlots::new(settings.max_concurrent_imports, metrics.clone());
+        let header_timeout = settings.header_timeout;
         let state = AppState {
             settings: Arc::new(settings),
             store,
             publisher: publisher.clone(),
-            metrics: ImportMetrics::new(&registry),
+            metrics,
             idempotency: Idempotency::default(),
         };
         let http_metrics = HttpMetrics::new(&registry);
         let router = Router::new()
             .route("/import/companies", post(import::import_companies))
+            .route_layer(axum::middleware::from_fn_with_state(slots, take_slot))
             .route_layer(axum::middleware::from_fn_with_state(
                 keys,
                 crate::auth::require_key,
@@ -169,6 +175,7 @@ impl Application {
             router,
             publisher,
             stopping,
+            header_timeout,
         })
     }
 
@@ -189,7 +196,12 @@ impl Application {
         // the probe can never see a stopping server as ready.
         forward_shutdown(&shutdown, &self.stopping);
         let stopping = self.stopping.clone();
-        let server = serve(self.listener, self.router, stopping.clone());
+        let server = serve(
+            self.listener,
+            self.router,
+            stopping.clone(),
+            self.header_timeout,
+        );
         let result = tokio::select! {
             r = server => r,
             () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {

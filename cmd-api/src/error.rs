@@ -40,6 +40,15 @@ pub enum ApiError {
         "this api requires an API key: send `Authorization: Bearer <key>`"
     })]
     Unauthorized { key_sent: bool },
+    #[error(
+        "the upload did not arrive within {} s; send it faster or in smaller parts",
+        .timeout.as_secs_f64()
+    )]
+    RequestTimeout { timeout: std::time::Duration },
+    #[error(
+        "the api is handling {limit} imports already; retry after the time in Retry-After"
+    )]
+    Overloaded { limit: usize },
     #[error("no route for {0}")]
     NotFound(String),
     #[error("method {0} is not allowed here")]
@@ -54,12 +63,17 @@ impl ApiError {
         match self {
             ApiError::Extract(ExtractError::InvalidJson { .. }) => "invalid_json",
             ApiError::Extract(ExtractError::MissingCompany { .. }) => "missing_company",
+            ApiError::Extract(ExtractError::InvalidEncoding { .. }) => "invalid_encoding",
+            ApiError::Extract(ExtractError::TooDeep { .. }) => "too_deep",
+            ApiError::Extract(ExtractError::DuplicateKey { .. }) => "duplicate_key",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::DependencyUnavailable { .. } => "dependency_unavailable",
             ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::RequestTimeout { .. } => "request_timeout",
+            ApiError::Overloaded { .. } => "overloaded",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
         }
@@ -67,16 +81,18 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Extract(ExtractError::InvalidJson { .. }) => StatusCode::BAD_REQUEST,
             ApiError::Extract(ExtractError::MissingCompany { .. }) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            ApiError::Extract(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::DependencyUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InvalidIdempotencyKey(_) => StatusCode::BAD_REQUEST,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -86,7 +102,10 @@ impl ApiError {
     /// line and column as separate fields.
     pub fn short_message(&self) -> String {
         match self {
-            ApiError::Extract(ExtractError::InvalidJson { message, .. }) => message.clone(),
+            ApiError::Extract(
+                ExtractError::InvalidJson { message, .. }
+                | ExtractError::InvalidEncoding { message, .. },
+            ) => message.clone(),
             other => other.to_string(),
         }
     }
@@ -110,10 +129,19 @@ impl IntoResponse for ErrorResponse {
     fn into_response(self) -> Response {
         let e = &self.error;
         let mut body = json!({"code": e.code(), "message": e.to_string()});
+        if let ApiError::Extract(extract) = e
+            && let Some((line, column)) = extract.position()
+        {
+            body["line"] = json!(line);
+            body["column"] = json!(column);
+        }
         match e {
-            ApiError::Extract(ExtractError::InvalidJson { line, column, .. }) => {
-                body["line"] = json!(line);
-                body["column"] = json!(column);
+            ApiError::Extract(ExtractError::TooDeep { limit, .. }) => {
+                body["limit"] = json!(limit);
+            }
+            ApiError::Extract(ExtractError::DuplicateKey { key, path, .. }) => {
+                body["key"] = json!(key);
+                body["path"] = json!(path);
             }
             ApiError::Extract(ExtractError::MissingCompany { problems, .. })
                 if !problems.is_empty() =>
@@ -142,7 +170,10 @@ impl IntoResponse for ErrorResponse {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if matches!(e, ApiError::DependencyUnavailable { .. }) {
+        if matches!(
+            e,
+            ApiError::DependencyUnavailable { .. } | ApiError::Overloaded { .. }
+        ) {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),

@@ -4,6 +4,10 @@
 //! rejected whole: nothing of it is stored, and the client gets every
 //! position to fix (up to a limit).
 
+mod shape;
+
+pub use shape::DEPTH_CEILING;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -30,6 +34,27 @@ pub enum ExtractError {
         line: u64,
         column: u64,
     },
+    #[error("{message} (line {line}, column {column})")]
+    InvalidEncoding {
+        message: String,
+        line: u64,
+        column: u64,
+    },
+    #[error(
+        "arrays and objects nest deeper than the limit of {limit} levels at line {line}, column {column}"
+    )]
+    TooDeep { limit: usize, line: u64, column: u64 },
+    #[error(
+        "key {key:?} appears twice in the object at {} (line {line}, column {column}); keep one: readers disagree on which one counts, so the api does not guess",
+        if path.is_empty() { "the top level" } else { path }
+    )]
+    DuplicateKey {
+        key: String,
+        /// JSON Pointer of the object holding the key.
+        path: String,
+        line: u64,
+        column: u64,
+    },
     #[error("{message}")]
     MissingCompany {
         message: String,
@@ -48,14 +73,34 @@ pub struct Problem {
     pub message: String,
 }
 
+impl ExtractError {
+    /// Line and column of a problem in the body's text, when it has one.
+    pub fn position(&self) -> Option<(u64, u64)> {
+        match self {
+            ExtractError::InvalidJson { line, column, .. }
+            | ExtractError::InvalidEncoding { line, column, .. }
+            | ExtractError::TooDeep { line, column, .. }
+            | ExtractError::DuplicateKey { line, column, .. } => Some((*line, *column)),
+            ExtractError::MissingCompany { .. } => None,
+        }
+    }
+}
+
 /// Problems listed in one answer; the rest are counted.
 const MAX_PROBLEMS: usize = 20;
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
-pub fn split(body: &[u8], format: BodyFormat) -> Result<Vec<CompanyDoc>, ExtractError> {
+/// `max_depth`: deepest nesting of arrays and objects accepted, at most
+/// [`DEPTH_CEILING`].
+pub fn split(
+    body: &[u8],
+    format: BodyFormat,
+    max_depth: usize,
+) -> Result<Vec<CompanyDoc>, ExtractError> {
     // A leading BOM is what some Windows editors write; it is not content.
     let body = body.strip_prefix(UTF8_BOM).unwrap_or(body);
+    shape::check_encoding(body)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ExtractError::InvalidJson {
             message: "the body is empty: send a company object, an array of them, or NDJSON".into(),
@@ -64,8 +109,11 @@ pub fn split(body: &[u8], format: BodyFormat) -> Result<Vec<CompanyDoc>, Extract
         });
     }
     let located: Vec<(Location, &RawValue)> = match format {
-        BodyFormat::Json => split_json(body)?,
-        BodyFormat::NdJson => split_ndjson(body)?,
+        BodyFormat::Json => {
+            shape::check_json(body, max_depth, 1)?;
+            split_json(body)?
+        }
+        BodyFormat::NdJson => split_ndjson(body, max_depth)?,
     };
     let mut docs = Vec::with_capacity(located.len());
     let mut problems = Vec::new();
@@ -133,7 +181,8 @@ impl Problem {
     }
 }
 
-fn invalid_json(e: &serde_json::Error, line_offset: u64) -> ExtractError {
+/// `line`: where the error is in the whole body.
+fn invalid_json(e: &serde_json::Error, line: u64) -> ExtractError {
     let text = e.to_string();
     // serde_json appends " at line L column C"; we report those as fields.
     let message = text
@@ -142,35 +191,39 @@ fn invalid_json(e: &serde_json::Error, line_offset: u64) -> ExtractError {
         .unwrap_or(text);
     ExtractError::InvalidJson {
         message,
-        line: e.line() as u64 + line_offset,
+        line,
         column: e.column() as u64,
     }
 }
 
+/// Only after [`shape::check_json`] passed: errors here are not expected.
 fn split_json(body: &[u8]) -> Result<Vec<(Location, &RawValue)>, ExtractError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     if first == Some(b'[') {
         let items: Vec<&RawValue> =
-            serde_json::from_slice(body).map_err(|e| invalid_json(&e, 0))?;
+            serde_json::from_slice(body).map_err(|e| invalid_json(&e, e.line() as u64))?;
         Ok(items
             .into_iter()
             .enumerate()
             .map(|(i, raw)| (Location::Index(i), raw))
             .collect())
     } else {
-        let raw: &RawValue = serde_json::from_slice(body).map_err(|e| invalid_json(&e, 0))?;
+        let raw: &RawValue =
+            serde_json::from_slice(body).map_err(|e| invalid_json(&e, e.line() as u64))?;
         Ok(vec![(Location::Whole, raw)])
     }
 }
 
-fn split_ndjson(body: &[u8]) -> Result<Vec<(Location, &RawValue)>, ExtractError> {
+fn split_ndjson(body: &[u8], max_depth: usize) -> Result<Vec<(Location, &RawValue)>, ExtractError> {
     let mut out = Vec::new();
     for (i, line) in body.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        let number = i as u64 + 1;
+        shape::check_json(line, max_depth, number)?;
         let raw: &RawValue =
-            serde_json::from_slice(line).map_err(|e| invalid_json(&e, i as u64))?;
+            serde_json::from_slice(line).map_err(|e| invalid_json(&e, number))?;
         out.push((Location::Line(i + 1), raw));
     }
     Ok(out)
@@ -231,7 +284,7 @@ mod tests {
     #[test]
     fn one_object_keeps_its_exact_bytes() {
         let body = b" \n{\"name\": \"Acme\", \"inn\": \"7707083893\"}\n";
-        let docs = split(body, BodyFormat::Json).unwrap();
+        let docs = split(body, BodyFormat::Json, 64).unwrap();
         assert_eq!(names(&docs), ["acme"]);
         assert_eq!(
             docs[0].bytes,
@@ -242,7 +295,7 @@ mod tests {
     #[test]
     fn an_array_gives_one_document_per_company() {
         let body = r#"[{"name":"A"}, {"name":"Ромашка"}]"#.as_bytes();
-        let docs = split(body, BodyFormat::Json).unwrap();
+        let docs = split(body, BodyFormat::Json, 64).unwrap();
         assert_eq!(names(&docs), ["a", "romashka"]);
         assert_eq!(docs[1].bytes, r#"{"name":"Ромашка"}"#.as_bytes());
     }
@@ -250,18 +303,18 @@ mod tests {
     #[test]
     fn ndjson_skips_blank_lines() {
         let body = b"{\"name\":\"A\"}\n\n{\"name\":\"B\"}\r\n";
-        assert_eq!(names(&split(body, BodyFormat::NdJson).unwrap()), ["a", "b"]);
+        assert_eq!(names(&split(body, BodyFormat::NdJson, 64).unwrap()), ["a", "b"]);
     }
 
     #[test]
     fn a_utf8_bom_is_ignored() {
-        let docs = split(b"\xEF\xBB\xBF{\"name\":\"A\"}", BodyFormat::Json).unwrap();
+        let docs = split(b"\xEF\xBB\xBF{\"name\":\"A\"}", BodyFormat::Json, 64).unwrap();
         assert_eq!(names(&docs), ["a"]);
     }
 
     #[test]
     fn truncated_json_reports_line_and_column() {
-        let err = split(b"[\n{\"name\": \"A\"},\n{\"name\": ", BodyFormat::Json).unwrap_err();
+        let err = split(b"[\n{\"name\": \"A\"},\n{\"name\": ", BodyFormat::Json, 64).unwrap_err();
         match err {
             ExtractError::InvalidJson { line, column, .. } => {
                 assert_eq!(line, 3);
@@ -273,7 +326,7 @@ mod tests {
 
     #[test]
     fn a_broken_ndjson_line_is_reported_by_its_line_number() {
-        let err = split(b"{\"name\":\"A\"}\n{oops}\n", BodyFormat::NdJson).unwrap_err();
+        let err = split(b"{\"name\":\"A\"}\n{oops}\n", BodyFormat::NdJson, 64).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -291,7 +344,7 @@ mod tests {
     fn empty_bodies_are_invalid_json() {
         for body in [&b""[..], b"  \n\t", b"\xEF\xBB\xBF"] {
             assert!(matches!(
-                split(body, BodyFormat::Json),
+                split(body, BodyFormat::Json, 64),
                 Err(ExtractError::InvalidJson { .. })
             ));
         }
@@ -308,7 +361,7 @@ mod tests {
             b"{\"name\": 7}",
             b"{\"name\": \"!!\"}",
         ] {
-            let err = split(body, BodyFormat::Json).unwrap_err();
+            let err = split(body, BodyFormat::Json, 64).unwrap_err();
             assert!(
                 matches!(err, ExtractError::MissingCompany { .. }),
                 "{body:?}: {err:?}"
@@ -318,7 +371,7 @@ mod tests {
 
     #[test]
     fn every_bad_element_of_an_array_is_listed() {
-        let err = split(br#"[{"name":"A"}, 1, {"x":1}]"#, BodyFormat::Json).unwrap_err();
+        let err = split(br#"[{"name":"A"}, 1, {"x":1}]"#, BodyFormat::Json, 64).unwrap_err();
         let ExtractError::MissingCompany { problems, message } = err else {
             panic!("expected missing_company")
         };

@@ -19,6 +19,7 @@ use etl_core::events::{COMPANIES_DATASET, Envelope, Event, FileExtractError, Fil
 use etl_core::storage::company_file_key;
 
 use crate::app::AppState;
+use crate::settings::ApiSettings;
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{BodyFormat, CompanyDoc, ExtractError, split};
 use crate::idempotency::{self, Answer, IdempotencyKey};
@@ -81,7 +82,7 @@ async fn accept(
 ) -> Result<Answer, ApiError> {
     let key = IdempotencyKey::from_headers(headers)?;
     let format = body_format(headers)?;
-    let bytes = read_body(body, headers, state.settings.max_body_bytes).await?;
+    let bytes = read_body(body, headers, &state.settings).await?;
     let filename = params.filename.as_deref();
     let Some(key) = key else {
         let accepted = import(state, request_id, filename, format, bytes).await?;
@@ -111,7 +112,7 @@ async fn import(
     format: BodyFormat,
     bytes: Vec<u8>,
 ) -> Result<ImportAccepted, ApiError> {
-    let docs = match split(&bytes, format) {
+    let docs = match split(&bytes, format, state.settings.max_json_depth) {
         Ok(docs) => docs,
         Err(e) => {
             let error = ApiError::from(e);
@@ -165,7 +166,12 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
     }
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, ApiError> {
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    settings: &ApiSettings,
+) -> Result<Vec<u8>, ApiError> {
+    let limit = settings.max_body_bytes;
     let too_large = || ApiError::PayloadTooLarge { limit };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -174,8 +180,12 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let raw = axum::body::to_bytes(body, limit)
+    // A client trickling its body would otherwise hold a slot forever.
+    let raw = tokio::time::timeout(settings.body_timeout, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| ApiError::RequestTimeout {
+            timeout: settings.body_timeout,
+        })?
         .map_err(|_| too_large())?;
     let gzip = headers
         .get(header::CONTENT_ENCODING)
@@ -184,12 +194,13 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<
     if !gzip {
         return Ok(raw.to_vec());
     }
-    // Decompress at most limit+1 bytes: a gzip bomb stops there.
+    // Decompress at most limit+1 bytes: a gzip bomb stops there. Every
+    // member counts (`cat a.gz b.gz` is one valid gzip body).
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(&raw[..])
+    flate2::read::MultiGzDecoder::new(&raw[..])
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| ExtractError::InvalidJson {
+        .map_err(|e| ExtractError::InvalidEncoding {
             message: format!("the gzip body cannot be decompressed: {e}"),
             line: 1,
             column: 0,
@@ -307,9 +318,7 @@ async fn report_extract_error(
     size: usize,
 ) {
     let (line, column) = match error {
-        ApiError::Extract(ExtractError::InvalidJson { line, column, .. }) => {
-            (Some(*line), Some(*column))
-        }
+        ApiError::Extract(e) => e.position().unzip(),
         _ => (None, None),
     };
     let envelope = Envelope::new(

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod import;
+pub mod limit;
 pub mod request_id;
 pub mod settings;
 

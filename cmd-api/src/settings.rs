@@ -6,6 +6,8 @@ use etl_core::config::{ConfigError, Env, Secret};
 use etl_core::storage::S3Settings;
 use etl_core::telemetry::LogFormat;
 
+use crate::extract::DEPTH_CEILING;
+
 /// Everything cmd-api reads from the environment; see `.env.example`.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
@@ -13,6 +15,14 @@ pub struct ApiSettings {
     pub listen_addr: SocketAddr,
     /// `MAX_BODY_BYTES`: largest accepted upload, after gzip decompression too.
     pub max_body_bytes: usize,
+    /// `MAX_JSON_DEPTH`: deepest nesting of arrays and objects accepted.
+    pub max_json_depth: usize,
+    /// `REQUEST_HEADER_TIMEOUT_MS`: a client must send its headers within this.
+    pub header_timeout: Duration,
+    /// `REQUEST_BODY_TIMEOUT_MS`: an upload must arrive whole within this.
+    pub body_timeout: Duration,
+    /// `MAX_CONCURRENT_IMPORTS`: imports handled at once; more get 503.
+    pub max_concurrent_imports: usize,
     /// `S3_PUT_CONCURRENCY`: objects of one request stored in parallel.
     pub put_concurrency: usize,
     /// `READINESS_TIMEOUT_MS`: per-dependency bound of a readiness check.
@@ -37,6 +47,20 @@ impl ApiSettings {
                 problem: "must be at least 1".into(),
             });
         }
+        let max_json_depth = env.parse("MAX_JSON_DEPTH", 64)?;
+        if !(1..=DEPTH_CEILING).contains(&max_json_depth) {
+            return Err(ConfigError {
+                var: "MAX_JSON_DEPTH".into(),
+                problem: format!("must be between 1 and {DEPTH_CEILING}"),
+            });
+        }
+        let max_concurrent_imports = env.parse("MAX_CONCURRENT_IMPORTS", 16)?;
+        if max_concurrent_imports == 0 {
+            return Err(ConfigError {
+                var: "MAX_CONCURRENT_IMPORTS".into(),
+                problem: "must be at least 1".into(),
+            });
+        }
         let api_keys = env.string("API_KEYS", "");
         let api_keys = api_keys
             .split(',')
@@ -47,6 +71,10 @@ impl ApiSettings {
         Ok(Self {
             listen_addr: env.socket_addr("API_LISTEN_ADDR", "0.0.0.0:8080")?,
             max_body_bytes: env.parse("MAX_BODY_BYTES", 64 * 1024 * 1024)?,
+            max_json_depth,
+            header_timeout: env.millis("REQUEST_HEADER_TIMEOUT_MS", 10_000)?,
+            body_timeout: env.millis("REQUEST_BODY_TIMEOUT_MS", 120_000)?,
+            max_concurrent_imports,
             put_concurrency,
             readiness_timeout: env.millis("READINESS_TIMEOUT_MS", 2_000)?,
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", 20_000)?,

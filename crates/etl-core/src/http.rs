@@ -297,7 +297,12 @@ pub struct OpsServer {
 impl OpsServer {
     pub fn spawn(listener: TcpListener, router: Router) -> Self {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, router, stop.clone()));
+        let task = tokio::spawn(serve(
+            listener,
+            router,
+            stop.clone(),
+            DEFAULT_HEADER_TIMEOUT,
+        ));
         Self { stop, task }
     }
 
@@ -317,16 +322,52 @@ pub fn forward_shutdown(shutdown: &CancellationToken, stopping: &CancellationTok
     });
 }
 
-/// Serves `router` until `shutdown` is cancelled, then lets in-flight
-/// requests finish.
+/// Longest a client may take to send a request's headers before its
+/// connection is closed; without it a client sending one byte a second
+/// holds a connection (and a task) forever.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router` (HTTP/1.1) until `shutdown` is cancelled, then lets
+/// in-flight requests finish. `header_timeout` bounds how long a client may
+/// take to send its headers, which `axum::serve` does not.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
+    header_timeout: Duration,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = connections.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
 }
 
 #[cfg(test)]

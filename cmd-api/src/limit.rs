@@ -1,0 +1,43 @@
+//! At most `MAX_CONCURRENT_IMPORTS` imports at once. Each holds its body in
+//! memory, so the limit bounds memory as well as work; beyond it a client
+//! gets `503 overloaded` at once instead of a queue that grows unseen.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+
+use crate::app::ImportMetrics;
+use crate::error::ApiError;
+use crate::request_id;
+
+#[derive(Clone)]
+pub struct ImportSlots {
+    slots: Arc<Semaphore>,
+    limit: usize,
+    metrics: ImportMetrics,
+}
+
+impl ImportSlots {
+    pub fn new(limit: usize, metrics: ImportMetrics) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(limit)),
+            limit,
+            metrics,
+        }
+    }
+}
+
+pub async fn take_slot(State(slots): State<ImportSlots>, req: Request, next: Next) -> Response {
+    let Ok(_slot) = slots.slots.clone().try_acquire_owned() else {
+        let error = ApiError::Overloaded { limit: slots.limit };
+        slots.metrics.requests(error.code());
+        tracing::warn!(limit = slots.limit, "import refused: every slot is taken");
+        return error
+            .with_request_id(request_id::of(&req))
+            .into_response();
+    };
+    next.run(req).await
+}
