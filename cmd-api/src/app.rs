@@ -144,7 +144,11 @@ impl Application {
         };
         let keys = crate::auth::ApiKeys::new(&settings.api_keys);
         let metrics = ImportMetrics::new(&registry);
-        let slots = ImportSlots::new(settings.max_concurrent_imports, metrics.clone());
+        let slots = ImportSlots::new(
+            settings.max_concurrent_imports,
+            settings.slot_wait,
+            metrics.clone(),
+        );
         let header_timeout = settings.header_timeout;
         let state = AppState {
             settings: Arc::new(settings),

@@ -45,9 +45,7 @@ pub enum ApiError {
         .timeout.as_secs_f64()
     )]
     RequestTimeout { timeout: std::time::Duration },
-    #[error(
-        "the api is handling {limit} imports already; retry after the time in Retry-After"
-    )]
+    #[error("the api is handling {limit} imports already; retry after the time in Retry-After")]
     Overloaded { limit: usize },
     #[error("no route for {0}")]
     NotFound(String),

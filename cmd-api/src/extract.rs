@@ -43,7 +43,11 @@ pub enum ExtractError {
     #[error(
         "arrays and objects nest deeper than the limit of {limit} levels at line {line}, column {column}"
     )]
-    TooDeep { limit: usize, line: u64, column: u64 },
+    TooDeep {
+        limit: usize,
+        line: u64,
+        column: u64,
+    },
     #[error(
         "key {key:?} appears twice in the object at {} (line {line}, column {column}); keep one: readers disagree on which one counts, so the api does not guess",
         if path.is_empty() { "the top level" } else { path }
@@ -222,8 +226,7 @@ fn split_ndjson(body: &[u8], max_depth: usize) -> Result<Vec<(Location, &RawValu
         }
         let number = i as u64 + 1;
         shape::check_json(line, max_depth, number)?;
-        let raw: &RawValue =
-            serde_json::from_slice(line).map_err(|e| invalid_json(&e, number))?;
+        let raw: &RawValue = serde_json::from_slice(line).map_err(|e| invalid_json(&e, number))?;
         out.push((Location::Line(i + 1), raw));
     }
     Ok(out)
@@ -303,7 +306,10 @@ mod tests {
     #[test]
     fn ndjson_skips_blank_lines() {
         let body = b"{\"name\":\"A\"}\n\n{\"name\":\"B\"}\r\n";
-        assert_eq!(names(&split(body, BodyFormat::NdJson, 64).unwrap()), ["a", "b"]);
+        assert_eq!(
+            names(&split(body, BodyFormat::NdJson, 64).unwrap()),
+            ["a", "b"]
+        );
     }
 
     #[test]

@@ -19,10 +19,10 @@ use etl_core::events::{COMPANIES_DATASET, Envelope, Event, FileExtractError, Fil
 use etl_core::storage::company_file_key;
 
 use crate::app::AppState;
-use crate::settings::ApiSettings;
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{BodyFormat, CompanyDoc, ExtractError, split};
 use crate::idempotency::{self, Answer, IdempotencyKey};
+use crate::settings::ApiSettings;
 
 #[derive(Debug, Deserialize)]
 pub struct ImportParams {
@@ -82,7 +82,16 @@ async fn accept(
 ) -> Result<Answer, ApiError> {
     let key = IdempotencyKey::from_headers(headers)?;
     let format = body_format(headers)?;
-    let bytes = read_body(body, headers, &state.settings).await?;
+    let raw = receive(body, headers, &state.settings).await?;
+    let bytes = match decode(raw, headers, state.settings.max_body_bytes) {
+        Ok(bytes) => bytes,
+        Err((e, received)) => {
+            if matches!(e, ApiError::Extract(_)) {
+                report_extract_error(state, request_id, &e, received).await;
+            }
+            return Err(e);
+        }
+    };
     let filename = params.filename.as_deref();
     let Some(key) = key else {
         let accepted = import(state, request_id, filename, format, bytes).await?;
@@ -166,47 +175,72 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
     }
 }
 
-async fn read_body(
+/// The body as sent, refused early when it is declared or turns out larger
+/// than the limit, or trickles in slower than the body timeout allows.
+async fn receive(
     body: Body,
     headers: &HeaderMap,
     settings: &ApiSettings,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<axum::body::Bytes, ApiError> {
     let limit = settings.max_body_bytes;
-    let too_large = || ApiError::PayloadTooLarge { limit };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        return Err(ApiError::PayloadTooLarge { limit });
     }
     // A client trickling its body would otherwise hold a slot forever.
-    let raw = tokio::time::timeout(settings.body_timeout, axum::body::to_bytes(body, limit))
+    tokio::time::timeout(settings.body_timeout, axum::body::to_bytes(body, limit))
         .await
         .map_err(|_| ApiError::RequestTimeout {
             timeout: settings.body_timeout,
         })?
-        .map_err(|_| too_large())?;
+        .map_err(|e| {
+            let over_limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if over_limit {
+                ApiError::PayloadTooLarge { limit }
+            } else {
+                ApiError::Extract(ExtractError::InvalidEncoding {
+                    message: format!("the body could not be read: {e}"),
+                    line: 1,
+                    column: 1,
+                })
+            }
+        })
+}
+
+/// The body's text: gunzipped when sent with `Content-Encoding: gzip`. On
+/// error, also the size received.
+fn decode(
+    raw: axum::body::Bytes,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Vec<u8>, (ApiError, usize)> {
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
     if !gzip {
-        return Ok(raw.to_vec());
+        return Ok(raw.into());
     }
     // Decompress at most limit+1 bytes: a gzip bomb stops there. Every
     // member counts (`cat a.gz b.gz` is one valid gzip body).
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(&raw[..])
+    let decoded = flate2::read::MultiGzDecoder::new(&raw[..])
         .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| ExtractError::InvalidEncoding {
+        .read_to_end(&mut out);
+    if let Err(e) = decoded {
+        let error = ExtractError::InvalidEncoding {
             message: format!("the gzip body cannot be decompressed: {e}"),
             line: 1,
-            column: 0,
-        })?;
+            column: 1,
+        };
+        return Err((error.into(), raw.len()));
+    }
     if out.len() > limit {
-        return Err(too_large());
+        return Err((ApiError::PayloadTooLarge { limit }, raw.len()));
     }
     Ok(out)
 }

@@ -1,8 +1,11 @@
 //! At most `MAX_CONCURRENT_IMPORTS` imports at once. Each holds its body in
-//! memory, so the limit bounds memory as well as work; beyond it a client
-//! gets `503 overloaded` at once instead of a queue that grows unseen.
+//! memory, so the limit bounds memory as well as work. A request waits up to
+//! `IMPORT_SLOT_WAIT_MS` for a slot (a burst is absorbed; its body is not
+//! read meanwhile), then gets `503 overloaded` instead of a queue that
+//! grows unseen.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -17,27 +20,28 @@ use crate::request_id;
 pub struct ImportSlots {
     slots: Arc<Semaphore>,
     limit: usize,
+    wait: Duration,
     metrics: ImportMetrics,
 }
 
 impl ImportSlots {
-    pub fn new(limit: usize, metrics: ImportMetrics) -> Self {
+    pub fn new(limit: usize, wait: Duration, metrics: ImportMetrics) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(limit)),
             limit,
+            wait,
             metrics,
         }
     }
 }
 
 pub async fn take_slot(State(slots): State<ImportSlots>, req: Request, next: Next) -> Response {
-    let Ok(_slot) = slots.slots.clone().try_acquire_owned() else {
+    let slot = tokio::time::timeout(slots.wait, slots.slots.clone().acquire_owned()).await;
+    let Ok(Ok(_slot)) = slot else {
         let error = ApiError::Overloaded { limit: slots.limit };
         slots.metrics.requests(error.code());
         tracing::warn!(limit = slots.limit, "import refused: every slot is taken");
-        return error
-            .with_request_id(request_id::of(&req))
-            .into_response();
+        return error.with_request_id(request_id::of(&req)).into_response();
     };
     next.run(req).await
 }

@@ -23,6 +23,8 @@ pub struct ApiSettings {
     pub body_timeout: Duration,
     /// `MAX_CONCURRENT_IMPORTS`: imports handled at once; more get 503.
     pub max_concurrent_imports: usize,
+    /// `IMPORT_SLOT_WAIT_MS`: how long an import waits for a free slot.
+    pub slot_wait: Duration,
     /// `S3_PUT_CONCURRENCY`: objects of one request stored in parallel.
     pub put_concurrency: usize,
     /// `READINESS_TIMEOUT_MS`: per-dependency bound of a readiness check.
@@ -75,6 +77,7 @@ impl ApiSettings {
             header_timeout: env.millis("REQUEST_HEADER_TIMEOUT_MS", 10_000)?,
             body_timeout: env.millis("REQUEST_BODY_TIMEOUT_MS", 120_000)?,
             max_concurrent_imports,
+            slot_wait: env.millis("IMPORT_SLOT_WAIT_MS", 5_000)?,
             put_concurrency,
             readiness_timeout: env.millis("READINESS_TIMEOUT_MS", 2_000)?,
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", 20_000)?,

@@ -52,6 +52,61 @@ pub struct Office {
     pub headcount: Option<i32>,
 }
 
+/// Problems listed per document; the rest are counted. A document with a
+/// million bad elements must not become a ValidationError too large for
+/// the broker (or the ledger row).
+const MAX_ERRORS: usize = 100;
+/// Problems looked at to choose those listed; beyond, they are only counted.
+const MAX_ERRORS_SORTED: usize = 10_000;
+/// Characters of one problem's message. jsonschema quotes the failing
+/// value, which can be a 10 MB string or a million-element array.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+fn bounded(message: String) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &message[..cut], message.len()),
+        None => message,
+    }
+}
+
+/// PostgreSQL text and jsonb cannot hold U+0000: a document carrying one
+/// would be refused at load time, so it is reported here, at its path.
+fn nul_characters(value: &Value, path: &mut String, errors: &mut Vec<FieldError>) {
+    const MESSAGE: &str = "contains a NUL character (\\u0000), which the database cannot store";
+    if errors.len() > MAX_ERRORS {
+        return;
+    }
+    let len = path.len();
+    match value {
+        Value::String(s) if s.contains('\0') => errors.push(FieldError {
+            path: path.clone(),
+            message: format!("the text {MESSAGE}"),
+        }),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push_str(&format!("/{i}"));
+                nul_characters(item, path, errors);
+                path.truncate(len);
+            }
+        }
+        Value::Object(fields) => {
+            for (key, item) in fields {
+                path.push('/');
+                path.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                if key.contains('\0') {
+                    errors.push(FieldError {
+                        path: path.clone(),
+                        message: format!("the key {MESSAGE}"),
+                    });
+                }
+                nul_characters(item, path, errors);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
 pub struct CompanyValidator {
     schema: jsonschema::Validator,
 }
@@ -76,14 +131,32 @@ impl CompanyValidator {
                 message: format!("the stored file is not JSON: {e}"),
             }]
         })?;
-        let mut errors: Vec<FieldError> = self
-            .schema
-            .iter_errors(&doc)
-            .map(|e| FieldError {
+        // Shallow paths first: a wrong top-level field is not hidden behind
+        // a thousand bad elements of one array.
+        let mut errors: Vec<FieldError> = Vec::new();
+        let mut more = 0usize;
+        for e in self.schema.iter_errors(&doc) {
+            if errors.len() == MAX_ERRORS_SORTED {
+                more += 1;
+                continue;
+            }
+            errors.push(FieldError {
                 path: e.instance_path().as_str().to_owned(),
-                message: e.to_string(),
-            })
-            .collect();
+                message: bounded(e.to_string()),
+            });
+        }
+        errors.sort_by_key(|e| e.path.matches('/').count());
+        if errors.len() > MAX_ERRORS {
+            more += errors.len() - MAX_ERRORS;
+            errors.truncate(MAX_ERRORS);
+        }
+        if more > 0 {
+            errors.push(FieldError {
+                path: String::new(),
+                message: format!("and {more} more problems of the same document"),
+            });
+        }
+        nul_characters(&doc, &mut String::new(), &mut errors);
         // The checksum only means something once the shape is right.
         if let Some(inn) = doc.get("inn").and_then(Value::as_str)
             && !errors.iter().any(|e| e.path == "/inn")
@@ -151,6 +224,37 @@ mod tests {
             "{}",
             errors[0].message
         );
+    }
+
+    #[test]
+    fn huge_values_and_countless_problems_give_a_bounded_report() {
+        let contacts: Vec<Value> = (0..5_000)
+            .map(|_| json!({"kind": "fax", "value": "1"}))
+            .collect();
+        let errors = check(json!({
+            "name": "x".repeat(1_000_000), "inn": "7707083893", "contacts": contacts
+        }))
+        .unwrap_err();
+        assert_eq!(errors.len(), MAX_ERRORS + 1);
+        assert!(errors.iter().all(|e| e.message.chars().count() < 400));
+        assert!(
+            errors.iter().any(|e| e.path == "/name"),
+            "{:?}",
+            paths(&errors)
+        );
+        assert!(errors[MAX_ERRORS].message.starts_with("and "));
+    }
+
+    #[test]
+    fn nul_characters_are_reported_where_they_are() {
+        let errors = check(json!({
+            "name": "A\u{0}B", "inn": "7707083893",
+            "contacts": [{"kind": "phone", "value": "1\u{0}"}], "x\u{0}": 1
+        }))
+        .unwrap_err();
+        let mut p = paths(&errors);
+        p.sort();
+        assert_eq!(p, ["/contacts/0/value", "/name", "/x\u{0}"]);
     }
 
     #[test]

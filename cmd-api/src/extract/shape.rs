@@ -26,9 +26,7 @@ pub fn check_json(text: &[u8], max_depth: usize, first_line: u64) -> Result<(), 
         finding: None,
     };
     let mut de = serde_json::Deserializer::from_slice(text);
-    let result = Walk(&mut walk)
-        .deserialize(&mut de)
-        .and_then(|()| de.end());
+    let result = Walk(&mut walk).deserialize(&mut de).and_then(|()| de.end());
     let Err(e) = result else { return Ok(()) };
     let line = e.line() as u64 + first_line - 1;
     let column = e.column() as u64;
@@ -67,12 +65,12 @@ pub fn check_encoding(body: &[u8]) -> Result<(), ExtractError> {
     };
     let valid = &body[..e.valid_up_to()];
     let line = valid.iter().filter(|b| **b == b'\n').count() as u64 + 1;
-    let line_start = valid
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map_or(0, |p| p + 1);
+    let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
     // Columns count characters, as an editor shows them.
-    let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() as u64 + 1;
+    let column = String::from_utf8_lossy(&valid[line_start..])
+        .chars()
+        .count() as u64
+        + 1;
     Err(ExtractError::InvalidEncoding {
         message: format!(
             "the body is not valid UTF-8 (byte 0x{:02X} at offset {}): send UTF-8 text",

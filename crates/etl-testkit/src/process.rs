@@ -225,6 +225,19 @@ impl ServiceProcess {
         self.wait(Duration::from_secs(10)).await;
     }
 
+    /// The most memory the process has held so far (VmHWM: peak resident
+    /// set), for tests that a hostile input cannot blow it up.
+    pub fn peak_memory_bytes(&self) -> u64 {
+        let pid = self.child.as_ref().expect("process running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status");
+        kib * 1024
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
