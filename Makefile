@@ -10,7 +10,7 @@ with_env = set -a && . $(1) && set +a &&
 
 .PHONY: help dev-up dev-down dev-status dev-migrate dev-rollback \
         itest-up itest-down itest-migrate itest-rollback \
-        test chaos redrive replay fmt lint unit build
+        test chaos fuzz redrive replay fmt lint unit build
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -64,8 +64,13 @@ chaos: itest-up ## only the process-level fault tests (also in `make test`), pri
 	@$(call with_env,$(ITEST_ENV)) cargo test --workspace --no-run --quiet
 	@$(call with_env,$(ITEST_ENV)) cargo test --workspace --test crash --test rebalance --test shutdown -- --nocapture
 
+fuzz: itest-up ## schemathesis against a live api, driven by api/openapi.yaml (also in `make test`; FUZZ_EXAMPLES=n)
+	@cargo test --workspace --no-run --quiet
+	@scripts/fuzz.sh
+
 unit: ## unit tests only (no stack needed)
 	cargo test --workspace --lib --quiet
 
-test: lint itest-up ## the whole suite against the real local stack
+test: lint itest-up ## the whole suite against the real local stack, then the fuzz run
 	@$(call with_env,$(ITEST_ENV)) cargo test --workspace
+	@scripts/fuzz.sh

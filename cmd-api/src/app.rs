@@ -167,6 +167,7 @@ impl Application {
             ))
             .with_state(state)
             .merge(ops_router(crate::service_info(), readiness, registry))
+            .merge(crate::docs::router())
             .route_layer(axum::middleware::from_fn_with_state(
                 http_metrics,
                 track_http,

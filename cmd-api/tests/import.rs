@@ -462,3 +462,50 @@ async fn with_api_keys_an_import_needs_one_and_probes_stay_open() {
         assert_eq!(status, 200, "{path} needs no key");
     }
 }
+
+#[tokio::test]
+async fn the_spec_and_a_self_contained_swagger_ui_are_served() {
+    let api = start().await;
+    let spec = http()
+        .get(api.service.url("/openapi.yaml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spec.status(), 200);
+    assert_eq!(spec.headers()["content-type"], "application/yaml");
+    let on_disk =
+        std::fs::read_to_string(etl_testkit::repo_root().join("api/openapi.yaml")).unwrap();
+    assert_eq!(
+        spec.text().await.unwrap(),
+        on_disk,
+        "the binary serves the spec in the repo"
+    );
+
+    let page = http().get(api.service.url("/docs")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/openapi.yaml"), "{html}");
+    // Every script and style the page loads comes from the api itself.
+    let assets: Vec<&str> = html
+        .split(['"', '\''])
+        .filter(|s| s.starts_with("/docs/assets/"))
+        .collect();
+    assert!(assets.len() >= 4, "{html}");
+    for asset in assets {
+        let r = http().get(api.service.url(asset)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{asset}");
+        assert!(!r.bytes().await.unwrap().is_empty(), "{asset}");
+    }
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external asset: {html}"
+    );
+    let missing = http()
+        .get(api.service.url("/docs/assets/nope.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+}

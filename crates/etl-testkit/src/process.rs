@@ -33,6 +33,9 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         root.join(name),
         root.join("crates/etl-core"),
         root.join("migrations"),
+        // Embedded by the binaries: the api's spec, the processor's schema.
+        root.join("api"),
+        root.join("schemas"),
     ] {
         if let Some((path, changed)) = newest_file(&source)
             && changed > built
