@@ -77,7 +77,7 @@ up() {
   cat <<MSG
 
 [dev] everything is up and ready.
-  api         $API_URL            (POST /import/companies)
+  api         $API_URL            (POST /import/companies; spec and UI at $API_URL/docs)
   processor   http://127.0.0.1:8081
   monitoring  http://127.0.0.1:8082
   each has /liveness /readiness /metrics

@@ -22,17 +22,36 @@ fn lines_of<'a>(lines: &'a [Value], request_id: &str) -> Vec<&'a Value> {
 #[tokio::test]
 async fn one_request_id_leads_through_all_three_services_logs() {
     let env = TestEnv::new().await;
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
+    let api_key = format!("key-{}", env.id);
+    let api = ServiceProcess::start(
+        "cmd-api",
+        "API_LISTEN_ADDR",
+        &env,
+        &[("API_KEYS", api_key.as_str())],
+    )
+    .await;
     let processor =
         ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
     let monitor =
         ServiceProcess::start("cmd-monitoring", "MONITORING_LISTEN_ADDR", &env, &[]).await;
+
+    // A wrong key first: refused, and (checked below) not logged either.
+    let wrong_key = format!("{api_key}-wrong");
+    let refused = http()
+        .post(api.url("/import/companies"))
+        .bearer_auth(&wrong_key)
+        .body(example("c.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
 
     let request_id = format!("trace-{}", env.id);
     let response = http()
         .post(api.url("/import/companies"))
         .header("content-type", "application/json")
         .header("x-request-id", &request_id)
+        .bearer_auth(&api_key)
         .body(example("c.json"))
         .send()
         .await
@@ -91,16 +110,24 @@ async fn one_request_id_leads_through_all_three_services_logs() {
         assert_eq!(field(line, "company"), Some(company), "{line}");
     }
 
-    // Secrets of the environment never reach a log line.
-    let secret = &env.vars["S3_SECRET_ACCESS_KEY"];
+    // Secrets of the environment, and keys clients sent, never reach a
+    // log line.
+    let secrets = [
+        (
+            "the S3 secret key",
+            env.vars["S3_SECRET_ACCESS_KEY"].as_str(),
+        ),
+        ("the API key", api_key.as_str()),
+        ("a wrong API key", wrong_key.as_str()),
+    ];
     for (name, service) in [
         ("api", &api),
         ("processor", &processor),
         ("monitor", &monitor),
     ] {
-        assert!(
-            !service.log_text().contains(secret.as_str()),
-            "the {name} logged the S3 secret key"
-        );
+        let log = service.log_text();
+        for (what, secret) in secrets {
+            assert!(!log.contains(secret), "the {name} logged {what}");
+        }
     }
 }

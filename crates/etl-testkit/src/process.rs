@@ -29,14 +29,17 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{} does not exist; {how}", binary.display()));
     let root = repo_root();
-    for source in [
-        root.join(name),
-        root.join("crates/etl-core"),
-        root.join("migrations"),
-        // Embedded by the binaries: the api's spec, the processor's schema.
-        root.join("api"),
-        root.join("schemas"),
-    ] {
+    // Sources, and files embedded with include_str! and sqlx::migrate!:
+    // etl-core's go into every binary.
+    let embedded: &[&str] = match name {
+        "cmd-api" => &["api"],
+        "cmd-processor" => &["schemas"],
+        _ => &[],
+    };
+    let sources = [name, "crates/etl-core", "migrations", ".env.example"]
+        .into_iter()
+        .chain(embedded.iter().copied());
+    for source in sources.map(|dir| root.join(dir)) {
         if let Some((path, changed)) = newest_file(&source)
             && changed > built
         {
@@ -50,8 +53,13 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     binary
 }
 
-/// The newest source file under `dir` that goes into a binary.
+/// The newest source file under `dir` (or `dir` itself, when a file) that
+/// goes into a binary.
 fn newest_file(dir: &Path) -> Option<(PathBuf, SystemTime)> {
+    if dir.is_file() {
+        let changed = std::fs::metadata(dir).and_then(|m| m.modified()).ok()?;
+        return Some((dir.to_path_buf(), changed));
+    }
     let mut newest: Option<(PathBuf, SystemTime)> = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
