@@ -11,9 +11,13 @@ pub struct ProcessorMetrics {
     load_duration: Histogram,
 }
 
+/// Every `cause` a retry can have. Their series exist from the start at 0,
+/// so `rate()` and alerts work before the first retry ever happens.
+const RETRY_CAUSES: [&str; 3] = ["s3", "postgres", "kafka"];
+
 impl ProcessorMetrics {
     pub fn new(registry: &Registry) -> Self {
-        Self {
+        let metrics = Self {
             files: register(
                 registry,
                 IntCounterVec::new(
@@ -55,7 +59,11 @@ impl ProcessorMetrics {
                 )
                 .expect("valid histogram"),
             ),
+        };
+        for cause in RETRY_CAUSES {
+            metrics.retries.with_label_values(&[cause]);
         }
+        metrics
     }
 
     pub fn file(&self, outcome: &str) {
@@ -67,6 +75,10 @@ impl ProcessorMetrics {
     }
 
     pub fn retry(&self, cause: &str) {
+        debug_assert!(
+            RETRY_CAUSES.contains(&cause),
+            "undeclared retry cause {cause}"
+        );
         self.retries.with_label_values(&[cause]).inc();
     }
 
