@@ -81,9 +81,10 @@ async fn accept(
     body: Body,
 ) -> Result<Answer, ApiError> {
     let key = IdempotencyKey::from_headers(headers)?;
+    let gzip = gzipped(headers)?;
     let format = body_format(headers)?;
     let raw = receive(body, headers, &state.settings).await?;
-    let bytes = match decode(raw, headers, state.settings.max_body_bytes) {
+    let bytes = match decode(raw, gzip, state.settings.max_body_bytes) {
         Ok(bytes) => bytes,
         Err((e, received)) => {
             if matches!(e, ApiError::Extract(_)) {
@@ -144,15 +145,22 @@ async fn import(
     })
 }
 
-fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
-        let enc = encoding.to_str().unwrap_or("").trim().to_ascii_lowercase();
-        if !matches!(enc.as_str(), "gzip" | "identity" | "") {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "Content-Encoding {enc:?} is not supported; send gzip or no encoding"
-            )));
-        }
+/// Whether the body is gzipped; any encoding but gzip or none is refused.
+fn gzipped(headers: &HeaderMap) -> Result<bool, ApiError> {
+    let Some(encoding) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(false);
+    };
+    let enc = encoding.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    match enc.as_str() {
+        "gzip" => Ok(true),
+        "identity" | "" => Ok(false),
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Encoding {enc:?} is not supported; send gzip or no encoding"
+        ))),
     }
+}
+
+fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         return Ok(BodyFormat::Json);
     };
@@ -213,15 +221,7 @@ async fn receive(
 
 /// The body's text: gunzipped when sent with `Content-Encoding: gzip`. On
 /// error, also the size received.
-fn decode(
-    raw: axum::body::Bytes,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<Vec<u8>, (ApiError, usize)> {
-    let gzip = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+fn decode(raw: axum::body::Bytes, gzip: bool, limit: usize) -> Result<Vec<u8>, (ApiError, usize)> {
     if !gzip {
         return Ok(raw.into());
     }

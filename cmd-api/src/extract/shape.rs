@@ -113,8 +113,9 @@ impl WalkState {
         out
     }
 
-    fn enter<E: serde::de::Error>(&mut self, depth: usize) -> Result<(), E> {
-        if depth > self.max_depth {
+    /// Called on opening an array or object.
+    fn enter<E: serde::de::Error>(&mut self) -> Result<(), E> {
+        if self.depth() > self.max_depth {
             self.finding = Some(Finding::TooDeep);
             return Err(E::custom("nesting too deep"));
         }
@@ -163,8 +164,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let depth = self.0.depth();
-        self.0.enter(depth)?;
+        self.0.enter()?;
         let mut index = 0;
         loop {
             self.0.path.push(Segment::Index(index));
@@ -178,8 +178,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let depth = self.0.depth();
-        self.0.enter(depth)?;
+        self.0.enter()?;
         let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             if seen.contains(&key) {
