@@ -1,4 +1,4 @@
-//! Wiring: consumer of every event topic, ops server, shutdown.
+//! Wiring: consumer of every event topic, its store, the routes, shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use axum::Router;
 use prometheus::Registry;
-use rdkafka::consumer::StreamConsumer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +15,8 @@ use etl_core::http::{
 };
 
 use crate::settings::MonitoringSettings;
-use crate::tail::{self, TailMetrics};
+use crate::store::Store;
+use crate::tail::{Tail, TailMetrics, feed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -24,13 +24,16 @@ pub enum StartupError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Kafka(#[from] bus::BusError),
+    #[error("invalid database settings: {0}")]
+    Database(sqlx::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    consumer: Arc<StreamConsumer>,
-    metrics: TailMetrics,
+    tail: Tail,
     lag: ConsumerLag,
     lag_interval: Duration,
     stopping: CancellationToken,
@@ -47,6 +50,10 @@ impl Application {
         listener: TcpListener,
     ) -> Result<Self, StartupError> {
         let registry = Registry::new();
+        let pool = etl_core::db::pool(&settings.database).map_err(StartupError::Database)?;
+        if settings.migrate_on_start {
+            etl_core::db::migrate(&pool).await?;
+        }
         bus::provision_topics(&settings.kafka).await;
         let topics = settings.kafka.topics();
         let consumer = Arc::new(bus::consumer(
@@ -59,21 +66,38 @@ impl Application {
         let timeout = settings.readiness_timeout;
         let readiness = {
             let consumer = consumer.clone();
-            Readiness::new(timeout, stopping.clone()).check("kafka", move || {
-                bus::consumer_ready(consumer.clone(), timeout)
-            })
+            let pool = pool.clone();
+            Readiness::new(timeout, stopping.clone())
+                .check("postgres", move || {
+                    let pool = pool.clone();
+                    async move { etl_core::db::check(&pool, timeout).await }
+                })
+                .check("kafka", move || {
+                    bus::consumer_ready(consumer.clone(), timeout)
+                })
         };
         let http_metrics = HttpMetrics::new(&registry);
-        let metrics = TailMetrics::new(&registry);
+        let store = Store::new(pool);
+        let feed = feed();
+        let tail = Tail {
+            consumer,
+            store: store.clone(),
+            metrics: TailMetrics::new(&registry),
+            feed: feed.clone(),
+            retry_base: settings.retry_base,
+            retry_max: settings.retry_max,
+        };
         let lag = ConsumerLag::new(&registry);
-        let router = ops_router(crate::service_info(), readiness, registry).route_layer(
-            axum::middleware::from_fn_with_state(http_metrics, track_http),
-        );
+        let router = ops_router(crate::service_info(), readiness, registry)
+            .merge(crate::routes::router(store, feed, stopping.clone()))
+            .route_layer(axum::middleware::from_fn_with_state(
+                http_metrics,
+                track_http,
+            ));
         Ok(Self {
             listener,
             router,
-            consumer,
-            metrics,
+            tail,
             lag,
             lag_interval: settings.kafka.lag_interval,
             stopping,
@@ -90,9 +114,12 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let server = OpsServer::spawn(self.listener, self.router);
         forward_shutdown(&shutdown, &self.stopping);
-        self.lag
-            .spawn(self.consumer.clone(), self.lag_interval, shutdown.clone());
-        tail::run(self.consumer, self.metrics, shutdown).await;
+        self.lag.spawn(
+            self.tail.consumer.clone(),
+            self.lag_interval,
+            shutdown.clone(),
+        );
+        self.tail.run(shutdown).await;
         server.stop().await
     }
 }

@@ -1,8 +1,12 @@
-//! cmd-monitoring: tails every pipeline topic and reports what happened to
-//! every file (for now as one JSON log line per event).
+//! cmd-monitoring: tails every pipeline topic, keeps what it saw in
+//! Postgres, and answers what happened to every file: `/stats`,
+//! `/files/{id}`, `/companies/{c}/files`, `/requests/{id}`, a live
+//! `/events/stream` and a dashboard page at `/`.
 
 pub mod app;
+pub mod routes;
 pub mod settings;
+pub mod store;
 pub mod tail;
 
 pub use app::Application;

@@ -3,12 +3,13 @@ use std::time::Duration;
 
 use etl_core::bus::KafkaSettings;
 use etl_core::config::{ConfigError, Env};
+use etl_core::db::DatabaseSettings;
 use etl_core::telemetry::LogFormat;
 
 /// Everything cmd-monitoring reads from the environment; see `.env.example`.
 #[derive(Debug, Clone)]
 pub struct MonitoringSettings {
-    /// `MONITORING_LISTEN_ADDR`: probes and metrics.
+    /// `MONITORING_LISTEN_ADDR`: the dashboard, its routes, probes and metrics.
     pub listen_addr: SocketAddr,
     /// `MONITORING_GROUP_ID`: its own consumer group, so it sees every event
     /// without taking any from the processor.
@@ -17,6 +18,14 @@ pub struct MonitoringSettings {
     pub readiness_timeout: Duration,
     /// `LOG_FORMAT`: `json` or `pretty`.
     pub log_format: LogFormat,
+    /// `DATABASE_MIGRATE_ON_START`: apply pending migrations at start-up
+    /// (the monitor keeps what it saw in its own tables).
+    pub migrate_on_start: bool,
+    /// `MONITORING_RETRY_BASE_MS` / `MONITORING_RETRY_MAX_MS`: backoff while
+    /// Postgres refuses to store events (offsets wait; nothing is skipped).
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub database: DatabaseSettings,
     pub kafka: KafkaSettings,
 }
 
@@ -27,6 +36,10 @@ impl MonitoringSettings {
             group_id: env.non_empty("MONITORING_GROUP_ID", "etl-monitoring")?,
             readiness_timeout: env.millis("READINESS_TIMEOUT_MS", 2_000)?,
             log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,
+            migrate_on_start: env.bool("DATABASE_MIGRATE_ON_START", false)?,
+            retry_base: env.millis("MONITORING_RETRY_BASE_MS", 200)?,
+            retry_max: env.millis("MONITORING_RETRY_MAX_MS", 10_000)?,
+            database: DatabaseSettings::from_env(env)?,
             kafka: KafkaSettings::from_env(env)?,
         })
     }

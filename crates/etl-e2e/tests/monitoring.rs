@@ -1,0 +1,417 @@
+//! cmd-monitoring's answers after real imports through the api and the
+//! processor: stats, file timelines, company and request views, the live
+//! stream, its metrics — and that it remembers all of it across a crash.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use etl_testkit::{
+    DEADLINE, ServiceProcess, TestEnv, eventually, generated_company, http, metric, scrape,
+};
+
+struct Pipeline {
+    api: ServiceProcess,
+    _processor: ServiceProcess,
+    monitor: ServiceProcess,
+}
+
+async fn pipeline(env: &TestEnv) -> Pipeline {
+    Pipeline {
+        api: ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", env, &[]).await,
+        _processor: ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", env, &[]).await,
+        monitor: ServiceProcess::start("cmd-monitoring", "MONITORING_LISTEN_ADDR", env, &[]).await,
+    }
+}
+
+async fn get(service: &ServiceProcess, path: &str) -> (u16, Value) {
+    let response = http().get(service.url(path)).send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Posts `body` with its own request id; returns (status, request id, file ids).
+async fn import(api: &ServiceProcess, request_id: &str, body: &Value) -> (u16, Vec<String>) {
+    let response = http()
+        .post(api.url("/import/companies"))
+        .header("content-type", "application/json")
+        .header("x-request-id", request_id)
+        .body(match body {
+            Value::String(raw) => raw.clone().into_bytes(),
+            other => serde_json::to_vec(other).unwrap(),
+        })
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    let files = body["files"]
+        .as_array()
+        .map(|files| {
+            files
+                .iter()
+                .map(|f| f["file_id"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    (status, files)
+}
+
+fn slug(doc: &Value) -> String {
+    etl_core::domain::CompanySlug::from_name(doc["name"].as_str().unwrap())
+        .unwrap()
+        .as_str()
+        .to_owned()
+}
+
+/// Reads an SSE response until `done` holds for the events received so far.
+async fn read_stream(
+    response: &mut reqwest::Response,
+    what: &str,
+    done: impl Fn(&[(String, Value)]) -> bool,
+) -> Vec<(String, Value)> {
+    let deadline = Instant::now() + DEADLINE;
+    let (mut buffer, mut events) = (String::new(), Vec::new());
+    while !done(&events) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}; got {events:#?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("stream ended waiting for {what}; got {events:#?}"));
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let message: String = buffer.drain(..end + 2).collect();
+            let mut name = String::from("message");
+            let mut data = String::new();
+            for line in message.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if !data.is_empty() {
+                events.push((name, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn every_route_answers_what_happened_after_real_imports() {
+    let env = TestEnv::new().await;
+    let p = pipeline(&env).await;
+
+    // Subscribed before anything happens: only FileLoaded of our companies.
+    let good = generated_company(&env.id, 1);
+    let company = slug(&good);
+    let mut live = http()
+        .get(p.monitor.url(&format!(
+            "/events/stream?company={company}&event_type=FileLoaded"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    read_stream(&mut live, "the ready message", |e| !e.is_empty()).await;
+
+    let mut invalid = generated_company(&env.id, 2);
+    invalid["employees"] = json!(-5);
+    let other = generated_company(&env.id, 3);
+    let request_id = format!("mon-{}", env.id);
+    let (status, files) = import(&p.api, &request_id, &json!([good, invalid, other])).await;
+    assert_eq!(status, 202);
+    let (loaded_id, invalid_id, other_id) = (&files[0], &files[1], &files[2]);
+    let refused_request = format!("mon-bad-{}", env.id);
+    let (status, _) = import(&p.api, &refused_request, &json!("{\"name\": ")).await;
+    assert_eq!(status, 400);
+
+    // The live stream delivers our FileLoaded, and nothing it was not asked for.
+    let streamed = read_stream(&mut live, "FileLoaded on the stream", |e| {
+        e.iter().any(|(_, v)| v["file_id"] == loaded_id.as_str())
+    })
+    .await;
+    for (name, event) in &streamed[1..] {
+        assert_eq!(name, "FileLoaded", "{event}");
+        assert_eq!(event["company"], company.as_str(), "{event}");
+    }
+    let loaded_event = &streamed
+        .iter()
+        .find(|(_, v)| v["file_id"] == loaded_id.as_str())
+        .unwrap()
+        .1;
+    assert_eq!(loaded_event["service"], "cmd-processor");
+    assert_eq!(loaded_event["request_id"], request_id.as_str());
+
+    // Everything is recorded once the monitor has seen all 5 events.
+    let stats = eventually(DEADLINE, "the monitor to count every event", || async {
+        let (status, stats) = get(&p.monitor, "/stats").await;
+        assert_eq!(status, 200, "{stats}");
+        let total: i64 = stats["total"]["by_type"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n.as_i64().unwrap())
+            .sum();
+        (total == 7).then_some(stats)
+    })
+    .await;
+    let expected_types = json!({"FileExtractSuccess": 3, "FileLoaded": 2,
+        "ValidationError": 1, "FileExtractError": 1});
+    assert_eq!(stats["total"]["by_type"], expected_types, "{stats}");
+    assert_eq!(
+        stats["total"]["failure_rate"], 0.5,
+        "2 failures of 4 ends: {stats}"
+    );
+    for window in ["5m", "1h", "24h"] {
+        assert_eq!(
+            stats["windows"][window]["by_type"], expected_types,
+            "{window}: {stats}"
+        );
+        assert_eq!(
+            stats["windows"][window]["latency"]["count"], 2,
+            "{window}: {stats}"
+        );
+    }
+    assert_eq!(
+        stats["files"],
+        json!({"loaded": 2, "invalid": 1}),
+        "{stats}"
+    );
+    let latency = &stats["latency"];
+    assert_eq!(latency["count"], 2, "{stats}");
+    let (p50, p99) = (
+        latency["p50_ms"].as_f64().unwrap(),
+        latency["p99_ms"].as_f64().unwrap(),
+    );
+    assert!(
+        0.0 < p50 && p50 <= p99 && p99 <= latency["max_ms"].as_f64().unwrap(),
+        "{stats}"
+    );
+    let companies: BTreeMap<&str, &Value> = stats["companies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["company"].as_str().unwrap(), &c["by_type"]))
+        .collect();
+    assert_eq!(
+        companies.len(),
+        3,
+        "the refused upload has no company: {stats}"
+    );
+    assert_eq!(
+        companies[company.as_str()],
+        &json!({"FileExtractSuccess": 1, "FileLoaded": 1})
+    );
+    let (_, one) = get(&p.monitor, &format!("/stats?company={company}")).await;
+    assert_eq!(one["company"], company.as_str());
+    assert_eq!(
+        one["total"]["by_type"],
+        json!({"FileExtractSuccess": 1, "FileLoaded": 1})
+    );
+    assert_eq!(one["total"]["failure_rate"], 0.0);
+
+    // A loaded file's timeline: received by the api, loaded by the processor.
+    let (status, file) = get(&p.monitor, &format!("/files/{loaded_id}")).await;
+    assert_eq!(status, 200, "{file}");
+    assert_eq!(file["status"], "loaded");
+    assert_eq!(file["company"], company.as_str());
+    assert_eq!(file["request_id"], request_id.as_str());
+    assert!(file["latency_ms"].as_f64().unwrap() > 0.0, "{file}");
+    let steps: Vec<(&str, &str)> = file["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event_type"].as_str().unwrap(),
+                e["service"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("FileExtractSuccess", "cmd-api"),
+            ("FileLoaded", "cmd-processor")
+        ]
+    );
+    assert_eq!(
+        file["timeline"][0]["details"]["s3_key"],
+        format!("{company}/files/{loaded_id}.json")
+    );
+    assert_eq!(file["timeline"][1]["details"]["rows"]["companies"], 1);
+
+    // An invalid file's timeline carries the errors.
+    let (_, file) = get(&p.monitor, &format!("/files/{invalid_id}")).await;
+    assert_eq!(file["status"], "invalid", "{file}");
+    let errors = &file["timeline"][1]["details"]["errors"];
+    assert_eq!(errors[0]["path"], "/employees", "{file}");
+
+    // A company's files, with their status.
+    let (status, listing) = get(&p.monitor, &format!("/companies/{}/files", slug(&other))).await;
+    assert_eq!(status, 200);
+    assert_eq!(listing["files"].as_array().unwrap().len(), 1, "{listing}");
+    assert_eq!(listing["files"][0]["file_id"], other_id.as_str());
+    assert_eq!(listing["files"][0]["status"], "loaded");
+
+    // A request: its three files, and a refused upload's error.
+    let (status, request) = get(&p.monitor, &format!("/requests/{request_id}")).await;
+    assert_eq!(status, 200);
+    let mut statuses: Vec<&str> = request["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["status"].as_str().unwrap())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, ["invalid", "loaded", "loaded"], "{request}");
+    let (status, refused) = get(&p.monitor, &format!("/requests/{refused_request}")).await;
+    assert_eq!(status, 200);
+    assert!(refused["files"].as_array().unwrap().is_empty());
+    assert_eq!(refused["events"][0]["event_type"], "FileExtractError");
+    assert_eq!(refused["events"][0]["details"]["reason"], "invalid_json");
+
+    // Wrong questions get JSON errors a person can act on.
+    for (path, status, code) in [
+        (
+            "/files/0190b2c4-0000-8000-8000-000000000001",
+            404,
+            "file_not_found",
+        ),
+        ("/files/not-a-uuid", 400, "invalid_file_id"),
+        ("/requests/never-sent", 404, "request_not_found"),
+        ("/companies/Not%20A%20Slug/files", 400, "invalid_company"),
+        ("/companies/acme/files?limit=0", 400, "invalid_limit"),
+        ("/stats?company=..", 400, "invalid_company"),
+        (
+            "/events/stream?event_type=FileLost",
+            400,
+            "unknown_event_type",
+        ),
+        ("/no/such/route", 404, "not_found"),
+    ] {
+        let (got, body) = get(&p.monitor, path).await;
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
+        assert!(
+            body["error"]["message"].as_str().unwrap().len() > 10,
+            "{path}: {body}"
+        );
+    }
+
+    // The same numbers in Prometheus.
+    let samples = scrape(&p.monitor).await;
+    assert_eq!(
+        metric(
+            &samples,
+            "monitoring_events_total",
+            &[("event_type", "FileLoaded")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(&samples, "pipeline_end_to_end_latency_seconds_count", &[]),
+        2.0
+    );
+    // Lag per topic: a series for each of the five topics, all at zero
+    // once every event is recorded and committed.
+    let topics = env.kafka().topics();
+    eventually(DEADLINE, "lag 0 on every topic", || async {
+        let samples = scrape(&p.monitor).await;
+        let lag: BTreeMap<String, f64> = samples
+            .iter()
+            .filter(|s| s.name == "consumer_lag_records")
+            .fold(BTreeMap::new(), |mut by_topic, s| {
+                *by_topic.entry(s.labels["topic"].clone()).or_default() += s.value;
+                by_topic
+            });
+        let all_topics = topics.all().iter().all(|t| lag.contains_key(*t));
+        (all_topics && lag.values().all(|v| *v == 0.0)).then_some(())
+    })
+    .await;
+
+    // The dashboard page comes from the binary itself.
+    let page = http().get(p.monitor.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().await.unwrap().contains("events/stream"));
+}
+
+#[tokio::test]
+async fn a_crashed_monitor_remembers_everything_and_counts_nothing_twice() {
+    let env = TestEnv::new().await;
+    let mut p = pipeline(&env).await;
+    let request_id = format!("mon-crash-{}", env.id);
+    let docs: Vec<Value> = (0..5).map(|n| generated_company(&env.id, n)).collect();
+    let (status, files) = import(&p.api, &request_id, &Value::Array(docs)).await;
+    assert_eq!(status, 202);
+
+    let before = eventually(DEADLINE, "all 5 files loaded in the monitor", || async {
+        let (_, request) = get(&p.monitor, &format!("/requests/{request_id}")).await;
+        let loaded = request["files"]
+            .as_array()
+            .map(|f| f.iter().filter(|f| f["status"] == "loaded").count())
+            .unwrap_or(0);
+        (loaded == 5).then_some(request)
+    })
+    .await;
+    let (_, stats_before) = get(&p.monitor, "/stats").await;
+
+    // kill -9: whatever offsets it had not committed are read again.
+    p.monitor.kill().await;
+    p.monitor.restart().await;
+    let (_, after) = get(&p.monitor, &format!("/requests/{request_id}")).await;
+    assert_eq!(after["files"], before["files"], "state survives the crash");
+    let (_, stats_after) = get(&p.monitor, "/stats").await;
+    assert_eq!(stats_after["total"], stats_before["total"]);
+    assert_eq!(stats_after["latency"], stats_before["latency"]);
+
+    // New events still count, exactly once, also in the fresh process's metrics.
+    let (status, more) = import(
+        &p.api,
+        &format!("{request_id}-2"),
+        &generated_company(&env.id, 9),
+    )
+    .await;
+    assert_eq!(status, 202);
+    eventually(DEADLINE, "the new file loaded in the monitor", || async {
+        let (_, file) = get(&p.monitor, &format!("/files/{}", more[0])).await;
+        (file["status"] == "loaded").then_some(())
+    })
+    .await;
+    let (_, stats) = get(&p.monitor, "/stats").await;
+    assert_eq!(
+        stats["total"]["by_type"],
+        json!({"FileExtractSuccess": 6, "FileLoaded": 6}),
+        "{stats}"
+    );
+    // Events read again after the crash were known already: the fresh
+    // process counts only the new file's two events.
+    let samples = scrape(&p.monitor).await;
+    for event_type in ["FileExtractSuccess", "FileLoaded"] {
+        assert_eq!(
+            metric(
+                &samples,
+                "monitoring_events_total",
+                &[("event_type", event_type)]
+            ),
+            1.0,
+            "{event_type}"
+        );
+    }
+    assert_eq!(files.len(), 5);
+}

@@ -1,0 +1,2 @@
+DROP TABLE monitoring_files;
+DROP TABLE monitoring_events;
