@@ -71,6 +71,7 @@ fuzz: itest-up ## schemathesis against a live api, driven by api/openapi.yaml (a
 unit: ## unit tests only (no stack needed)
 	cargo test --workspace --lib --quiet
 
-test: lint itest-up ## the whole suite against the real local stack, then the fuzz run
+test: lint itest-up ## the whole suite against the real local stack (and headless Chromium), then the fuzz run
+	@scripts/browser.sh install
 	@$(call with_env,$(ITEST_ENV)) cargo test --workspace
 	@scripts/fuzz.sh

@@ -1,0 +1,84 @@
+//! The monitoring dashboard in a real browser (headless Chromium through
+//! playwright-core, `scripts/browser.sh`): opened from the monitoring binary
+//! alone, it shows a file posted through the api, live, and finds it by
+//! file id and by request id. The screenshot lands in `.local/screenshots/`.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use etl_testkit::{ServiceProcess, TestEnv, http, repo_root};
+
+/// Generous: the first run on a fresh machine installs Chromium and
+/// playwright-core (normally `make test` has done that before the suite).
+const BROWSER_DEADLINE: Duration = Duration::from_secs(900);
+
+#[tokio::test]
+async fn the_dashboard_shows_a_posted_file_live_and_finds_it() {
+    let env = TestEnv::new().await;
+    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
+    let _processor =
+        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let monitor =
+        ServiceProcess::start("cmd-monitoring", "MONITORING_LISTEN_ADDR", &env, &[]).await;
+
+    let screenshots = repo_root().join(".local/screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let screenshot = screenshots.join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+
+    let script = repo_root().join("scripts/browser.sh");
+    let (monitor_url, api_url, path) = (monitor.url(""), api.url(""), screenshot.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        // coreutils `timeout` kills the browser run if it ever hangs.
+        std::process::Command::new("timeout")
+            .arg(BROWSER_DEADLINE.as_secs().to_string())
+            .arg(script)
+            .arg("dashboard")
+            .arg(monitor_url)
+            .arg(api_url)
+            .arg(path)
+            .output()
+            .expect("scripts/browser.sh runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser run failed ({}); see .local/screenshots/dashboard-failure.png\nstdout: {stdout}\nstderr: {stderr}",
+        output.status
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    eprintln!(
+        "the page showed the file loaded {} ms after the POST",
+        seen["shown_after_ms"]
+    );
+    assert_eq!(
+        seen["timeline"],
+        serde_json::json!(["FileExtractSuccess", "FileLoaded"]),
+        "{seen}"
+    );
+    let file_id = seen["file_id"].as_str().unwrap();
+    assert!(
+        seen["request_text"].as_str().unwrap().contains("1 files"),
+        "{seen}"
+    );
+
+    // What the page showed is what the monitor knows.
+    let file: Value = http()
+        .get(monitor.url(&format!("/files/{file_id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(file["status"], "loaded", "{file}");
+    assert_eq!(file["request_id"], seen["request_id"], "{file}");
+
+    let png = std::fs::read(&screenshot).expect("the screenshot is written");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG screenshot");
+}
