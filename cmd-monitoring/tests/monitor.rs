@@ -1,6 +1,15 @@
 //! cmd-monitoring against the real broker.
 
-use etl_testkit::{OwnServer, Service, TestEnv, local_listener, readiness, readiness_follows};
+use std::collections::BTreeMap;
+
+use etl_core::bus::EventPublisher;
+use etl_core::domain::{CompanySlug, FileId, RequestId};
+use etl_core::events::{Envelope, Event, FileExtractSuccess, FileLoaded};
+use etl_core::metrics::DependencyTimer;
+use etl_testkit::{
+    DEADLINE, OwnServer, Service, TestEnv, eventually, http, local_listener, metric, readiness,
+    readiness_follows, scrape,
+};
 
 use cmd_monitoring::{Application, MonitoringSettings};
 
@@ -30,4 +39,114 @@ async fn readiness_names_the_broker_while_it_is_down() {
     assert_eq!(report["checks"]["kafka"]["ok"], true, "{report}");
 
     readiness_follows(&monitor, &mut broker, OwnServer::kill, "kafka", async || {}).await;
+}
+
+fn publisher(env: &TestEnv) -> EventPublisher {
+    let registry = prometheus::Registry::new();
+    EventPublisher::new(&env.kafka(), &registry, DependencyTimer::new(&registry)).unwrap()
+}
+
+async fn get(monitor: &Service, path: &str) -> serde_json::Value {
+    http()
+        .get(monitor.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Events of different topics arrive in any order, and a crashed processor
+/// re-emits an outcome with the same event id: the file's story must still
+/// be told once and in the right order. A record that is not an event is
+/// counted and skipped without holding up the ones behind it.
+#[tokio::test]
+async fn out_of_order_repeated_and_unreadable_records_leave_one_true_story() {
+    let env = TestEnv::new().await;
+    let monitor = start(&env, &[]).await;
+    let publisher = publisher(&env);
+    let company = CompanySlug::parse(&format!("order-{}", env.id.replace('_', "-"))).unwrap();
+    let file_id: FileId = uuid::Uuid::new_v4().into();
+    let mut received = Envelope::new(
+        RequestId::parse("req-order").unwrap(),
+        Some(company.clone()),
+        Event::FileExtractSuccess(FileExtractSuccess {
+            file_id,
+            filename: "c.json".into(),
+            s3_bucket: "b".into(),
+            s3_key: format!("{company}/files/{file_id}.json"),
+            size_bytes: 10,
+            sha256: "00".repeat(32),
+            etag: "\"e\"".into(),
+            dataset: "companies".into(),
+            replay: false,
+        }),
+    );
+    received.occurred_at -= chrono::Duration::milliseconds(250);
+    let loaded = Envelope::caused_by(
+        &received,
+        Event::FileLoaded(FileLoaded {
+            file_id,
+            rows: BTreeMap::from([("companies".to_owned(), 1)]),
+            duration_ms: 5,
+        }),
+    );
+
+    // The outcome first (twice), garbage, then the cause.
+    publisher.publish(&loaded).await.unwrap();
+    publisher.publish(&loaded).await.unwrap();
+    publisher
+        .publish_raw(
+            &publisher.topics().file_loaded,
+            None,
+            b"not an event",
+            &BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+    publisher.publish(&received).await.unwrap();
+
+    let file = eventually(DEADLINE, "both events of the file recorded", || async {
+        let file = get(&monitor, &format!("/files/{file_id}")).await;
+        (file["timeline"].as_array().map(Vec::len) == Some(2)).then_some(file)
+    })
+    .await;
+    assert_eq!(file["status"], "loaded", "the later event decides: {file}");
+    assert_eq!(file["events"], 2, "{file}");
+    assert_eq!(file["timeline"][0]["event_type"], "FileExtractSuccess");
+    assert_eq!(file["timeline"][1]["event_type"], "FileLoaded");
+    let latency = file["latency_ms"].as_f64().unwrap();
+    assert!(
+        (250.0..1_000.0).contains(&latency),
+        "{latency} ms from the events' own times"
+    );
+
+    let stats = get(&monitor, "/stats").await;
+    assert_eq!(
+        stats["total"]["by_type"],
+        serde_json::json!({"FileExtractSuccess": 1, "FileLoaded": 1}),
+        "the repeated outcome counts once: {stats}"
+    );
+    let samples = scrape(&monitor).await;
+    assert_eq!(
+        metric(
+            &samples,
+            "monitoring_events_total",
+            &[("event_type", "FileLoaded")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &samples,
+            "monitoring_events_total",
+            &[("event_type", "unreadable")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&samples, "pipeline_end_to_end_latency_seconds_count", &[]),
+        1.0
+    );
 }
