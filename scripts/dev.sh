@@ -79,7 +79,7 @@ up() {
 [dev] everything is up and ready.
   api         $API_URL            (POST /import/companies; spec and UI at $API_URL/docs)
   processor   http://127.0.0.1:8081
-  monitoring  http://127.0.0.1:8082
+  monitoring  http://127.0.0.1:8082    (dashboard; /stats, /files/{id}, /events/stream)
   each has /liveness /readiness /metrics
   logs        $LOGS/{api,processor,monitoring}.log  (JSON lines)
   postgres    $DATABASE_URL
