@@ -27,7 +27,10 @@ ENV_FILE="$DIR/stack.env"
 TOOLS_DIR=${TOOLS_DIR:-$HOME/.cache/etl-pipeline/tools}
 TANSU_VERSION=0.6.0
 S3S_VERSION=0.14.1
-TANSU_BIN="$TOOLS_DIR/tansu-$TANSU_VERSION/bin/tansu"
+# Our patches to tansu (scripts/tansu/*.patch); bump when they change so
+# that every machine rebuilds.
+TANSU_PATCH_LEVEL=p1
+TANSU_BIN="$TOOLS_DIR/tansu-$TANSU_VERSION-$TANSU_PATCH_LEVEL/bin/tansu"
 S3S_BIN="$TOOLS_DIR/s3s-fs-$S3S_VERSION/bin/s3s-fs"
 S3_ACCESS_KEY_ID=etl-dev
 S3_SECRET_ACCESS_KEY=etl-dev-secret
@@ -62,13 +65,46 @@ cargo_install() { # name version binary-path extra-args...
     --root "$TOOLS_DIR/$name-$version"
 }
 
+# tansu 0.6.0 with scripts/tansu/orphan-leader.patch applied to its
+# tansu-broker crate: without it a consumer group whose leader was evicted
+# can stay without a leader for ever (docs/reliability.md, "tansu and a
+# crashed group member").
+install_tansu() {
+  [ -x "$TANSU_BIN" ] && return 0
+  local src="$TOOLS_DIR/src/tansu-broker-$TANSU_VERSION-$TANSU_PATCH_LEVEL"
+  if [ ! -f "$src/.patched" ]; then
+    say "fetching tansu-broker $TANSU_VERSION (cargo) and patching it"
+    rm -rf "$src" && mkdir -p "$src"
+    # cargo fetches it, so a registry mirror configured for cargo works too.
+    local tmp manifest
+    tmp=$(mktemp -d)
+    mkdir -p "$tmp/src" && : > "$tmp/src/lib.rs"
+    printf '[package]\nname = "fetch-tansu-broker"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\ntansu-broker = "=%s"\n' \
+      "$TANSU_VERSION" > "$tmp/Cargo.toml"
+    manifest=$(cd "$tmp" && cargo metadata --quiet --format-version 1 | python3 -c \
+      'import json,sys; print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"] == "tansu-broker"))') \
+      || die "could not fetch tansu-broker $TANSU_VERSION with cargo"
+    rm -rf "$tmp"
+    cp -r "$(dirname "$manifest")/." "$src/"
+    local p
+    for p in "$ROOT"/scripts/tansu/*.patch; do
+      patch -s -p1 -d "$src" < "$p" || die "patch $p does not apply to tansu-broker $TANSU_VERSION"
+    done
+    touch "$src/.patched"
+  fi
+  say "building tansu $TANSU_VERSION (patched) once into $TOOLS_DIR (several minutes on 2 cores)"
+  cargo install --quiet --locked tansu --version "$TANSU_VERSION" --features libsql \
+    --config "patch.crates-io.tansu-broker.path=\"$src\"" \
+    --root "$TOOLS_DIR/tansu-$TANSU_VERSION-$TANSU_PATCH_LEVEL"
+}
+
 install_all() {
   # cmake and the curl headers build librdkafka for the services;
   # postgresql is the database server.
   apt_install cmake libcurl4-openssl-dev postgresql
   # Without --features libsql tansu has no durable storage engine; the
   # memory engine loses data on resume (see docs/local-stack.md).
-  cargo_install tansu "$TANSU_VERSION" "$TANSU_BIN" --features libsql
+  install_tansu
   cargo_install s3s-fs "$S3S_VERSION" "$S3S_BIN" --features binary
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use etl_testkit::{
-    ServiceProcess, TestEnv, assert_loaded_exactly_once, eventually, files_recorded,
+    OwnServer, ServiceProcess, TestEnv, assert_loaded_exactly_once, eventually, files_recorded,
     import_generated,
 };
 
@@ -42,4 +42,34 @@ async fn kill_9_of_the_processor_mid_load_loses_nothing_and_loads_nothing_twice(
     eprintln!(
         "counted: {FILES} ledger rows, {FILES} companies, {records} FileLoaded records for {FILES} files"
     );
+}
+
+/// The broker freezes for longer than the session timeout while the
+/// processor is loading: its heartbeat is answered late, the broker drops
+/// the member, and the processor must be able to lead its group again. On
+/// tansu 0.6.0 as published the group kept the dropped member as its leader
+/// and nobody was ever assigned a partition again
+/// (`scripts/tansu/orphan-leader.patch`, docs/reliability.md).
+#[tokio::test]
+async fn a_broker_frozen_past_the_session_timeout_does_not_stall_the_group() {
+    let mut env = TestEnv::new().await;
+    let broker = OwnServer::tansu(&env.id).await;
+    // Everything of this test, the services and its own reads, on that broker.
+    env.vars.insert("KAFKA_BROKERS".into(), broker.brokers());
+    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
+    let _processor =
+        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let acknowledged = import_generated(&api, &env.id, 300, 100).await;
+    eventually(LOAD_DEADLINE, "the processor to be loading", || async {
+        (files_recorded(&env).await >= 20).then_some(())
+    })
+    .await;
+
+    // Longer than the tests' session timeout (6 s), with a heartbeat in flight.
+    broker.freeze_for(Duration::from_secs(10)).await;
+    let at_thaw = files_recorded(&env).await;
+    eprintln!("injected: tansu frozen for 10 s with {at_thaw} of 300 files loaded");
+    assert!(at_thaw < 300, "the freeze came too late");
+
+    assert_loaded_exactly_once(&env, &acknowledged, Duration::from_secs(180)).await;
 }

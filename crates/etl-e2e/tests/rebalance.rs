@@ -75,3 +75,34 @@ async fn two_processors_with_rebalances_mid_load_load_each_file_once() {
         "counted: {FILES} ledger rows, first instance loaded {by_first}, second {by_second}, {records} FileLoaded records"
     );
 }
+
+/// The member that leads the group (the first to join) is killed while a
+/// second member keeps heartbeating: the survivor must take over every
+/// partition. This is the path that left tansu 0.6.0 with a dead leader for
+/// ever (`scripts/tansu/orphan-leader.patch`, docs/reliability.md).
+#[tokio::test]
+async fn kill_9_of_the_group_leader_hands_everything_to_the_survivor() {
+    let env = TestEnv::new().await;
+    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
+    let mut leader =
+        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let survivor = ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+
+    let acknowledged = import_generated(&api, &env.id, FILES, PER_REQUEST).await;
+    // Both members hold partitions: the group is formed with both.
+    eventually(DEADLINE, "both processors to be loading", || async {
+        (files_loaded_by(&leader).await > 0.0 && files_loaded_by(&survivor).await > 0.0)
+            .then_some(())
+    })
+    .await;
+    leader.kill().await;
+    let at_kill = files_recorded(&env).await;
+    eprintln!("injected: kill -9 of the group leader with {at_kill} of {FILES} files loaded");
+    assert!(at_kill < i64::from(FILES), "the kill came too late");
+
+    assert_loaded_exactly_once(&env, &acknowledged, DEADLINE).await;
+    assert!(
+        files_loaded_by(&survivor).await > 0.0,
+        "the survivor loaded what the leader left"
+    );
+}

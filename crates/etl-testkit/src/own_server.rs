@@ -196,6 +196,28 @@ impl OwnServer {
         child.wait().ok();
     }
 
+    /// Freezes the server (SIGSTOP) for `how_long`, then lets it go on
+    /// (SIGCONT): a stalled VM or disk, as its clients see it. Requests sent
+    /// meanwhile are answered late, in a burst.
+    pub async fn freeze_for(&self, how_long: Duration) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("server running")
+            .id()
+            .to_string();
+        let signal = |sig: &str| {
+            let ok = Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} {}", self.name);
+        };
+        signal("-STOP");
+        tokio::time::sleep(how_long).await;
+        signal("-CONT");
+    }
+
     /// The hardest stop (SIGKILL): no chance to flush anything. (For
     /// PostgreSQL, use [`OwnServer::stop`]: a killed postmaster leaves its
     /// backends behind for a while.)
