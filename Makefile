@@ -10,7 +10,7 @@ with_env = set -a && . $(1) && set +a &&
 
 .PHONY: help dev-up dev-down dev-status dev-migrate dev-rollback \
         itest-up itest-down itest-migrate itest-rollback \
-        test chaos fuzz redrive replay fmt lint unit build
+        test chaos fuzz redrive replay fmt lint unit build deploy-check
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -68,10 +68,17 @@ fuzz: itest-up ## schemathesis against a live api, driven by api/openapi.yaml (a
 	@cargo test --workspace --no-run --quiet
 	@scripts/fuzz.sh
 
+deploy-check: ## offline validation of deployments/ (compose, kustomize + Kubernetes schemas) and the Dockerfiles (also in `make test`)
+	@scripts/deploy-check.sh
+
+build: ## build the three Docker images (needs a Docker engine; says so clearly without one)
+	@scripts/images.sh
+
 unit: ## unit tests only (no stack needed)
 	cargo test --workspace --lib --quiet
 
 test: lint itest-up ## the whole suite against the real local stack (and headless Chromium), then the fuzz run
+	@scripts/deploy-check.sh
 	@scripts/browser.sh install
 	@$(call with_env,$(ITEST_ENV)) cargo test --workspace
 	@scripts/fuzz.sh

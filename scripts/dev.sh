@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The development environment: the native stack plus the three services
-# running in the background, logs in .local/dev/logs.
+# running in the background, logs in .local/dev/logs — or, where a Docker
+# engine answers, the compose stack of deployments/development.
+#
+#   DEV_STACK=native|compose   force one (default: compose if `docker info`
+#                              succeeds, native otherwise)
 #
 #   scripts/dev.sh up      install, start everything, wait until ready, print URLs
 #   scripts/dev.sh down    stop the services (gracefully) and the stack
@@ -67,7 +71,59 @@ wait_ready() {
   done
 }
 
+# Which stack `up`, `down` and `status` use.
+choose_stack() {
+  case "${DEV_STACK:-}" in
+    native|compose) echo "$DEV_STACK" ;;
+    "") if command -v docker >/dev/null && docker info >/dev/null 2>&1; then echo compose; else echo native; fi ;;
+    *) die "DEV_STACK must be native or compose, not '$DEV_STACK'" ;;
+  esac
+}
+
+COMPOSE_FILE="$ROOT/deployments/development/docker-compose.yml"
+compose() {
+  local env_file="$ROOT/deployments/development/.env"
+  [ -f "$env_file" ] || env_file="$ROOT/deployments/development/.env.example"
+  if docker compose version >/dev/null 2>&1; then
+    docker compose -p etl-dev -f "$COMPOSE_FILE" --env-file "$env_file" "$@"
+  elif command -v docker-compose >/dev/null; then
+    docker-compose -p etl-dev -f "$COMPOSE_FILE" --env-file "$env_file" "$@"
+  else
+    die "DEV_STACK=compose needs docker compose (or docker-compose)"
+  fi
+}
+
+compose_up() {
+  docker info >/dev/null 2>&1 || die "DEV_STACK=compose, but no Docker engine answers (docker info); use DEV_STACK=native"
+  say "starting the compose stack (deployments/development): 3 Kafka brokers, MinIO, PostgreSQL, the services, Prometheus, Grafana"
+  ETL_GIT_SHA=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown) \
+  ETL_GIT_BRANCH=$(git -C "$ROOT" rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown) \
+  ETL_BUILD_TIME=$(date -u +%FT%TZ) \
+    compose up -d --build
+  local s url deadline=$((SECONDS + 300))
+  for s in "${SERVICES[@]}"; do
+    url="http://127.0.0.1:$(port_of "$s")/readiness"
+    until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+      [ $SECONDS -lt $deadline ] || die "cmd-$s not ready after 300 s; see: docker compose -p etl-dev logs $s"
+      sleep 1
+    done
+  done
+  cat <<MSG
+
+[dev] the compose stack is up (docker compose -p etl-dev ...).
+  api         $API_URL            (POST /import/companies; spec and UI at $API_URL/docs)
+  processor   http://127.0.0.1:8081
+  monitoring  http://127.0.0.1:8082    (dashboard; /stats, /files/{id}, /events/stream)
+  grafana     http://127.0.0.1:3000    (dashboard "ETL pipeline")
+  prometheus  http://127.0.0.1:9090
+  minio       http://127.0.0.1:19001   (console)
+  logs        docker compose -p etl-dev -f deployments/development/docker-compose.yml logs -f
+  stop        make dev-down   (data stays in the named volumes)
+MSG
+}
+
 up() {
+  if [ "$STACK" = compose ]; then compose_up; return; fi
   "$ROOT/scripts/stack.sh" dev up
   load_stack_env
   build
@@ -93,17 +149,20 @@ MSG
 }
 
 down() {
+  if [ "$STACK" = compose ]; then compose down; return; fi
   for s in monitoring processor api; do stop_service "$s"; done
   "$ROOT/scripts/stack.sh" dev down
 }
 
 status() {
+  if [ "$STACK" = compose ]; then compose ps; return; fi
   "$ROOT/scripts/stack.sh" dev status
   for s in "${SERVICES[@]}"; do
     if pid_alive "$RUN/$s.pid"; then say "cmd-$s running (pid $(cat "$RUN/$s.pid"))"; else say "cmd-$s stopped"; fi
   done
 }
 
+STACK=$(choose_stack) || exit 1
 case "${1:-}" in
   up) up ;;
   down) down ;;

@@ -29,7 +29,7 @@ TANSU_VERSION=0.6.0
 S3S_VERSION=0.14.1
 # Our patches to tansu (scripts/tansu/*.patch); bump when they change so
 # that every machine rebuilds.
-TANSU_PATCH_LEVEL=p1
+TANSU_PATCH_LEVEL=p2
 TANSU_BIN="$TOOLS_DIR/tansu-$TANSU_VERSION-$TANSU_PATCH_LEVEL/bin/tansu"
 S3S_BIN="$TOOLS_DIR/s3s-fs-$S3S_VERSION/bin/s3s-fs"
 S3_ACCESS_KEY_ID=etl-dev
@@ -65,36 +65,55 @@ cargo_install() { # name version binary-path extra-args...
     --root "$TOOLS_DIR/$name-$version"
 }
 
-# tansu 0.6.0 with scripts/tansu/orphan-leader.patch applied to its
-# tansu-broker crate: without it a consumer group whose leader was evicted
-# can stay without a leader for ever (docs/reliability.md, "tansu and a
-# crashed group member").
+# tansu 0.6.0 with our patches: scripts/tansu/<crate>/*.patch are applied
+# to that crate of tansu's dependency tree (fetched by cargo, so a registry
+# mirror configured for cargo works too), and tansu is built against the
+# patched copies. Why each patch exists: docs/reliability.md and
+# docs/local-stack.md.
 install_tansu() {
   [ -x "$TANSU_BIN" ] && return 0
-  local src="$TOOLS_DIR/src/tansu-broker-$TANSU_VERSION-$TANSU_PATCH_LEVEL"
-  if [ ! -f "$src/.patched" ]; then
-    say "fetching tansu-broker $TANSU_VERSION (cargo) and patching it"
-    rm -rf "$src" && mkdir -p "$src"
-    # cargo fetches it, so a registry mirror configured for cargo works too.
-    local tmp manifest
+  local src_root="$TOOLS_DIR/src/tansu-$TANSU_VERSION-$TANSU_PATCH_LEVEL"
+  local crates=() crate dir
+  for dir in "$ROOT"/scripts/tansu/*/; do crates+=("$(basename "$dir")"); done
+  if [ ! -f "$src_root/.patched" ]; then
+    say "fetching tansu $TANSU_VERSION's ${crates[*]} (cargo) and patching them"
+    rm -rf "$src_root" && mkdir -p "$src_root"
+    local tmp manifests
     tmp=$(mktemp -d)
     mkdir -p "$tmp/src" && : > "$tmp/src/lib.rs"
-    printf '[package]\nname = "fetch-tansu-broker"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\ntansu-broker = "=%s"\n' \
-      "$TANSU_VERSION" > "$tmp/Cargo.toml"
-    manifest=$(cd "$tmp" && cargo metadata --quiet --format-version 1 | python3 -c \
-      'import json,sys; print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"] == "tansu-broker"))') \
-      || die "could not fetch tansu-broker $TANSU_VERSION with cargo"
+    # tansu itself is a binary crate: depend on the patched crates directly.
+    {
+      printf '[package]\nname = "fetch-tansu"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\n'
+      for crate in "${crates[@]}"; do printf '%s = "=%s"\n' "$crate" "$TANSU_VERSION"; done
+    } > "$tmp/Cargo.toml"
+    manifests=$(cd "$tmp" && cargo metadata --quiet --format-version 1 | python3 -c '
+import json, sys
+wanted = set(sys.argv[1:])
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] in wanted and p["version"] == "'"$TANSU_VERSION"'":
+        print(p["name"], p["manifest_path"])' "${crates[@]}") \
+      || die "could not fetch tansu $TANSU_VERSION with cargo"
     rm -rf "$tmp"
-    cp -r "$(dirname "$manifest")/." "$src/"
-    local p
-    for p in "$ROOT"/scripts/tansu/*.patch; do
-      patch -s -p1 -d "$src" < "$p" || die "patch $p does not apply to tansu-broker $TANSU_VERSION"
+    for crate in "${crates[@]}"; do
+      local manifest
+      manifest=$(awk -v c="$crate" '$1 == c {print $2}' <<<"$manifests")
+      [ -n "$manifest" ] || die "tansu $TANSU_VERSION has no dependency $crate (scripts/tansu/$crate)"
+      mkdir -p "$src_root/$crate" && cp -r "$(dirname "$manifest")/." "$src_root/$crate/"
+      local p
+      for p in "$ROOT/scripts/tansu/$crate"/*.patch; do
+        patch -s -p1 -d "$src_root/$crate" < "$p" || die "$p does not apply to $crate $TANSU_VERSION"
+      done
     done
-    touch "$src/.patched"
+    touch "$src_root/.patched"
   fi
-  say "building tansu $TANSU_VERSION (patched) once into $TOOLS_DIR (several minutes on 2 cores)"
-  cargo install --quiet --locked tansu --version "$TANSU_VERSION" --features libsql \
-    --config "patch.crates-io.tansu-broker.path=\"$src\"" \
+  local config=()
+  for crate in "${crates[@]}"; do
+    config+=(--config "patch.crates-io.$crate.path=\"$src_root/$crate\"")
+  done
+  say "building tansu $TANSU_VERSION (patched) once into $TOOLS_DIR (about 10 minutes on 2 cores)"
+  # A kept target folder makes a rebuild after a new patch incremental.
+  CARGO_TARGET_DIR="$TOOLS_DIR/build/tansu" cargo install --quiet --locked tansu \
+    --version "$TANSU_VERSION" --features libsql "${config[@]}" \
     --root "$TOOLS_DIR/tansu-$TANSU_VERSION-$TANSU_PATCH_LEVEL"
 }
 

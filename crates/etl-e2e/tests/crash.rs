@@ -49,7 +49,7 @@ async fn kill_9_of_the_processor_mid_load_loses_nothing_and_loads_nothing_twice(
 /// the member, and the processor must be able to lead its group again. On
 /// tansu 0.6.0 as published the group kept the dropped member as its leader
 /// and nobody was ever assigned a partition again
-/// (`scripts/tansu/orphan-leader.patch`, docs/reliability.md).
+/// (`scripts/tansu/tansu-broker/orphan-leader.patch`, docs/reliability.md).
 #[tokio::test]
 async fn a_broker_frozen_past_the_session_timeout_does_not_stall_the_group() {
     let mut env = TestEnv::new().await;

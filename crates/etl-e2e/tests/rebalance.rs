@@ -79,7 +79,7 @@ async fn two_processors_with_rebalances_mid_load_load_each_file_once() {
 /// The member that leads the group (the first to join) is killed while a
 /// second member keeps heartbeating: the survivor must take over every
 /// partition. This is the path that left tansu 0.6.0 with a dead leader for
-/// ever (`scripts/tansu/orphan-leader.patch`, docs/reliability.md).
+/// ever (`scripts/tansu/tansu-broker/orphan-leader.patch`, docs/reliability.md).
 #[tokio::test]
 async fn kill_9_of_the_group_leader_hands_everything_to_the_survivor() {
     let env = TestEnv::new().await;
