@@ -53,6 +53,13 @@ install() {
   fi
 }
 
+# kustomize as embedded in kubectl 1.27+ (v5: `labels`, `patches` with targets).
+kubectl_ok() {
+  local minor
+  minor=$(kubectl version --client -o json 2>/dev/null | python3 -c 'import json,sys; print(int("".join(c for c in json.load(sys.stdin)["clientVersion"]["minor"] if c.isdigit())))' 2>/dev/null || echo 0)
+  [ "$minor" -ge 27 ] || die "kubectl $(kubectl version --client 2>/dev/null | head -1) is too old to render the overlays; install kubectl 1.27 or newer"
+}
+
 compose() {
   if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
 }
@@ -65,6 +72,7 @@ TEST=deployments/test
 compose -p etl-dev -f "$DEV/docker-compose.yml" --env-file "$DEV/.env.example" config > "$OUT/compose-dev.yaml"
 compose -p etl-test -f "$DEV/docker-compose.yml" -f "$TEST/docker-compose.yml" \
   --env-file "$TEST/.env.example" config > "$OUT/compose-test.yaml"
+kubectl_ok
 for overlay in dev prod; do
   kubectl kustomize "deployments/k8s/overlays/$overlay" > "$OUT/k8s-$overlay.yaml"
 done

@@ -7,7 +7,7 @@ use etl_core::domain::{CompanySlug, FileId, RequestId};
 use etl_core::events::{Envelope, Event, FileExtractSuccess, FileLoaded};
 use etl_core::metrics::DependencyTimer;
 use etl_testkit::{
-    DEADLINE, OwnServer, Service, TestEnv, eventually, http, local_listener, metric, readiness,
+    DEADLINE, OwnServer, Service, TestEnv, eventually, get_json, local_listener, metric, readiness,
     readiness_follows, scrape,
 };
 
@@ -44,17 +44,6 @@ async fn readiness_names_the_broker_while_it_is_down() {
 fn publisher(env: &TestEnv) -> EventPublisher {
     let registry = prometheus::Registry::new();
     EventPublisher::new(&env.kafka(), &registry, DependencyTimer::new(&registry)).unwrap()
-}
-
-async fn get(monitor: &Service, path: &str) -> serde_json::Value {
-    http()
-        .get(monitor.url(path))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 /// Events of different topics arrive in any order, and a crashed processor
@@ -108,7 +97,7 @@ async fn out_of_order_repeated_and_unreadable_records_leave_one_true_story() {
     publisher.publish(&received).await.unwrap();
 
     let file = eventually(DEADLINE, "both events of the file recorded", || async {
-        let file = get(&monitor, &format!("/files/{file_id}")).await;
+        let (_, file) = get_json(&monitor, &format!("/files/{file_id}")).await;
         (file["timeline"].as_array().map(Vec::len) == Some(2)).then_some(file)
     })
     .await;
@@ -122,7 +111,7 @@ async fn out_of_order_repeated_and_unreadable_records_leave_one_true_story() {
         "{latency} ms from the events' own times"
     );
 
-    let stats = get(&monitor, "/stats").await;
+    let stats = get_json(&monitor, "/stats").await.1;
     assert_eq!(
         stats["total"]["by_type"],
         serde_json::json!({"FileExtractSuccess": 1, "FileLoaded": 1}),

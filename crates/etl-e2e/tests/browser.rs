@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use etl_testkit::{ServiceProcess, TestEnv, http, repo_root};
+use etl_testkit::{ServiceProcess, TestEnv, get_json, repo_root};
 
 /// Generous: the first run on a fresh machine installs Chromium and
 /// playwright-core (normally `make test` has done that before the suite).
@@ -68,14 +68,7 @@ async fn the_dashboard_shows_a_posted_file_live_and_finds_it() {
     );
 
     // What the page showed is what the monitor knows.
-    let file: Value = http()
-        .get(monitor.url(&format!("/files/{file_id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, file) = get_json(&monitor, &format!("/files/{file_id}")).await;
     assert_eq!(file["status"], "loaded", "{file}");
     assert_eq!(file["request_id"], seen["request_id"], "{file}");
 

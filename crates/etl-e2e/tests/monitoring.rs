@@ -8,7 +8,8 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use etl_testkit::{
-    DEADLINE, ServiceProcess, TestEnv, eventually, generated_company, http, metric, scrape,
+    DEADLINE, ServiceProcess, TestEnv, eventually, generated_company, get_json, http, metric,
+    scrape,
 };
 
 struct Pipeline {
@@ -23,13 +24,6 @@ async fn pipeline(env: &TestEnv) -> Pipeline {
         _processor: ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", env, &[]).await,
         monitor: ServiceProcess::start("cmd-monitoring", "MONITORING_LISTEN_ADDR", env, &[]).await,
     }
-}
-
-async fn get(service: &ServiceProcess, path: &str) -> (u16, Value) {
-    let response = http().get(service.url(path)).send().await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, body)
 }
 
 /// Posts `body` with its own request id; returns (status, request id, file ids).
@@ -150,7 +144,7 @@ async fn every_route_answers_what_happened_after_real_imports() {
 
     // Everything is recorded once the monitor has seen all 5 events.
     let stats = eventually(DEADLINE, "the monitor to count every event", || async {
-        let (status, stats) = get(&p.monitor, "/stats").await;
+        let (status, stats) = get_json(&p.monitor, "/stats").await;
         assert_eq!(status, 200, "{stats}");
         let total: i64 = stats["total"]["by_type"]
             .as_object()
@@ -208,7 +202,7 @@ async fn every_route_answers_what_happened_after_real_imports() {
         companies[company.as_str()],
         &json!({"FileExtractSuccess": 1, "FileLoaded": 1})
     );
-    let (_, one) = get(&p.monitor, &format!("/stats?company={company}")).await;
+    let (_, one) = get_json(&p.monitor, &format!("/stats?company={company}")).await;
     assert_eq!(one["company"], company.as_str());
     assert_eq!(
         one["total"]["by_type"],
@@ -217,7 +211,7 @@ async fn every_route_answers_what_happened_after_real_imports() {
     assert_eq!(one["total"]["failure_rate"], 0.0);
 
     // A loaded file's timeline: received by the api, loaded by the processor.
-    let (status, file) = get(&p.monitor, &format!("/files/{loaded_id}")).await;
+    let (status, file) = get_json(&p.monitor, &format!("/files/{loaded_id}")).await;
     assert_eq!(status, 200, "{file}");
     assert_eq!(file["status"], "loaded");
     assert_eq!(file["company"], company.as_str());
@@ -248,20 +242,21 @@ async fn every_route_answers_what_happened_after_real_imports() {
     assert_eq!(file["timeline"][1]["details"]["rows"]["companies"], 1);
 
     // An invalid file's timeline carries the errors.
-    let (_, file) = get(&p.monitor, &format!("/files/{invalid_id}")).await;
+    let (_, file) = get_json(&p.monitor, &format!("/files/{invalid_id}")).await;
     assert_eq!(file["status"], "invalid", "{file}");
     let errors = &file["timeline"][1]["details"]["errors"];
     assert_eq!(errors[0]["path"], "/employees", "{file}");
 
     // A company's files, with their status.
-    let (status, listing) = get(&p.monitor, &format!("/companies/{}/files", slug(&other))).await;
+    let (status, listing) =
+        get_json(&p.monitor, &format!("/companies/{}/files", slug(&other))).await;
     assert_eq!(status, 200);
     assert_eq!(listing["files"].as_array().unwrap().len(), 1, "{listing}");
     assert_eq!(listing["files"][0]["file_id"], other_id.as_str());
     assert_eq!(listing["files"][0]["status"], "loaded");
 
     // A request: its three files, and a refused upload's error.
-    let (status, request) = get(&p.monitor, &format!("/requests/{request_id}")).await;
+    let (status, request) = get_json(&p.monitor, &format!("/requests/{request_id}")).await;
     assert_eq!(status, 200);
     let mut statuses: Vec<&str> = request["files"]
         .as_array()
@@ -271,7 +266,7 @@ async fn every_route_answers_what_happened_after_real_imports() {
         .collect();
     statuses.sort_unstable();
     assert_eq!(statuses, ["invalid", "loaded", "loaded"], "{request}");
-    let (status, refused) = get(&p.monitor, &format!("/requests/{refused_request}")).await;
+    let (status, refused) = get_json(&p.monitor, &format!("/requests/{refused_request}")).await;
     assert_eq!(status, 200);
     assert!(refused["files"].as_array().unwrap().is_empty());
     assert_eq!(refused["events"][0]["event_type"], "FileExtractError");
@@ -296,7 +291,7 @@ async fn every_route_answers_what_happened_after_real_imports() {
         ),
         ("/no/such/route", 404, "not_found"),
     ] {
-        let (got, body) = get(&p.monitor, path).await;
+        let (got, body) = get_json(&p.monitor, path).await;
         assert_eq!(
             (got, body["error"]["code"].as_str()),
             (status, Some(code)),
@@ -361,7 +356,7 @@ async fn a_crashed_monitor_remembers_everything_and_counts_nothing_twice() {
     assert_eq!(status, 202);
 
     let before = eventually(DEADLINE, "all 5 files loaded in the monitor", || async {
-        let (_, request) = get(&p.monitor, &format!("/requests/{request_id}")).await;
+        let (_, request) = get_json(&p.monitor, &format!("/requests/{request_id}")).await;
         let loaded = request["files"]
             .as_array()
             .map(|f| f.iter().filter(|f| f["status"] == "loaded").count())
@@ -369,14 +364,14 @@ async fn a_crashed_monitor_remembers_everything_and_counts_nothing_twice() {
         (loaded == 5).then_some(request)
     })
     .await;
-    let (_, stats_before) = get(&p.monitor, "/stats").await;
+    let (_, stats_before) = get_json(&p.monitor, "/stats").await;
 
     // kill -9: whatever offsets it had not committed are read again.
     p.monitor.kill().await;
     p.monitor.restart().await;
-    let (_, after) = get(&p.monitor, &format!("/requests/{request_id}")).await;
+    let (_, after) = get_json(&p.monitor, &format!("/requests/{request_id}")).await;
     assert_eq!(after["files"], before["files"], "state survives the crash");
-    let (_, stats_after) = get(&p.monitor, "/stats").await;
+    let (_, stats_after) = get_json(&p.monitor, "/stats").await;
     assert_eq!(stats_after["total"], stats_before["total"]);
     assert_eq!(stats_after["latency"], stats_before["latency"]);
 
@@ -389,11 +384,11 @@ async fn a_crashed_monitor_remembers_everything_and_counts_nothing_twice() {
     .await;
     assert_eq!(status, 202);
     eventually(DEADLINE, "the new file loaded in the monitor", || async {
-        let (_, file) = get(&p.monitor, &format!("/files/{}", more[0])).await;
+        let (_, file) = get_json(&p.monitor, &format!("/files/{}", more[0])).await;
         (file["status"] == "loaded").then_some(())
     })
     .await;
-    let (_, stats) = get(&p.monitor, "/stats").await;
+    let (_, stats) = get_json(&p.monitor, "/stats").await;
     assert_eq!(
         stats["total"]["by_type"],
         json!({"FileExtractSuccess": 6, "FileLoaded": 6}),

@@ -401,14 +401,20 @@ impl Endpoint for ServiceProcess {
     }
 }
 
-/// `GET {service}/readiness`: status and report.
-pub async fn readiness(service: &impl Endpoint) -> (u16, serde_json::Value) {
+/// `GET {service}{path}`: status and JSON body (`null` if the body is not JSON).
+pub async fn get_json(service: &impl Endpoint, path: &str) -> (u16, serde_json::Value) {
     let r = http()
-        .get(service.url("/readiness"))
+        .get(service.url(path))
         .send()
         .await
-        .expect("readiness answers");
-    (r.status().as_u16(), r.json().await.expect("readiness JSON"))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// `GET {service}/readiness`: status and report.
+pub async fn readiness(service: &impl Endpoint) -> (u16, serde_json::Value) {
+    get_json(service, "/readiness").await
 }
 
 /// Takes `server` down with `outage` (e.g. [`OwnServer::kill`]), checks
