@@ -410,3 +410,28 @@ async fn a_crashed_monitor_remembers_everything_and_counts_nothing_twice() {
     }
     assert_eq!(files.len(), 5);
 }
+
+/// A browser left open on the live stream must not hold up a rollout: on
+/// SIGTERM the stream ends and the monitor exits cleanly.
+#[tokio::test]
+async fn sigterm_ends_open_live_streams_and_the_monitor_exits() {
+    let env = TestEnv::new().await;
+    let mut monitor =
+        ServiceProcess::start("cmd-monitoring", "MONITORING_LISTEN_ADDR", &env, &[]).await;
+    let mut live = http()
+        .get(monitor.url("/events/stream"))
+        .send()
+        .await
+        .unwrap();
+    read_stream(&mut live, "the ready message", |e| !e.is_empty()).await;
+
+    monitor.signal("TERM");
+    let status = monitor.wait(std::time::Duration::from_secs(15)).await;
+    assert!(status.success(), "monitor exit: {status}");
+    // The exit closed the connection: the client sees the end, not a hang.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Ok(Some(_)) = live.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the live stream ends with the monitor");
+}
