@@ -10,7 +10,7 @@ with_env = set -a && . $(1) && set +a &&
 
 .PHONY: help dev-up dev-down dev-status dev-migrate dev-rollback \
         itest-up itest-down itest-migrate itest-rollback \
-        test chaos fuzz redrive replay fmt lint unit build deploy-check
+        test chaos fuzz redrive replay fmt lint unit build deploy-check bench
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -67,6 +67,10 @@ chaos: itest-up ## only the process-level fault tests (also in `make test`), pri
 fuzz: itest-up ## schemathesis against a live api, driven by api/openapi.yaml (also in `make test`; FUZZ_EXAMPLES=n)
 	@cargo test --workspace --no-run --quiet
 	@scripts/fuzz.sh
+
+bench: itest-up ## release builds, then the pipeline's rates against the raw rates of S3, the broker and Postgres (docs/performance.md)
+	@cargo build --release --quiet -p cmd-api -p cmd-processor -p etl-bench
+	@$(call with_env,$(ITEST_ENV)) target/release/etl-bench
 
 deploy-check: ## offline validation of deployments/ (compose, kustomize + Kubernetes schemas) and the Dockerfiles (also in `make test`)
 	@scripts/deploy-check.sh

@@ -1,0 +1,203 @@
+//! `make bench`: the pipeline's rates next to the raw rates of what it is
+//! built on, on the local stack, with release builds. Prints a table and
+//! writes `target/bench/results.json` (machine, date, git sha).
+//!
+//! Settings (environment): `BENCH_CONCURRENCY` (32), `BENCH_RAW_OPS` (raw
+//! S3 and broker operations, 5000), `BENCH_FILES` (files the api ingests
+//! and the processor drains, 20000), `BENCH_E2E_SECONDS` (20).
+
+mod limits;
+mod pipeline;
+mod run;
+mod stats;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use etl_testkit::{ServiceProcess, TestEnv, repo_root};
+use serde_json::json;
+
+use crate::limits::ROWS_PER_COMPANY;
+use crate::stats::Phase;
+
+fn setting(name: &str, default: u64) -> anyhow::Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v} is not a whole number")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0);
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(repo_root())
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory_gib": (mem_kib as f64 / 1_048_576.0 * 10.0).round() / 10.0,
+        "date": chrono::Utc::now().to_rfc3339(),
+        "git_sha": git(&["rev-parse", "HEAD"]),
+        "git_dirty": !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty(),
+    })
+}
+
+fn row(p: &Phase) {
+    let pct = |q| {
+        p.percentile_ms(q)
+            .map_or("-".to_owned(), |v| format!("{v:.1}"))
+    };
+    println!(
+        "| {:<58} | {:>9.0} {:<8} | {:>6} | {:>8} | {:>8} |",
+        p.name,
+        p.rate(),
+        format!("{}/s", p.unit),
+        p.failed,
+        pct(0.50),
+        pct(0.99)
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let concurrency = setting("BENCH_CONCURRENCY", 32)? as usize;
+    let raw_ops = setting("BENCH_RAW_OPS", 5_000)?;
+    let files = setting("BENCH_FILES", 20_000)?;
+    let e2e_seconds = setting("BENCH_E2E_SECONDS", 20)?;
+    let machine = machine();
+    eprintln!("[bench] {machine}");
+
+    let env = TestEnv::new().await;
+    let store = limits::store(&env);
+    eprintln!(
+        "[bench] raw limits: {raw_ops} S3 PUTs and GETs, {raw_ops} produces, {files} companies by COPY"
+    );
+    let put = limits::s3_put(&store, raw_ops, concurrency).await;
+    let get = limits::s3_get(&store, raw_ops, concurrency).await;
+    let produce = limits::produce(&env, raw_ops, concurrency).await;
+    let copy = limits::pg_copy(&env, files, 500, concurrency.min(8)).await;
+    // The loaded companies must come from the processor alone.
+    sqlx::query("TRUNCATE companies CASCADE")
+        .execute(&env.pool)
+        .await?;
+
+    eprintln!("[bench] api: {files} single-company imports");
+    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
+    let ingest = pipeline::api_ingest(&api, &env.id, files, concurrency).await;
+    let api_rss = api.peak_memory_bytes();
+
+    eprintln!("[bench] processor: draining {} files", ingest.done);
+    let (drain, processor) = pipeline::processor_drain(&env, ingest.done).await;
+    let processor_rss = processor.peak_memory_bytes();
+
+    let half = ingest.rate() / 2.0;
+    eprintln!("[bench] end to end: {half:.0} files/s for {e2e_seconds} s");
+    let e2e = pipeline::end_to_end(&env, &api, &env.id, files + 1, half, e2e_seconds).await;
+
+    let api_ratio = ingest.rate() / put.rate().min(produce.rate());
+    let processor_ratio = drain.rate() / get.rate().min(copy.rate());
+    println!();
+    println!(
+        "machine: {} ({} cores, {} GiB), {}, git {}{}",
+        machine["cpu"].as_str().unwrap_or(""),
+        machine["cores"],
+        machine["memory_gib"],
+        machine["date"].as_str().unwrap_or(""),
+        machine["git_sha"].as_str().unwrap_or(""),
+        if machine["git_dirty"] == true {
+            " (dirty)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "concurrency {concurrency}; release builds; local stack (tansu, s3s-fs, PostgreSQL 15)"
+    );
+    println!();
+    println!(
+        "| {:<58} | {:>18} | {:>6} | {:>8} | {:>8} |",
+        "phase", "rate", "failed", "p50 ms", "p99 ms"
+    );
+    println!(
+        "|{}|{}|{}|{}|{}|",
+        "-".repeat(60),
+        "-".repeat(20),
+        "-".repeat(8),
+        "-".repeat(10),
+        "-".repeat(10)
+    );
+    for p in [&put, &produce, &ingest, &get, &copy, &drain, &e2e] {
+        row(p);
+    }
+    println!();
+    println!(
+        "api_ratio       = api ingest / min(S3 PUT, produce) = {api_ratio:.2}   (target ≥ 0.7)"
+    );
+    println!(
+        "processor_ratio = processor drain / min(S3 GET, COPY companies) = {processor_ratio:.2}   (target ≥ 0.7)"
+    );
+    println!(
+        "processor rows  = {:.0} rows/s; COPY rows = {:.0} rows/s",
+        drain.rate() * ROWS_PER_COMPANY as f64,
+        copy.rate() * ROWS_PER_COMPANY as f64
+    );
+    println!(
+        "end to end p50/p99 = {:.0}/{:.0} ms at {half:.0} files/s   (target p99 ≤ 250 ms)",
+        e2e.percentile_ms(0.5).unwrap_or(f64::NAN),
+        e2e.percentile_ms(0.99).unwrap_or(f64::NAN)
+    );
+    println!(
+        "peak RSS: api {:.0} MiB (during ingest), processor {:.0} MiB (during drain)   (targets ≤ 256 MiB)",
+        api_rss as f64 / 1_048_576.0,
+        processor_rss as f64 / 1_048_576.0
+    );
+    println!(
+        "not measured yet: api RSS while 16 clients stream 200 MiB files (the api does not stream bodies yet)"
+    );
+
+    let results = json!({
+        "machine": machine,
+        "settings": {"concurrency": concurrency, "raw_ops": raw_ops, "files": files, "e2e_seconds": e2e_seconds},
+        "phases": [put.to_json(), produce.to_json(), ingest.to_json(), get.to_json(), copy.to_json(), drain.to_json(), e2e.to_json()],
+        "api_ratio": api_ratio,
+        "processor_ratio": processor_ratio,
+        "processor_rows_per_s": drain.rate() * ROWS_PER_COMPANY as f64,
+        "end_to_end": {"rate_per_s": half, "p50_ms": e2e.percentile_ms(0.5), "p99_ms": e2e.percentile_ms(0.99)},
+        "peak_rss_bytes": {"api_ingest": api_rss, "processor_drain": processor_rss},
+    });
+    let out = repo_root().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    println!("\nwritten: target/bench/results.json");
+    drop(processor);
+    drop(api);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}

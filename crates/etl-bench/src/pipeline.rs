@@ -1,0 +1,143 @@
+//! The pipeline's own rates: the api acknowledging files, the processor
+//! draining them into Postgres, and the time from a 202 to `FileLoaded`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use etl_core::events::Event;
+use etl_testkit::{ServiceProcess, TestEnv, files_recorded, generated_company, http};
+use serde_json::Value;
+
+use crate::run::closed_loop;
+use crate::stats::Phase;
+
+/// POSTs one company and returns its file id once the api answered 202.
+async fn post_company(api_url: &str, tag: &str, n: u64) -> Result<String, String> {
+    let doc = generated_company(tag, u32::try_from(n).map_err(|e| e.to_string())?);
+    let response = http()
+        .post(api_url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&doc).expect("JSON"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body: Value = response.json().await.map_err(|e| e.to_string())?;
+    if status != 202 {
+        return Err(format!("{status}: {body}"));
+    }
+    body["files"][0]["file_id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no file id in {body}"))
+}
+
+/// Single-company imports, `concurrency` clients: each 202 is a file the
+/// api stored in S3 and announced on the broker.
+pub async fn api_ingest(api: &ServiceProcess, tag: &str, files: u64, concurrency: usize) -> Phase {
+    let url = api.url("/import/companies");
+    closed_loop(
+        "api ingest (1 company per POST)",
+        "files",
+        files,
+        concurrency,
+        |n| {
+            let url = url.clone();
+            async move { post_company(&url, tag, n).await.map(|_| ()) }
+        },
+    )
+    .await
+}
+
+/// Starts the processor on `files` waiting events and times it until the
+/// ledger holds all of them. Returns the phase and the process (still
+/// running, for the latency phase) .
+pub async fn processor_drain(env: &TestEnv, files: u64) -> (Phase, ServiceProcess) {
+    let processor = ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", env, &[]).await;
+    let started = Instant::now();
+    let deadline = Duration::from_secs(3_600);
+    let mut recorded = files_recorded(env).await;
+    while (recorded as u64) < files && started.elapsed() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        recorded = files_recorded(env).await;
+    }
+    let elapsed = started.elapsed();
+    let phase = Phase {
+        name: "processor drain (files from the topic into Postgres)",
+        unit: "files",
+        done: recorded as u64,
+        failed: files.saturating_sub(recorded as u64),
+        elapsed,
+        latencies: Vec::new(),
+    };
+    (phase, processor)
+}
+
+/// Open loop at `rate` files/s for `seconds`: each file's latency is from
+/// its 202 to the `occurred_at` of its `FileLoaded` (one clock: this
+/// machine's).
+pub async fn end_to_end(
+    env: &TestEnv,
+    api: &ServiceProcess,
+    tag: &str,
+    first: u64,
+    rate: f64,
+    seconds: u64,
+) -> Phase {
+    let url = api.url("/import/companies");
+    let total = ((rate * seconds as f64).round() as u64).max(1);
+    let acked: Arc<Mutex<BTreeMap<String, DateTime<Utc>>>> = Arc::default();
+    let mut tail = env.tail(&env.kafka().topics().file_loaded);
+    let interval = Duration::from_secs_f64(1.0 / rate.max(0.1));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..total {
+        let due = started + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let (url, acked, tag) = (url.clone(), acked.clone(), tag.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let id = post_company(&url, &tag, first + i).await?;
+            acked.lock().unwrap().insert(id, Utc::now());
+            Ok::<(), String>(())
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        if !matches!(t.await, Ok(Ok(()))) {
+            failed += 1;
+        }
+    }
+    let acked = acked.lock().unwrap().clone();
+    let want = acked.len();
+    let seen = tail
+        .until(Duration::from_secs(300), "FileLoaded of every timed file", |records| {
+            records
+                .iter()
+                .filter(|r| matches!(&r.envelope.event, Event::FileLoaded(e) if acked.contains_key(&e.file_id.to_string())))
+                .count()
+                >= want
+        })
+        .await;
+    let mut latencies = Vec::new();
+    for r in seen {
+        if let Event::FileLoaded(e) = &r.envelope.event
+            && let Some(at) = acked.get(&e.file_id.to_string())
+        {
+            let ms = (r.envelope.occurred_at - *at)
+                .num_microseconds()
+                .unwrap_or(0)
+                .max(0);
+            latencies.push(Duration::from_micros(ms as u64));
+        }
+    }
+    Phase {
+        name: "end to end, 202 → FileLoaded (open loop, half the api rate)",
+        unit: "files",
+        done: latencies.len() as u64,
+        failed,
+        elapsed: started.elapsed(),
+        latencies,
+    }
+}

@@ -1,0 +1,64 @@
+//! Rates and latency percentiles of one measured phase.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+pub struct Phase {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub done: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+    /// Per-operation latencies, when the phase measures them.
+    pub latencies: Vec<Duration>,
+}
+
+impl Phase {
+    pub fn rate(&self) -> f64 {
+        self.done as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn percentile_ms(&self, p: f64) -> Option<f64> {
+        percentile_ms(&self.latencies, p)
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "unit": self.unit,
+            "done": self.done,
+            "failed": self.failed,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "rate_per_s": self.rate(),
+            "p50_ms": self.percentile_ms(0.50),
+            "p99_ms": self.percentile_ms(0.99),
+        })
+    }
+}
+
+/// Nearest-rank percentile of `samples`, in milliseconds.
+pub fn percentile_ms(samples: &[Duration], p: f64) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1].as_secs_f64() * 1_000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let ms: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile_ms(&ms, 0.50), Some(50.0));
+        assert_eq!(percentile_ms(&ms, 0.99), Some(99.0));
+        assert_eq!(percentile_ms(&ms[..1], 0.99), Some(1.0));
+        assert_eq!(percentile_ms(&[], 0.5), None);
+    }
+}
