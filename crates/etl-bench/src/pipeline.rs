@@ -133,7 +133,7 @@ pub async fn end_to_end(
         }
     }
     Phase {
-        name: "end to end, 202 → FileLoaded (open loop, half the api rate)",
+        name: "end to end, 202 → FileLoaded (open loop, half rate)",
         unit: "files",
         done: latencies.len() as u64,
         failed,

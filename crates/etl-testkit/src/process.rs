@@ -16,13 +16,16 @@ use crate::{DEADLINE, TestEnv, http, repo_root};
 /// artifacts, rebuilding half the world on every run. A missing or stale
 /// binary is reported instead of silently tested.
 pub fn workspace_binary(name: &str) -> PathBuf {
-    // test binary: <target>/<profile>/deps/<test>-<hash>
-    let profile_dir = std::env::current_exe()
-        .expect("test executable path")
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .to_path_buf();
+    // A test binary is <target>/<profile>/deps/<test>-<hash>; a binary of
+    // the workspace (etl-bench) sits in <target>/<profile> itself.
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable folder");
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>")
+    } else {
+        dir
+    }
+    .to_path_buf();
     let binary = profile_dir.join(name);
     let how = "build it the way `make test` does: `cargo test --workspace --no-run`";
     let built = std::fs::metadata(&binary)
