@@ -35,7 +35,12 @@ install() {
       || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
   fi
   if [ ! -f "$PLAYWRIGHT_DIR/node_modules/playwright-core/package.json" ]; then
-    command -v npm >/dev/null || die "please install node and npm (Debian: apt-get install nodejs npm)"
+    if ! command -v npm >/dev/null; then
+      command -v apt-get >/dev/null || die "please install node and npm"
+      say "installing nodejs and npm (apt, once)"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null \
+        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+    fi
     say "installing playwright-core $PLAYWRIGHT_VERSION into $PLAYWRIGHT_DIR (npm, once)"
     mkdir -p "$PLAYWRIGHT_DIR"
     npm install --silent --no-audit --no-fund --prefix "$PLAYWRIGHT_DIR" \
