@@ -111,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("[bench] processor: draining {} files", ingest.done);
     let (drain, processor) = pipeline::processor_drain(&env, ingest.done).await;
     let processor_rss = processor.peak_memory_bytes();
+    let breakdown = pipeline::time_per_file(&processor, &drain).await;
 
     // Half of what the pipeline sustains: the issue asks for half the api
     // rate, but while the processor is the slower stage that rate would
@@ -179,6 +180,14 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "not measured yet: api RSS while 16 clients stream 200 MiB files (the api does not stream bodies yet)"
     );
+    println!();
+    println!(
+        "where a processor file's {:.1} ms went (its own dependency_request_duration_seconds):",
+        1_000.0 / drain.rate().max(1e-9)
+    );
+    for (call, ms) in breakdown.as_object().into_iter().flatten() {
+        println!("  {call:<36} {:>7.2} ms", ms.as_f64().unwrap_or(0.0));
+    }
 
     let results = json!({
         "machine": machine,
@@ -189,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
         "processor_rows_per_s": drain.rate() * ROWS_PER_COMPANY as f64,
         "end_to_end": {"rate_per_s": half, "p50_ms": e2e.percentile_ms(0.5), "p99_ms": e2e.percentile_ms(0.99)},
         "peak_rss_bytes": {"api_ingest": api_rss, "processor_drain": processor_rss},
+        "processor_ms_per_file": breakdown,
     });
     let out = repo_root().join("target/bench");
     std::fs::create_dir_all(&out)?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use etl_core::events::Event;
-use etl_testkit::{ServiceProcess, TestEnv, files_recorded, generated_company, http};
+use etl_testkit::{ServiceProcess, TestEnv, files_recorded, generated_company, http, scrape};
 use serde_json::Value;
 
 use crate::run::closed_loop;
@@ -140,4 +140,26 @@ pub async fn end_to_end(
         elapsed: started.elapsed(),
         latencies,
     }
+}
+
+/// Milliseconds per drained file spent in each dependency call the
+/// processor times (`dependency_request_duration_seconds`), and what is
+/// left of the wall time per file: the calls it does not time (the offset
+/// commit, waiting for the next record) and its own CPU.
+pub async fn time_per_file(processor: &ServiceProcess, drain: &Phase) -> Value {
+    let files = drain.done.max(1) as f64;
+    let mut per_call: BTreeMap<String, f64> = BTreeMap::new();
+    for s in scrape(processor).await {
+        if s.name == "dependency_request_duration_seconds_sum" {
+            let call = format!("{} {}", s.labels["dependency"], s.labels["operation"]);
+            *per_call.entry(call).or_default() += s.value * 1_000.0 / files;
+        }
+    }
+    let wall = drain.elapsed.as_secs_f64() * 1_000.0 / files;
+    let timed: f64 = per_call.values().sum();
+    per_call.insert(
+        "(not timed: commit, waiting, CPU)".into(),
+        (wall - timed).max(0.0),
+    );
+    serde_json::to_value(per_call).expect("JSON")
 }
