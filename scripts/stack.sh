@@ -29,7 +29,7 @@ TANSU_VERSION=0.6.0
 S3S_VERSION=0.14.1
 # Our patches to tansu (scripts/tansu/*.patch); bump when they change so
 # that every machine rebuilds.
-TANSU_PATCH_LEVEL=p2
+TANSU_PATCH_LEVEL=p3
 TANSU_BIN="$TOOLS_DIR/tansu-$TANSU_VERSION-$TANSU_PATCH_LEVEL/bin/tansu"
 S3S_BIN="$TOOLS_DIR/s3s-fs-$S3S_VERSION/bin/s3s-fs"
 S3_ACCESS_KEY_ID=etl-dev

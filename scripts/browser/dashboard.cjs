@@ -51,6 +51,9 @@ async function main() {
     // The live table shows the file loaded, from the stream alone.
     await page.waitForSelector(`tr[data-file-id="${fileId}"][data-event-type="FileLoaded"]`, { timeout: STEP_MS });
     const shownAfterMs = Date.now() - posted;
+    // Its receipt too: the two events come from two topics, in either order,
+    // and the stream shows each once it is stored.
+    await page.waitForSelector(`tr[data-file-id="${fileId}"][data-event-type="FileExtractSuccess"]`, { timeout: STEP_MS });
     // The counters (from /stats) catch up.
     await page.waitForFunction(
       () => Number(document.querySelector('[data-counter="loaded"] b')?.textContent) >= 1,

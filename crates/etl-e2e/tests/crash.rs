@@ -17,8 +17,14 @@ const LOAD_DEADLINE: Duration = Duration::from_secs(600);
 async fn kill_9_of_the_processor_mid_load_loses_nothing_and_loads_nothing_twice() {
     let env = TestEnv::new().await;
     let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
+    // The group protocol in the processor's log: if a restart ever stalls
+    // again, its log shows the joins and syncs the broker answered.
+    let group_debug = [
+        ("KAFKA_DEBUG", "cgrp"),
+        ("RUST_LOG", "info,librdkafka=debug"),
+    ];
     let mut processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &group_debug).await;
 
     let acknowledged = import_generated(&api, &env.id, FILES, PER_REQUEST).await;
 

@@ -62,16 +62,17 @@ async fn one_request_id_leads_through_all_three_services_logs() {
     let file_id = accepted["files"][0]["file_id"].as_str().unwrap().to_owned();
     let company = "pao-sberbank";
 
-    // The monitor sees the outcome last.
-    let monitor_lines = eventually(DEADLINE, "the monitor to log FileLoaded", || async {
+    // The monitor logs both events of the file (from two topics, in either
+    // order).
+    let monitor_lines = eventually(DEADLINE, "the monitor to log both events", || async {
         let lines = monitor.log_lines();
-        lines
-            .iter()
-            .any(|l| {
-                field(l, "event_type") == Some("FileLoaded")
+        let logged = |event_type: &str| {
+            lines.iter().any(|l| {
+                field(l, "event_type") == Some(event_type)
                     && field(l, "request_id") == Some(request_id.as_str())
             })
-            .then_some(lines)
+        };
+        (logged("FileExtractSuccess") && logged("FileLoaded")).then_some(lines.clone())
     })
     .await;
 

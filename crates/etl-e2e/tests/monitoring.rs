@@ -355,11 +355,16 @@ async fn a_crashed_monitor_remembers_everything_and_counts_nothing_twice() {
     let (status, files) = import(&p.api, &request_id, &Value::Array(docs)).await;
     assert_eq!(status, 202);
 
+    // Loaded, and both events of each stored (two topics, either order).
     let before = eventually(DEADLINE, "all 5 files loaded in the monitor", || async {
         let (_, request) = get_json(&p.monitor, &format!("/requests/{request_id}")).await;
         let loaded = request["files"]
             .as_array()
-            .map(|f| f.iter().filter(|f| f["status"] == "loaded").count())
+            .map(|f| {
+                f.iter()
+                    .filter(|f| f["status"] == "loaded" && f["events"] == 2)
+                    .count()
+            })
             .unwrap_or(0);
         (loaded == 5).then_some(request)
     })
@@ -383,10 +388,15 @@ async fn a_crashed_monitor_remembers_everything_and_counts_nothing_twice() {
     )
     .await;
     assert_eq!(status, 202);
-    eventually(DEADLINE, "the new file loaded in the monitor", || async {
-        let (_, file) = get_json(&p.monitor, &format!("/files/{}", more[0])).await;
-        (file["status"] == "loaded").then_some(())
-    })
+    // Both of its events: they come from two topics, in either order.
+    eventually(
+        DEADLINE,
+        "the new file's two events in the monitor",
+        || async {
+            let (_, file) = get_json(&p.monitor, &format!("/files/{}", more[0])).await;
+            (file["status"] == "loaded" && file["events"] == 2).then_some(())
+        },
+    )
     .await;
     let (_, stats) = get_json(&p.monitor, "/stats").await;
     assert_eq!(
