@@ -42,7 +42,7 @@ pub enum MonitorError {
     RequestNotFound(String),
     #[error("`{0}` is not a file id; file ids are UUIDs as returned by POST /import/companies")]
     InvalidFileId(String),
-    #[error("`{0}` is not a request id; request ids are 1-128 visible ASCII characters")]
+    #[error("`{0}` is not a request id; request ids are 1-128 letters, digits or `-_.:`")]
     InvalidRequestId(String),
     #[error("`{value}` is not a company slug: {problem}")]
     InvalidCompany { value: String, problem: String },
