@@ -19,18 +19,11 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use etl_core::domain::{CompanySlug, FileId, RequestId};
+use etl_core::events::Event;
 
 use crate::store::{EventView, Store};
 use crate::tail::Feed;
 
-/// Event types a stream can be filtered by.
-const EVENT_TYPES: [&str; 5] = [
-    "FileExtractSuccess",
-    "FileExtractError",
-    "ValidationError",
-    "FileLoaded",
-    "DeadLetter",
-];
 const DEFAULT_FILES_LIMIT: i64 = 50;
 const MAX_FILES_LIMIT: i64 = 1_000;
 
@@ -46,7 +39,7 @@ pub enum MonitorError {
     InvalidRequestId(String),
     #[error("`{value}` is not a company slug: {problem}")]
     InvalidCompany { value: String, problem: String },
-    #[error("`{0}` is not an event type; use one of {types}", types = EVENT_TYPES.join(", "))]
+    #[error("`{0}` is not an event type; use one of {types}", types = Event::TYPE_NAMES.join(", "))]
     UnknownEventType(String),
     #[error("`limit` must be a whole number from 1 to {MAX_FILES_LIMIT}, got `{0}`")]
     InvalidLimit(String),
@@ -207,7 +200,7 @@ impl StreamFilter {
             .map(|list| {
                 list.split(',')
                     .map(|t| {
-                        EVENT_TYPES
+                        Event::TYPE_NAMES
                             .contains(&t)
                             .then(|| t.to_owned())
                             .ok_or_else(|| MonitorError::UnknownEventType(t.to_owned()))

@@ -104,6 +104,15 @@ pub struct DeadLetter {
 }
 
 impl Event {
+    /// Every `event_type` on the wire, one per variant.
+    pub const TYPE_NAMES: [&'static str; 5] = [
+        "FileExtractSuccess",
+        "FileExtractError",
+        "ValidationError",
+        "FileLoaded",
+        "DeadLetter",
+    ];
+
     pub fn type_name(&self) -> &'static str {
         match self {
             Event::FileExtractSuccess(_) => "FileExtractSuccess",
@@ -242,6 +251,25 @@ mod tests {
         assert_ne!(loaded().event_id, cause.event_id);
         assert_eq!(loaded().request_id, cause.request_id);
         assert_eq!(loaded().company, cause.company);
+    }
+
+    #[test]
+    fn type_names_are_exactly_the_variants() {
+        // serde names every variant it knows when it meets an unknown one.
+        let err = serde_json::from_value::<Event>(json!({"event_type": "Nope"}))
+            .unwrap_err()
+            .to_string();
+        let mut known: Vec<&str> = err
+            .split("expected one of ")
+            .nth(1)
+            .expect("serde lists the variants")
+            .split(", ")
+            .map(|v| v.trim_matches(|c: char| c == '`' || !c.is_alphanumeric()))
+            .collect();
+        known.sort_unstable();
+        let mut listed = Event::TYPE_NAMES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(listed, known, "{err}");
     }
 
     #[test]
