@@ -133,15 +133,10 @@ pub const STATS_COMPANIES: i64 = 50;
 
 const FAILURES: [&str; 3] = ["FileExtractError", "ValidationError", "DeadLetter"];
 
-fn service_of(event: &Event) -> &'static str {
-    match event {
-        Event::FileExtractSuccess(e) if e.replay => "cmd-processor",
-        Event::FileExtractSuccess(_) | Event::FileExtractError(_) => "cmd-api",
-        Event::ValidationError(_) | Event::FileLoaded(_) | Event::DeadLetter(_) => "cmd-processor",
-    }
-}
-
-fn service_of_type(event_type: &str, details: &Value) -> &'static str {
+/// The service that published an event: the api, except for outcomes and
+/// for a `FileExtractSuccess` re-sent by `cmd-processor replay`. Decided
+/// from the stored form, so a fresh event and a row read back agree.
+fn service_of(event_type: &str, details: &Value) -> &'static str {
     match event_type {
         "FileExtractSuccess" if details["replay"] == Value::Bool(true) => "cmd-processor",
         "FileExtractSuccess" | "FileExtractError" => "cmd-api",
@@ -173,18 +168,19 @@ fn details_of(event: &Event) -> Value {
 impl SeenEvent {
     fn view(&self) -> EventView {
         let e = &self.envelope;
+        let details = details_of(&e.event);
         EventView {
             event_id: e.event_id,
             event_type: e.event.type_name().to_owned(),
             occurred_at: e.occurred_at,
-            service: service_of(&e.event),
+            service: service_of(e.event.type_name(), &details),
             request_id: e.request_id.as_str().to_owned(),
             company: e.company.as_ref().map(|c| c.as_str().to_owned()),
             file_id: e.event.file_id().map(|f| f.as_uuid()),
             topic: self.topic.clone(),
             partition: self.partition,
             offset: self.offset,
-            details: details_of(&e.event),
+            details,
             latency_ms: None,
         }
     }
@@ -207,7 +203,7 @@ struct EventRow {
 impl From<EventRow> for EventView {
     fn from(r: EventRow) -> Self {
         Self {
-            service: service_of_type(&r.event_type, &r.details),
+            service: service_of(&r.event_type, &r.details),
             event_id: r.event_id,
             event_type: r.event_type,
             occurred_at: r.occurred_at,
