@@ -60,10 +60,6 @@ kubectl_ok() {
   [ "$minor" -ge 27 ] || die "kubectl $(kubectl version --client 2>/dev/null | head -1) is too old to render the overlays; install kubectl 1.27 or newer"
 }
 
-compose() {
-  if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
-}
-
 install
 mkdir -p "$OUT"
 cd "$ROOT"

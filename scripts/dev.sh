@@ -81,16 +81,10 @@ choose_stack() {
 }
 
 COMPOSE_FILE="$ROOT/deployments/development/docker-compose.yml"
-compose() {
+dev_compose() {
   local env_file="$ROOT/deployments/development/.env"
   [ -f "$env_file" ] || env_file="$ROOT/deployments/development/.env.example"
-  if docker compose version >/dev/null 2>&1; then
-    docker compose -p etl-dev -f "$COMPOSE_FILE" --env-file "$env_file" "$@"
-  elif command -v docker-compose >/dev/null; then
-    docker-compose -p etl-dev -f "$COMPOSE_FILE" --env-file "$env_file" "$@"
-  else
-    die "DEV_STACK=compose needs docker compose (or docker-compose)"
-  fi
+  compose -p etl-dev -f "$COMPOSE_FILE" --env-file "$env_file" "$@"
 }
 
 compose_up() {
@@ -99,7 +93,7 @@ compose_up() {
   ETL_GIT_SHA=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown) \
   ETL_GIT_BRANCH=$(git -C "$ROOT" rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown) \
   ETL_BUILD_TIME=$(date -u +%FT%TZ) \
-    compose up -d --build
+    dev_compose up -d --build
   local s url deadline=$((SECONDS + 300))
   for s in "${SERVICES[@]}"; do
     url="http://127.0.0.1:$(port_of "$s")/readiness"
@@ -149,13 +143,13 @@ MSG
 }
 
 down() {
-  if [ "$STACK" = compose ]; then compose down; return; fi
+  if [ "$STACK" = compose ]; then dev_compose down; return; fi
   for s in monitoring processor api; do stop_service "$s"; done
   "$ROOT/scripts/stack.sh" dev down
 }
 
 status() {
-  if [ "$STACK" = compose ]; then compose ps; return; fi
+  if [ "$STACK" = compose ]; then dev_compose ps; return; fi
   "$ROOT/scripts/stack.sh" dev status
   for s in "${SERVICES[@]}"; do
     if pid_alive "$RUN/$s.pid"; then say "cmd-$s running (pid $(cat "$RUN/$s.pid"))"; else say "cmd-$s stopped"; fi

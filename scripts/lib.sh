@@ -32,3 +32,15 @@ stop_bg() { # name pidfile signal grace-seconds: ask with signal, then SIGKILL
   rm -f "$pidfile"
   say "stopped $name"
 }
+
+# Docker Compose, as the v2 plugin (`docker compose`) or the v1
+# `docker-compose`, whichever this machine has.
+compose() {
+  if docker compose version >/dev/null 2>&1; then
+    docker compose "$@"
+  elif command -v docker-compose >/dev/null; then
+    docker-compose "$@"
+  else
+    die "needs docker compose (or docker-compose)"
+  fi
+}
