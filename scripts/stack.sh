@@ -27,11 +27,12 @@ ENV_FILE="$DIR/stack.env"
 TOOLS_DIR=${TOOLS_DIR:-$HOME/.cache/etl-pipeline/tools}
 TANSU_VERSION=0.6.0
 S3S_VERSION=0.14.1
-# Our patches to tansu (scripts/tansu/*.patch); bump when they change so
-# that every machine rebuilds.
-TANSU_PATCH_LEVEL=p3
+# Our patches to tansu (scripts/tansu/) and s3s-fs (scripts/s3s-fs/); bump
+# a level when its patches change so that every machine rebuilds.
+TANSU_PATCH_LEVEL=p4
+S3S_PATCH_LEVEL=p1
 TANSU_BIN="$TOOLS_DIR/tansu-$TANSU_VERSION-$TANSU_PATCH_LEVEL/bin/tansu"
-S3S_BIN="$TOOLS_DIR/s3s-fs-$S3S_VERSION/bin/s3s-fs"
+S3S_BIN="$TOOLS_DIR/s3s-fs-$S3S_VERSION-$S3S_PATCH_LEVEL/bin/s3s-fs"
 S3_ACCESS_KEY_ID=etl-dev
 S3_SECRET_ACCESS_KEY=etl-dev-secret
 PG_DB=etl
@@ -57,64 +58,71 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-cargo_install() { # name version binary-path extra-args...
-  local name=$1 version=$2 bin=$3; shift 3
-  [ -x "$bin" ] && return 0
-  say "building $name $version once into $TOOLS_DIR (several minutes on 2 cores)"
-  cargo install --quiet --locked "$name" --version "$version" "$@" \
-    --root "$TOOLS_DIR/$name-$version"
+# Fetches <version> of every crate that has a folder of patches under
+# <patch_root> (scripts/<tool>/<crate>/*.patch) with cargo (so a registry
+# mirror configured for cargo works too), applies them, and leaves the
+# patched copies in <src_root>/<crate>.
+fetch_patched() { # tool version patch_root src_root
+  local tool=$1 version=$2 patch_root=$3 src_root=$4
+  local crates=() crate dir
+  for dir in "$patch_root"/*/; do crates+=("$(basename "$dir")"); done
+  [ -f "$src_root/.patched" ] && return 0
+  say "fetching $tool $version's ${crates[*]} (cargo) and patching them"
+  rm -rf "$src_root" && mkdir -p "$src_root"
+  local tmp manifests
+  tmp=$(mktemp -d)
+  mkdir -p "$tmp/src" && : > "$tmp/src/lib.rs"
+  # The tools are binary crates: depend on the patched crates directly.
+  {
+    printf '[package]\nname = "fetch-%s"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\n' "$tool"
+    for crate in "${crates[@]}"; do printf '%s = "=%s"\n' "$crate" "$version"; done
+  } > "$tmp/Cargo.toml"
+  manifests=$(cd "$tmp" && cargo metadata --quiet --format-version 1 | python3 -c '
+import json, sys
+version, wanted = sys.argv[1], set(sys.argv[2:])
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] in wanted and p["version"] == version:
+        print(p["name"], p["manifest_path"])' "$version" "${crates[@]}") \
+    || die "could not fetch $tool $version with cargo"
+  rm -rf "$tmp"
+  for crate in "${crates[@]}"; do
+    local manifest p
+    manifest=$(awk -v c="$crate" '$1 == c {print $2}' <<<"$manifests")
+    [ -n "$manifest" ] || die "$tool $version has no crate $crate ($patch_root/$crate)"
+    mkdir -p "$src_root/$crate" && cp -r "$(dirname "$manifest")/." "$src_root/$crate/"
+    for p in "$patch_root/$crate"/*.patch; do
+      patch -s -p1 -d "$src_root/$crate" < "$p" || die "$p does not apply to $crate $version"
+    done
+  done
+  touch "$src_root/.patched"
 }
 
-# tansu 0.6.0 with our patches: scripts/tansu/<crate>/*.patch are applied
-# to that crate of tansu's dependency tree (fetched by cargo, so a registry
-# mirror configured for cargo works too), and tansu is built against the
-# patched copies. Why each patch exists: docs/reliability.md and
-# docs/local-stack.md.
+# tansu 0.6.0 built against patched copies of some of its crates
+# (scripts/tansu/<crate>/*.patch). Why each patch exists:
+# docs/reliability.md and docs/local-stack.md.
 install_tansu() {
   [ -x "$TANSU_BIN" ] && return 0
   local src_root="$TOOLS_DIR/src/tansu-$TANSU_VERSION-$TANSU_PATCH_LEVEL"
-  local crates=() crate dir
-  for dir in "$ROOT"/scripts/tansu/*/; do crates+=("$(basename "$dir")"); done
-  if [ ! -f "$src_root/.patched" ]; then
-    say "fetching tansu $TANSU_VERSION's ${crates[*]} (cargo) and patching them"
-    rm -rf "$src_root" && mkdir -p "$src_root"
-    local tmp manifests
-    tmp=$(mktemp -d)
-    mkdir -p "$tmp/src" && : > "$tmp/src/lib.rs"
-    # tansu itself is a binary crate: depend on the patched crates directly.
-    {
-      printf '[package]\nname = "fetch-tansu"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\n'
-      for crate in "${crates[@]}"; do printf '%s = "=%s"\n' "$crate" "$TANSU_VERSION"; done
-    } > "$tmp/Cargo.toml"
-    manifests=$(cd "$tmp" && cargo metadata --quiet --format-version 1 | python3 -c '
-import json, sys
-wanted = set(sys.argv[1:])
-for p in json.load(sys.stdin)["packages"]:
-    if p["name"] in wanted and p["version"] == "'"$TANSU_VERSION"'":
-        print(p["name"], p["manifest_path"])' "${crates[@]}") \
-      || die "could not fetch tansu $TANSU_VERSION with cargo"
-    rm -rf "$tmp"
-    for crate in "${crates[@]}"; do
-      local manifest
-      manifest=$(awk -v c="$crate" '$1 == c {print $2}' <<<"$manifests")
-      [ -n "$manifest" ] || die "tansu $TANSU_VERSION has no dependency $crate (scripts/tansu/$crate)"
-      mkdir -p "$src_root/$crate" && cp -r "$(dirname "$manifest")/." "$src_root/$crate/"
-      local p
-      for p in "$ROOT/scripts/tansu/$crate"/*.patch; do
-        patch -s -p1 -d "$src_root/$crate" < "$p" || die "$p does not apply to $crate $TANSU_VERSION"
-      done
-    done
-    touch "$src_root/.patched"
-  fi
-  local config=()
-  for crate in "${crates[@]}"; do
-    config+=(--config "patch.crates-io.$crate.path=\"$src_root/$crate\"")
+  fetch_patched tansu "$TANSU_VERSION" "$ROOT/scripts/tansu" "$src_root"
+  local config=() dir
+  for dir in "$src_root"/*/; do
+    config+=(--config "patch.crates-io.$(basename "$dir").path=\"${dir%/}\"")
   done
   say "building tansu $TANSU_VERSION (patched) once into $TOOLS_DIR (about 10 minutes on 2 cores)"
   # A kept target folder makes a rebuild after a new patch incremental.
   CARGO_TARGET_DIR="$TOOLS_DIR/build/tansu" cargo install --quiet --locked tansu \
     --version "$TANSU_VERSION" --features libsql "${config[@]}" \
     --root "$TOOLS_DIR/tansu-$TANSU_VERSION-$TANSU_PATCH_LEVEL"
+}
+
+# s3s-fs, patched (scripts/s3s-fs/s3s-fs/*.patch; docs/local-stack.md).
+install_s3s_fs() {
+  [ -x "$S3S_BIN" ] && return 0
+  local src_root="$TOOLS_DIR/src/s3s-fs-$S3S_VERSION-$S3S_PATCH_LEVEL"
+  fetch_patched s3s-fs "$S3S_VERSION" "$ROOT/scripts/s3s-fs" "$src_root"
+  say "building s3s-fs $S3S_VERSION (patched) once into $TOOLS_DIR (a few minutes on 2 cores)"
+  cargo install --quiet --locked --path "$src_root/s3s-fs" --features binary \
+    --root "$TOOLS_DIR/s3s-fs-$S3S_VERSION-$S3S_PATCH_LEVEL"
 }
 
 install_all() {
@@ -124,7 +132,7 @@ install_all() {
   # Without --features libsql tansu has no durable storage engine; the
   # memory engine loses data on resume (see docs/local-stack.md).
   install_tansu
-  cargo_install s3s-fs "$S3S_VERSION" "$S3S_BIN" --features binary
+  install_s3s_fs
 }
 
 # --- processes ------------------------------------------------------------

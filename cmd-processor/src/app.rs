@@ -87,6 +87,7 @@ impl Application {
             timer,
             retry_base: settings.retry_base,
             retry_max: settings.retry_max,
+            concurrency: settings.concurrency,
         };
         let router = ops_router(crate::service_info(), readiness, registry).route_layer(
             axum::middleware::from_fn_with_state(http_metrics, track_http),

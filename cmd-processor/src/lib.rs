@@ -6,6 +6,7 @@ pub mod app;
 pub mod company;
 pub mod ledger;
 pub mod metrics;
+mod offsets;
 pub mod redrive;
 pub mod replay;
 pub mod settings;

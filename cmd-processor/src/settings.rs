@@ -14,6 +14,9 @@ pub struct ProcessorSettings {
     pub listen_addr: SocketAddr,
     /// `PROCESSOR_GROUP_ID`: Kafka consumer group.
     pub group_id: String,
+    /// `PROCESSOR_CONCURRENCY`: files handled at once (one company's
+    /// files always one after another).
+    pub concurrency: usize,
     /// `PROCESSOR_RETRY_BASE_MS`: first delay after a transient failure.
     pub retry_base: Duration,
     /// `PROCESSOR_RETRY_MAX_MS`: longest delay between retries.
@@ -34,6 +37,15 @@ impl ProcessorSettings {
         Ok(Self {
             listen_addr: env.socket_addr("PROCESSOR_LISTEN_ADDR", "0.0.0.0:8081")?,
             group_id: env.non_empty("PROCESSOR_GROUP_ID", "etl-processor")?,
+            concurrency: match env.parse("PROCESSOR_CONCURRENCY", 16usize)? {
+                0 => {
+                    return Err(ConfigError {
+                        var: "PROCESSOR_CONCURRENCY".into(),
+                        problem: "must be at least 1".into(),
+                    });
+                }
+                n => n,
+            },
             retry_base: env.millis("PROCESSOR_RETRY_BASE_MS", 200)?,
             retry_max: env.millis("PROCESSOR_RETRY_MAX_MS", 30_000)?,
             migrate_on_start: env.bool("DATABASE_MIGRATE_ON_START", false)?,

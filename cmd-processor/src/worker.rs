@@ -1,5 +1,6 @@
-//! The consume loop: one `FileExtractSuccess` at a time, outcome made
-//! durable (database and/or outcome event), then the offset committed.
+//! The consume loop: `FileExtractSuccess` records spread over lanes by
+//! company, each file's outcome made durable (database and/or outcome
+//! event), then offsets committed up to the first file not finished.
 //!
 //! Delivery is at-least-once; the `import_files` ledger turns it into an
 //! effectively-once effect: a redelivered record finds its ledger row and
@@ -14,10 +15,12 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use etl_core::bus::{self, EventPublisher, HEADER_REQUEST_ID, headers_map};
+use etl_core::bus::{EventPublisher, HEADER_REQUEST_ID, headers_map};
 use etl_core::domain::{CompanySlug, RequestId};
 use etl_core::events::{
     DeadLetter, Envelope, Event, FieldError, FileExtractSuccess, FileLoaded, ValidationError,
@@ -29,6 +32,7 @@ use etl_core::storage::{ObjectStore, StoreError, company_file_key};
 use crate::company::CompanyValidator;
 use crate::ledger::{self, FileMeta, LedgerRow, Rejection, Written};
 use crate::metrics::ProcessorMetrics;
+use crate::offsets::{OffsetTracker, Ticket};
 
 /// A failure worth retrying: the dependency may come back.
 #[derive(Debug)]
@@ -96,31 +100,141 @@ pub struct Worker {
     pub timer: DependencyTimer,
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// Files handled at once, each in its own lane.
+    pub concurrency: usize,
+}
+
+/// Records waiting for a lane a record is sent to; more means a full lane
+/// (a slow file or retries) and the consumer pauses until they drain.
+const LANE_QUEUE: usize = 8;
+/// Records received but not yet in a lane before the partitions pause.
+const WAITING_LIMIT: usize = 256;
+/// How often finished offsets are committed; a crash repeats at most this
+/// much work, which the ledger absorbs.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A record on its way to, or in, a lane.
+struct Job {
+    record: OwnedMessage,
+    ticket: Ticket,
+    lane: usize,
+}
+
+/// A lane's word that a record is done with.
+struct Done {
+    topic: String,
+    partition: i32,
+    ticket: Ticket,
+    outcome: Outcome,
 }
 
 impl Worker {
-    /// Consumes until `shutdown` is cancelled. The file in hand is finished
-    /// (or, if it is waiting to retry, left uncommitted for the next owner).
+    /// Consumes until `shutdown` is cancelled.
+    ///
+    /// Records are spread over `concurrency` lanes by their key (the
+    /// company), so one company's files are handled one after another, in
+    /// order, while other companies' go ahead. Offsets are committed every
+    /// `COMMIT_INTERVAL` up to the first record not finished. On shutdown
+    /// each lane finishes the file in hand (one waiting to retry is left
+    /// for the next owner) and the finished offsets are committed.
     pub async fn run(self, shutdown: CancellationToken) {
-        let metrics = self.metrics.clone();
-        // Records that arrived while the partitions were held for a retry.
-        let mut held_back = VecDeque::new();
+        let worker = Arc::new(self);
+        let lane_count = worker.concurrency.max(1);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut lanes = Vec::with_capacity(lane_count);
+        let mut lane_tasks = JoinSet::new();
+        for _ in 0..lane_count {
+            let (tx, rx) = mpsc::channel::<Job>(LANE_QUEUE);
+            lanes.push(tx);
+            lane_tasks.spawn(worker.clone().lane(rx, done_tx.clone(), shutdown.clone()));
+        }
+        drop(done_tx);
+
+        let mut offsets = OffsetTracker::default();
+        let mut waiting: VecDeque<Job> = VecDeque::new();
+        let mut paused = false;
+        let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut receive_failures = 0u32;
         loop {
-            let record = match held_back.pop_front() {
-                Some(record) => record,
-                None => match bus::next_record(
-                    &self.consumer,
-                    &shutdown,
-                    self.retry_base,
-                    self.retry_max,
-                    |_| metrics.retry("kafka"),
-                )
-                .await
+            while let Some(job) = waiting.pop_front() {
+                match lanes[job.lane].try_reserve() {
+                    Ok(permit) => permit.send(job),
+                    Err(_) => {
+                        waiting.push_front(job);
+                        break;
+                    }
+                }
+            }
+            let should_pause = waiting.len() >= WAITING_LIMIT;
+            if should_pause != paused {
+                worker.set_paused(should_pause);
+                paused = should_pause;
+            }
+            // Head of the line: a later record may belong to the same
+            // company, so nothing overtakes the first one waiting.
+            let blocked_lane = waiting.front().map(|job| lanes[job.lane].clone());
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some(done) = done_rx.recv() => worker.note(&mut offsets, done),
+                _ = commit_tick.tick() => worker.commit(&mut offsets).await,
+                Ok(permit) = async { blocked_lane.as_ref().expect("guarded").reserve().await },
+                    if blocked_lane.is_some() =>
                 {
-                    Some(message) => message.detach(),
-                    None => break,
+                    permit.send(waiting.pop_front().expect("a record waits"));
+                }
+                received = worker.consumer.recv() => match received {
+                    Ok(message) => {
+                        receive_failures = 0;
+                        let record = message.detach();
+                        let ticket = offsets.dispatched(record.topic(), record.partition(), record.offset());
+                        let lane = lane_of(&record, lane_count);
+                        waiting.push_back(Job { record, ticket, lane });
+                    }
+                    Err(e) => {
+                        // librdkafka repairs connections by itself; no point
+                        // polling a failing consumer in a tight loop.
+                        worker.metrics.retry("kafka");
+                        let delay = etl_core::backoff_delay(receive_failures, worker.retry_base, worker.retry_max);
+                        receive_failures += 1;
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "receiving from kafka failed");
+                        if sleep_or_cancel(delay, &shutdown).await {
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+
+        // Lanes see the same cancellation: each finishes its file in hand.
+        drop(lanes);
+        drop(waiting);
+        while let Some(done) = done_rx.recv().await {
+            worker.note(&mut offsets, done);
+        }
+        while lane_tasks.join_next().await.is_some() {}
+        worker.commit(&mut offsets).await;
+        tracing::info!("consumer loop stopped");
+    }
+
+    /// One lane: its records one at a time, in the order received.
+    async fn lane(
+        self: Arc<Self>,
+        mut jobs: mpsc::Receiver<Job>,
+        done: mpsc::UnboundedSender<Done>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let job = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                job = jobs.recv() => match job {
+                    Some(job) => job,
+                    None => return,
                 },
             };
+            let record = &job.record;
             // From the header first, so that even a record whose payload is
             // unreadable is logged with the request it came from.
             let request_id = headers_map(record.headers()).remove(HEADER_REQUEST_ID);
@@ -134,36 +248,46 @@ impl Worker {
                 company = tracing::field::Empty,
             );
             let handled = self
-                .handle_with_retries(&record, &shutdown, &mut held_back)
-                .instrument(span.clone())
+                .handle_with_retries(record, &shutdown)
+                .instrument(span)
                 .await;
-            let Some(outcome) = handled else { break };
+            // Shut down while waiting to retry: left unfinished, uncommitted.
+            let Some(outcome) = handled else { return };
             self.metrics.file(outcome.label());
-            if outcome != Outcome::HandedOver {
-                self.commit(&record).instrument(span).await;
+            let finished = Done {
+                topic: record.topic().to_owned(),
+                partition: record.partition(),
+                ticket: job.ticket,
+                outcome,
+            };
+            if done.send(finished).is_err() {
+                return;
             }
         }
-        tracing::info!("consumer loop stopped");
     }
 
-    /// Handles `record`, retrying transient failures with backoff. While it
-    /// retries, the assigned partitions are paused and the consumer keeps
-    /// polling, so the group does not take it for dead (past
-    /// `max.poll.interval.ms`) and nothing behind the file is skipped.
+    fn note(&self, offsets: &mut OffsetTracker, done: Done) {
+        if done.outcome == Outcome::HandedOver {
+            offsets.abandoned(&done.topic, done.partition, done.ticket);
+        } else {
+            offsets.finished(&done.topic, done.partition, done.ticket);
+        }
+    }
+
+    /// Handles `record`, retrying transient failures with backoff. The
+    /// lane waits; other lanes go on, and the consumer keeps polling, so
+    /// the group does not take it for dead (past `max.poll.interval.ms`).
+    /// Nothing after the file is committed until it is done.
     async fn handle_with_retries(
         &self,
         record: &OwnedMessage,
         shutdown: &CancellationToken,
-        held_back: &mut VecDeque<OwnedMessage>,
     ) -> Option<Outcome> {
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
             match self.handle(record, started).await {
                 Ok(outcome) => {
-                    if attempt > 0 {
-                        self.set_paused(false);
-                    }
                     self.metrics.load_seconds(started.elapsed().as_secs_f64());
                     tracing::info!(
                         outcome = outcome.label(),
@@ -175,54 +299,18 @@ impl Worker {
                 Err(t) => {
                     self.metrics.retry(t.cause);
                     let delay = etl_core::backoff_delay(attempt, self.retry_base, self.retry_max);
-                    if attempt == 0 {
-                        self.set_paused(true);
-                    }
                     attempt += 1;
-                    tracing::warn!(cause = t.cause, error = %t.message, attempt, retry_in_ms = delay.as_millis() as u64, "transient failure; partitions paused, will retry without committing");
-                    if self.hold(delay, shutdown, held_back).await {
+                    tracing::warn!(cause = t.cause, error = %t.message, attempt, retry_in_ms = delay.as_millis() as u64, "transient failure; will retry without committing");
+                    if sleep_or_cancel(delay, shutdown).await {
                         return None;
                     }
                     if !self.still_assigned(record) {
                         tracing::info!(
                             "partition revoked while retrying; its new owner takes the file"
                         );
-                        self.set_paused(false);
                         return Some(Outcome::HandedOver);
                     }
                 }
-            }
-        }
-    }
-
-    /// Waits `delay` while polling the consumer (heartbeats, rebalances).
-    /// Paused partitions deliver nothing; a record from a partition assigned
-    /// meanwhile is kept, in order, and its partition paused too. `true`
-    /// when `shutdown` came first.
-    async fn hold(
-        &self,
-        delay: Duration,
-        shutdown: &CancellationToken,
-        held_back: &mut VecDeque<OwnedMessage>,
-    ) -> bool {
-        let wait = tokio::time::sleep(delay);
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                () = &mut wait => return false,
-                () = shutdown.cancelled() => return true,
-                received = self.consumer.recv() => match received {
-                    Ok(message) => {
-                        held_back.push_back(message.detach());
-                        self.set_paused(true);
-                    }
-                    // librdkafka repairs connections by itself; no point
-                    // polling a failing consumer in a tight loop.
-                    Err(_) => {
-                        let rest = wait.deadline().saturating_duration_since(tokio::time::Instant::now());
-                        return sleep_or_cancel(rest, shutdown).await;
-                    }
-                },
             }
         }
     }
@@ -497,29 +585,48 @@ impl Worker {
         Ok(Outcome::DeadLettered)
     }
 
-    /// Commits the offset after `record`. A failed commit only means the
-    /// record comes again, which the ledger absorbs.
-    async fn commit(&self, record: &OwnedMessage) {
-        let mut tpl = TopicPartitionList::new();
-        if let Err(e) = tpl.add_partition_offset(
-            record.topic(),
-            record.partition(),
-            Offset::Offset(record.offset() + 1),
-        ) {
-            tracing::warn!(error = %e, "cannot build the offset commit");
+    /// Commits, for every partition still assigned, the offset of its
+    /// first record not finished. A failed commit only means records come
+    /// again, which the ledger absorbs.
+    async fn commit(&self, offsets: &mut OffsetTracker) {
+        let assigned = self.consumer.assignment().ok();
+        if let Some(assigned) = &assigned {
+            offsets.retain(|topic, partition| assigned.find_partition(topic, partition).is_some());
+        }
+        let due = offsets.to_commit();
+        if due.is_empty() {
             return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, offset) in &due {
+            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+                tracing::warn!(error = %e, "cannot build the offset commit");
+                return;
+            }
         }
         let consumer = self.consumer.clone();
         let result =
             tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
         match result {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => offsets.committed(&due),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "offset commit failed; the record may be redelivered")
+                tracing::warn!(error = %e, "offset commit failed; records may be redelivered")
             }
             Err(e) => tracing::warn!(error = %e, "offset commit task failed"),
         }
     }
+}
+
+/// The lane of a record: by its key (the company), so a company's files
+/// stay in order; a record without a key goes by partition.
+fn lane_of(record: &OwnedMessage, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    match record.key() {
+        Some(key) => key.hash(&mut hasher),
+        None => record.partition().hash(&mut hasher),
+    }
+    (hasher.finish() % lanes as u64) as usize
 }
 
 fn loaded_event(

@@ -9,9 +9,13 @@ use etl_testkit::{
     import_generated, metric, scrape,
 };
 
-const FILES: u32 = 600;
+const FILES: u32 = 2_000;
 const PER_REQUEST: u32 = 100;
 const DEADLINE: Duration = Duration::from_secs(300);
+/// Few lanes, so that the load outlasts the group's rebalances (seconds
+/// on tansu) whatever the machine; more than one, so that offsets are
+/// committed from several files in flight when partitions change hands.
+const PROCESSOR: &[(&str, &str)] = &[("PROCESSOR_CONCURRENCY", "2")];
 
 async fn files_loaded_by(processor: &ServiceProcess) -> f64 {
     metric(
@@ -26,7 +30,7 @@ async fn two_processors_with_rebalances_mid_load_load_each_file_once() {
     let env = TestEnv::new().await;
     let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
     let mut first =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, PROCESSOR).await;
 
     let acknowledged = import_generated(&api, &env.id, FILES, PER_REQUEST).await;
 
@@ -34,7 +38,8 @@ async fn two_processors_with_rebalances_mid_load_load_each_file_once() {
         (files_recorded(&env).await >= 30).then_some(())
     })
     .await;
-    let second = ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let second =
+        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, PROCESSOR).await;
     let at_join = files_recorded(&env).await;
     eprintln!(
         "injected: a second processor joined the group with {at_join} of {FILES} files loaded"
@@ -85,8 +90,9 @@ async fn kill_9_of_the_group_leader_hands_everything_to_the_survivor() {
     let env = TestEnv::new().await;
     let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
     let mut leader =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
-    let survivor = ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, PROCESSOR).await;
+    let survivor =
+        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, PROCESSOR).await;
 
     let acknowledged = import_generated(&api, &env.id, FILES, PER_REQUEST).await;
     // Both members hold partitions: the group is formed with both.
