@@ -135,8 +135,9 @@ impl Worker {
     /// company), so one company's files are handled one after another, in
     /// order, while other companies' go ahead. Offsets are committed every
     /// `COMMIT_INTERVAL` up to the first record not finished. On shutdown
-    /// each lane finishes the file in hand (one waiting to retry is left
-    /// for the next owner) and the finished offsets are committed.
+    /// no record is taken any more; the lanes finish those handed to them
+    /// (a file waiting to retry is left for the next owner, with the
+    /// files of its lane) and the finished offsets are committed.
     pub async fn run(self, shutdown: CancellationToken) {
         let worker = Arc::new(self);
         let lane_count = worker.concurrency.max(1);
@@ -207,7 +208,6 @@ impl Worker {
             }
         }
 
-        // Lanes see the same cancellation: each finishes its file in hand.
         drop(lanes);
         drop(waiting);
         while let Some(done) = done_rx.recv().await {
@@ -225,15 +225,11 @@ impl Worker {
         done: mpsc::UnboundedSender<Done>,
         shutdown: CancellationToken,
     ) {
-        loop {
-            let job = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return,
-                job = jobs.recv() => match job {
-                    Some(job) => job,
-                    None => return,
-                },
-            };
+        // Ends when the dispatcher drops its sender: on shutdown too, after
+        // the records already handed over. They precede every record not
+        // handed over yet, so the final commit covers all that was done
+        // and nothing is done twice after a restart.
+        while let Some(job) = jobs.recv().await {
             let record = &job.record;
             // From the header first, so that even a record whose payload is
             // unreadable is logged with the request it came from.
@@ -251,7 +247,8 @@ impl Worker {
                 .handle_with_retries(record, &shutdown)
                 .instrument(span)
                 .await;
-            // Shut down while waiting to retry: left unfinished, uncommitted.
+            // Shut down while waiting to retry: left unfinished, uncommitted,
+            // and the company's later files with it.
             let Some(outcome) = handled else { return };
             self.metrics.file(outcome.label());
             let finished = Done {

@@ -270,6 +270,66 @@ async fn every_company_of_a_large_file_is_loaded_exactly_once() {
     assert_eq!(p.count("SELECT count(*) FROM import_files").await, n as i64);
 }
 
+/// Files are handled many at once, but one company's files one after
+/// another: each company's `FileLoaded` events come in the order its files
+/// were posted, and the last file's data is what stays.
+#[tokio::test]
+async fn one_companys_files_are_loaded_in_the_order_they_were_posted() {
+    const COMPANIES: u32 = 24;
+    const ROUNDS: u32 = 8;
+    let p = start().await;
+    // Round after round, every company once more, each round acknowledged
+    // before the next is posted: per company, the order of the rounds.
+    let mut posted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for round in 0..ROUNDS {
+        let companies: Vec<Value> = (0..COMPANIES)
+            .map(|n| {
+                let mut company = generated_company("order", n);
+                company["employees"] = round.into();
+                company
+            })
+            .collect();
+        let accepted = p.post(serde_json::to_vec(&companies).unwrap()).await;
+        for file in accepted["files"].as_array().unwrap() {
+            posted
+                .entry(file["company"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(file["file_id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(posted.len(), COMPANIES as usize);
+
+    let total = (COMPANIES * ROUNDS) as usize;
+    let topic = p.env.kafka().topics().file_loaded;
+    let mut records = p
+        .outcomes(&topic, "a FileLoaded per file", |r| r.len() >= total)
+        .await;
+    assert_eq!(records.len(), total, "one FileLoaded per file");
+    records.sort_by_key(|r| (r.partition, r.offset));
+    let mut loaded: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for record in &records {
+        let company = record.key.clone().expect("outcomes are keyed by company");
+        loaded
+            .entry(company)
+            .or_default()
+            .extend(loaded_ids(std::slice::from_ref(record)));
+    }
+    assert_eq!(
+        loaded, posted,
+        "per company, files loaded in the order posted"
+    );
+
+    let employees: Vec<i32> = sqlx::query_scalar("SELECT DISTINCT employees FROM companies")
+        .fetch_all(&p.env.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        employees,
+        [ROUNDS as i32 - 1],
+        "the last round's data stays"
+    );
+}
+
 #[tokio::test]
 async fn a_bad_inn_checksum_is_reported_and_not_loaded() {
     let p = start().await;
