@@ -10,7 +10,7 @@ with_env = set -a && . $(1) && set +a &&
 
 .PHONY: help dev-up dev-down dev-status dev-migrate dev-rollback \
         itest-up itest-down itest-migrate itest-rollback \
-        test chaos fuzz redrive replay fmt lint unit build deploy-check bench
+        test chaos fuzz redrive replay fmt lint unit build deploy-check bench microbench
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -71,6 +71,10 @@ fuzz: itest-up ## schemathesis against a live api, driven by api/openapi.yaml (a
 bench: itest-up ## release builds, then the pipeline's rates against the raw rates of S3, the broker and Postgres (docs/performance.md)
 	@cargo build --release --quiet -p cmd-api -p cmd-processor -p etl-bench
 	@$(call with_env,$(ITEST_ENV)) target/release/etl-bench
+	@$(MAKE) --no-print-directory microbench
+
+microbench: ## criterion micro-benchmarks of the hot paths: the api's body split, the processor's validation (also run by `make bench`)
+	@cargo bench --quiet -p cmd-api --bench split -p cmd-processor --bench validate
 
 deploy-check: ## offline validation of deployments/ (compose, kustomize + Kubernetes schemas) and the Dockerfiles (also in `make test`)
 	@scripts/deploy-check.sh

@@ -29,7 +29,7 @@ TANSU_VERSION=0.6.0
 S3S_VERSION=0.14.1
 # Our patches to tansu (scripts/tansu/) and s3s-fs (scripts/s3s-fs/); bump
 # a level when its patches change so that every machine rebuilds.
-TANSU_PATCH_LEVEL=p4
+TANSU_PATCH_LEVEL=p5
 S3S_PATCH_LEVEL=p1
 TANSU_BIN="$TOOLS_DIR/tansu-$TANSU_VERSION-$TANSU_PATCH_LEVEL/bin/tansu"
 S3S_BIN="$TOOLS_DIR/s3s-fs-$S3S_VERSION-$S3S_PATCH_LEVEL/bin/s3s-fs"

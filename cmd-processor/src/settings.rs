@@ -37,7 +37,7 @@ impl ProcessorSettings {
         Ok(Self {
             listen_addr: env.socket_addr("PROCESSOR_LISTEN_ADDR", "0.0.0.0:8081")?,
             group_id: env.non_empty("PROCESSOR_GROUP_ID", "etl-processor")?,
-            concurrency: match env.parse("PROCESSOR_CONCURRENCY", 16usize)? {
+            concurrency: match env.parse("PROCESSOR_CONCURRENCY", 64usize)? {
                 0 => {
                     return Err(ConfigError {
                         var: "PROCESSOR_CONCURRENCY".into(),

@@ -6,7 +6,7 @@
 //! effectively-once effect: a redelivered record finds its ledger row and
 //! only re-emits the recorded outcome (with the same derived `event_id`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -154,6 +154,8 @@ impl Worker {
         let mut offsets = OffsetTracker::default();
         let mut waiting: VecDeque<Job> = VecDeque::new();
         let mut paused = false;
+        // The assignment the paused state was last applied to.
+        let mut paused_assignment = BTreeSet::new();
         let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut receive_failures = 0u32;
@@ -169,8 +171,8 @@ impl Worker {
             }
             let should_pause = waiting.len() >= WAITING_LIMIT;
             if should_pause != paused {
-                worker.set_paused(should_pause);
                 paused = should_pause;
+                paused_assignment = worker.set_paused(paused);
             }
             // Head of the line: a later record may belong to the same
             // company, so nothing overtakes the first one waiting.
@@ -179,7 +181,15 @@ impl Worker {
                 biased;
                 () = shutdown.cancelled() => break,
                 Some(done) = done_rx.recv() => worker.note(&mut offsets, done),
-                _ = commit_tick.tick() => worker.commit(&mut offsets).await,
+                _ = commit_tick.tick() => {
+                    // librdkafka keeps a partition paused across a rebalance,
+                    // also when it was paused before being revoked and is
+                    // assigned again: each new assignment gets our state.
+                    if worker.assignment() != paused_assignment {
+                        paused_assignment = worker.set_paused(paused);
+                    }
+                    worker.commit(&mut offsets).await;
+                }
                 Ok(permit) = async { blocked_lane.as_ref().expect("guarded").reserve().await },
                     if blocked_lane.is_some() =>
                 {
@@ -312,18 +322,31 @@ impl Worker {
         }
     }
 
-    /// Pauses (or resumes) every partition assigned now.
-    fn set_paused(&self, paused: bool) {
+    /// Pauses (or resumes) every partition assigned now; returns them.
+    fn set_paused(&self, paused: bool) -> BTreeSet<(String, i32)> {
         let changed = self.consumer.assignment().and_then(|assigned| {
             if paused {
-                self.consumer.pause(&assigned)
+                self.consumer.pause(&assigned)?;
             } else {
-                self.consumer.resume(&assigned)
+                self.consumer.resume(&assigned)?;
             }
+            Ok(assigned)
         });
-        if let Err(e) = changed {
-            tracing::warn!(error = %e, paused, "cannot change the paused state of the partitions");
+        match changed {
+            Ok(assigned) => partitions(&assigned),
+            Err(e) => {
+                // Tried again at the next commit tick.
+                tracing::warn!(error = %e, paused, "cannot change the paused state of the partitions");
+                BTreeSet::new()
+            }
         }
+    }
+
+    fn assignment(&self) -> BTreeSet<(String, i32)> {
+        self.consumer
+            .assignment()
+            .map(|assigned| partitions(&assigned))
+            .unwrap_or_default()
     }
 
     fn still_assigned(&self, record: &OwnedMessage) -> bool {
@@ -612,6 +635,13 @@ impl Worker {
             Err(e) => tracing::warn!(error = %e, "offset commit task failed"),
         }
     }
+}
+
+fn partitions(list: &TopicPartitionList) -> BTreeSet<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
 }
 
 /// The lane of a record: by its key (the company), so a company's files

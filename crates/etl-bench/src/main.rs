@@ -4,7 +4,9 @@
 //!
 //! Settings (environment): `BENCH_CONCURRENCY` (32), `BENCH_RAW_OPS` (raw
 //! S3 and broker operations, 5000), `BENCH_FILES` (files the api ingests
-//! and the processor drains, 20000), `BENCH_E2E_SECONDS` (20).
+//! and the processor drains, 20000), `BENCH_E2E_SECONDS` (20). The tuning
+//! settings in `SERVICE_KNOBS`, when set, are passed on to the services
+//! (which otherwise run with their defaults).
 
 mod limits;
 mod pipeline;
@@ -17,6 +19,21 @@ use serde_json::json;
 
 use crate::limits::ROWS_PER_COMPANY;
 use crate::stats::Phase;
+
+/// Service settings worth trying other values of; the rest stay default.
+const SERVICE_KNOBS: [&str; 4] = [
+    "PROCESSOR_CONCURRENCY",
+    "DATABASE_MAX_CONNECTIONS",
+    "MAX_CONCURRENT_IMPORTS",
+    "S3_PUT_CONCURRENCY",
+];
+
+fn service_knobs() -> Vec<(&'static str, String)> {
+    SERVICE_KNOBS
+        .iter()
+        .filter_map(|&name| std::env::var(name).ok().map(|v| (name, v)))
+        .collect()
+}
 
 fn setting(name: &str, default: u64) -> anyhow::Result<u64> {
     match std::env::var(name) {
@@ -104,12 +121,17 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     eprintln!("[bench] api: {files} single-company imports");
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
+    let knobs = service_knobs();
+    if !knobs.is_empty() {
+        eprintln!("[bench] service settings: {knobs:?}");
+    }
+    let knobs: Vec<(&str, &str)> = knobs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &knobs).await;
     let ingest = pipeline::api_ingest(&api, &env.id, files, concurrency).await;
     let api_rss = api.peak_memory_bytes();
 
     eprintln!("[bench] processor: draining {} files", ingest.done);
-    let (drain, processor) = pipeline::processor_drain(&env, ingest.done).await;
+    let (drain, processor) = pipeline::processor_drain(&env, ingest.done, &knobs).await;
     let processor_rss = processor.peak_memory_bytes();
     let breakdown = pipeline::time_per_file(&processor, &drain).await;
 
@@ -182,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "where a processor file's {:.1} ms went (its own dependency_request_duration_seconds):",
+        "a processor file waited on (its own dependency_request_duration_seconds; files run PROCESSOR_CONCURRENCY at a time, wall time {:.1} ms per file):",
         1_000.0 / drain.rate().max(1e-9)
     );
     for (call, ms) in breakdown.as_object().into_iter().flatten() {
@@ -191,7 +213,7 @@ async fn main() -> anyhow::Result<()> {
 
     let results = json!({
         "machine": machine,
-        "settings": {"concurrency": concurrency, "raw_ops": raw_ops, "files": files, "e2e_seconds": e2e_seconds},
+        "settings": {"concurrency": concurrency, "raw_ops": raw_ops, "files": files, "e2e_seconds": e2e_seconds, "services": knobs.iter().copied().collect::<std::collections::BTreeMap<_, _>>()},
         "phases": [put.to_json(), produce.to_json(), ingest.to_json(), get.to_json(), copy.to_json(), drain.to_json(), e2e.to_json()],
         "api_ratio": api_ratio,
         "processor_ratio": processor_ratio,

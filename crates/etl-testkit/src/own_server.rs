@@ -244,7 +244,12 @@ impl OwnServer {
 impl Drop for OwnServer {
     fn drop(&mut self) {
         self.stop();
-        std::fs::remove_dir_all(&self.dir).ok();
+        // A failed test keeps the server's data and log to look at.
+        if std::thread::panicking() {
+            eprintln!("{} kept for a look: {}", self.name, self.dir.display());
+        } else {
+            std::fs::remove_dir_all(&self.dir).ok();
+        }
     }
 }
 
