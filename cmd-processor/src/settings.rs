@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use etl_core::bus::KafkaSettings;
@@ -16,7 +17,7 @@ pub struct ProcessorSettings {
     pub group_id: String,
     /// `PROCESSOR_CONCURRENCY`: files handled at once (one company's
     /// files always one after another).
-    pub concurrency: usize,
+    pub concurrency: NonZeroUsize,
     /// `PROCESSOR_RETRY_BASE_MS`: first delay after a transient failure.
     pub retry_base: Duration,
     /// `PROCESSOR_RETRY_MAX_MS`: longest delay between retries.
@@ -37,15 +38,11 @@ impl ProcessorSettings {
         Ok(Self {
             listen_addr: env.socket_addr("PROCESSOR_LISTEN_ADDR", "0.0.0.0:8081")?,
             group_id: env.non_empty("PROCESSOR_GROUP_ID", "etl-processor")?,
-            concurrency: match env.parse("PROCESSOR_CONCURRENCY", 64usize)? {
-                0 => {
-                    return Err(ConfigError {
-                        var: "PROCESSOR_CONCURRENCY".into(),
-                        problem: "must be at least 1".into(),
-                    });
-                }
-                n => n,
-            },
+            concurrency: NonZeroUsize::new(env.parse("PROCESSOR_CONCURRENCY", 64usize)?)
+                .ok_or_else(|| ConfigError {
+                    var: "PROCESSOR_CONCURRENCY".into(),
+                    problem: "must be at least 1".into(),
+                })?,
             retry_base: env.millis("PROCESSOR_RETRY_BASE_MS", 200)?,
             retry_max: env.millis("PROCESSOR_RETRY_MAX_MS", 30_000)?,
             migrate_on_start: env.bool("DATABASE_MIGRATE_ON_START", false)?,

@@ -7,6 +7,7 @@
 //! only re-emits the recorded outcome (with the same derived `event_id`).
 
 use std::collections::{BTreeSet, VecDeque};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use etl_core::bus::{EventPublisher, HEADER_REQUEST_ID, headers_map};
+use etl_core::bus::{EventPublisher, HEADER_REQUEST_ID, ReceiveBackoff, headers_map};
 use etl_core::domain::{CompanySlug, RequestId};
 use etl_core::events::{
     DeadLetter, Envelope, Event, FieldError, FileExtractSuccess, FileLoaded, ValidationError,
@@ -101,7 +102,7 @@ pub struct Worker {
     pub retry_base: Duration,
     pub retry_max: Duration,
     /// Files handled at once, each in its own lane.
-    pub concurrency: usize,
+    pub concurrency: NonZeroUsize,
 }
 
 /// Records waiting for a lane a record is sent to; more means a full lane
@@ -140,7 +141,7 @@ impl Worker {
     /// files of its lane) and the finished offsets are committed.
     pub async fn run(self, shutdown: CancellationToken) {
         let worker = Arc::new(self);
-        let lane_count = worker.concurrency.max(1);
+        let lane_count = worker.concurrency.get();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let mut lanes = Vec::with_capacity(lane_count);
         let mut lane_tasks = JoinSet::new();
@@ -158,7 +159,7 @@ impl Worker {
         let mut paused_assignment = BTreeSet::new();
         let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut receive_failures = 0u32;
+        let mut receive_backoff = ReceiveBackoff::new(worker.retry_base, worker.retry_max);
         loop {
             while let Some(job) = waiting.pop_front() {
                 match lanes[job.lane].try_reserve() {
@@ -197,20 +198,15 @@ impl Worker {
                 }
                 received = worker.consumer.recv() => match received {
                     Ok(message) => {
-                        receive_failures = 0;
+                        receive_backoff.received();
                         let record = message.detach();
                         let ticket = offsets.dispatched(record.topic(), record.partition(), record.offset());
                         let lane = lane_of(&record, lane_count);
                         waiting.push_back(Job { record, ticket, lane });
                     }
                     Err(e) => {
-                        // librdkafka repairs connections by itself; no point
-                        // polling a failing consumer in a tight loop.
                         worker.metrics.retry("kafka");
-                        let delay = etl_core::backoff_delay(receive_failures, worker.retry_base, worker.retry_max);
-                        receive_failures += 1;
-                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "receiving from kafka failed");
-                        if sleep_or_cancel(delay, &shutdown).await {
+                        if receive_backoff.failed(&e, &shutdown).await {
                             break;
                         }
                     }

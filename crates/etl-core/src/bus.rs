@@ -404,9 +404,42 @@ pub fn consumer(
     Ok(consumer)
 }
 
+/// Waits between failed receives of a consumer: librdkafka repairs a lost
+/// connection by itself, so there is no point polling a failing consumer in
+/// a tight loop; the wait grows with each failure in a row.
+pub struct ReceiveBackoff {
+    failures: u32,
+    base: Duration,
+    max: Duration,
+}
+
+impl ReceiveBackoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            failures: 0,
+            base,
+            max,
+        }
+    }
+
+    /// A record came: the next failure waits the base delay again.
+    pub fn received(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Logs `error` and waits the next delay; `true` when `shutdown` came
+    /// first.
+    pub async fn failed(&mut self, error: &KafkaError, shutdown: &CancellationToken) -> bool {
+        let delay = crate::backoff_delay(self.failures, self.base, self.max);
+        self.failures += 1;
+        tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "kafka receive failed");
+        sleep_or_cancel(delay, shutdown).await
+    }
+}
+
 /// The next record of `consumer`, or `None` once `shutdown` is cancelled.
-/// Receive errors (a lost connection, which librdkafka repairs by itself)
-/// are logged, passed to `on_error`, and waited out with backoff.
+/// Receive errors are passed to `on_error` and waited out with
+/// [`ReceiveBackoff`].
 pub async fn next_record<'c>(
     consumer: &'c StreamConsumer,
     shutdown: &CancellationToken,
@@ -414,7 +447,7 @@ pub async fn next_record<'c>(
     retry_max: Duration,
     mut on_error: impl FnMut(&KafkaError),
 ) -> Option<BorrowedMessage<'c>> {
-    let mut failures = 0u32;
+    let mut backoff = ReceiveBackoff::new(retry_base, retry_max);
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => return None,
@@ -423,11 +456,8 @@ pub async fn next_record<'c>(
         match received {
             Ok(message) => return Some(message),
             Err(e) => {
-                tracing::warn!(error = %e, "kafka receive failed");
                 on_error(&e);
-                let delay = crate::backoff_delay(failures, retry_base, retry_max);
-                failures += 1;
-                if sleep_or_cancel(delay, shutdown).await {
+                if backoff.failed(&e, shutdown).await {
                     return None;
                 }
             }
