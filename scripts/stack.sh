@@ -64,9 +64,9 @@ apt_install() {
 # patched copies in <src_root>/<crate>.
 fetch_patched() { # tool version patch_root src_root
   local tool=$1 version=$2 patch_root=$3 src_root=$4
+  [ -f "$src_root/.patched" ] && return 0
   local crates=() crate dir
   for dir in "$patch_root"/*/; do crates+=("$(basename "$dir")"); done
-  [ -f "$src_root/.patched" ] && return 0
   say "fetching $tool $version's ${crates[*]} (cargo) and patching them"
   rm -rf "$src_root" && mkdir -p "$src_root"
   local tmp manifests

@@ -12,19 +12,19 @@ const FILES: u32 = 2_000;
 const PER_REQUEST: u32 = 250;
 /// Loading 2,000 files takes a while on a 2-core machine.
 const LOAD_DEADLINE: Duration = Duration::from_secs(600);
+/// The group protocol in the processor's log: if a group ever stalls again,
+/// the log shows the joins and syncs the broker answered.
+const GROUP_DEBUG: &[(&str, &str)] = &[
+    ("KAFKA_DEBUG", "cgrp"),
+    ("RUST_LOG", "info,librdkafka=debug"),
+];
 
 #[tokio::test]
 async fn kill_9_of_the_processor_mid_load_loses_nothing_and_loads_nothing_twice() {
     let env = TestEnv::new().await;
     let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
-    // The group protocol in the processor's log: if a restart ever stalls
-    // again, its log shows the joins and syncs the broker answered.
-    let group_debug = [
-        ("KAFKA_DEBUG", "cgrp"),
-        ("RUST_LOG", "info,librdkafka=debug"),
-    ];
     let mut processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &group_debug).await;
+        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, GROUP_DEBUG).await;
 
     let acknowledged = import_generated(&api, &env.id, FILES, PER_REQUEST).await;
 
@@ -69,13 +69,8 @@ async fn a_broker_frozen_past_the_session_timeout_does_not_stall_the_group() {
     env.vars
         .insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "60000".into());
     let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
-    // The group protocol in the log, as in the kill -9 test above.
-    let group_debug = [
-        ("KAFKA_DEBUG", "cgrp"),
-        ("RUST_LOG", "info,librdkafka=debug"),
-    ];
     let _processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &group_debug).await;
+        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, GROUP_DEBUG).await;
     let acknowledged = import_generated(&api, &env.id, 300, 100).await;
     eventually(LOAD_DEADLINE, "the processor to be loading", || async {
         (files_recorded(&env).await >= 20).then_some(())
