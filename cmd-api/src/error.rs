@@ -21,6 +21,10 @@ pub enum ApiError {
     Extract(#[from] ExtractError),
     #[error("the body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error(
+        "{place} is one company document of more than {limit} bytes, the limit for one company; split it, or raise MAX_COMPANY_BYTES"
+    )]
+    CompanyTooLarge { place: String, limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{dependency} is unavailable; nothing was acknowledged, retry later")]
@@ -64,7 +68,9 @@ impl ApiError {
             ApiError::Extract(ExtractError::InvalidEncoding { .. }) => "invalid_encoding",
             ApiError::Extract(ExtractError::TooDeep { .. }) => "too_deep",
             ApiError::Extract(ExtractError::DuplicateKey { .. }) => "duplicate_key",
-            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::PayloadTooLarge { .. } | ApiError::CompanyTooLarge { .. } => {
+                "payload_too_large"
+            }
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::DependencyUnavailable { .. } => "dependency_unavailable",
             ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
@@ -83,7 +89,9 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::Extract(_) => StatusCode::BAD_REQUEST,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::CompanyTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::DependencyUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InvalidIdempotencyKey(_) => StatusCode::BAD_REQUEST,
@@ -146,7 +154,9 @@ impl IntoResponse for ErrorResponse {
             {
                 body["problems"] = json!(problems);
             }
-            ApiError::PayloadTooLarge { limit } => body["limit_bytes"] = json!(limit),
+            ApiError::PayloadTooLarge { limit } | ApiError::CompanyTooLarge { limit, .. } => {
+                body["limit_bytes"] = json!(limit)
+            }
             ApiError::DependencyUnavailable { dependency, cause } => {
                 tracing::error!(
                     request_id = %self.request_id,

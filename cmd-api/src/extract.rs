@@ -1,15 +1,24 @@
 //! Turns an upload into company documents: one object, a JSON array of
-//! objects, or NDJSON. Each document keeps its exact bytes as posted, so the
-//! stored object is what the client sent. A body with any unusable part is
-//! rejected whole: nothing of it is stored, and the client gets every
-//! position to fix (up to a limit).
+//! objects, or NDJSON, read as it arrives and never held whole. Each
+//! document keeps its exact bytes as posted, so the stored object is what
+//! the client sent. A body with any unusable part is refused whole: no
+//! document after the first problem is handed on, the caller announces
+//! none of them, and the client gets every position to fix (up to a limit).
 
 mod shape;
+mod text;
 
 pub use shape::DEPTH_CEILING;
 
+use std::cell::RefCell;
+use std::io::{BufRead, Read};
+use std::rc::Rc;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use shape::StreamFailure;
+use text::TextReader;
 
 use etl_core::domain::{CompanySlug, SlugError};
 
@@ -93,64 +102,331 @@ impl ExtractError {
 /// Problems listed in one answer; the rest are counted.
 const MAX_PROBLEMS: usize = 20;
 
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+#[derive(Debug, Clone, Copy)]
+pub struct SplitLimits {
+    /// Deepest nesting of arrays and objects accepted, at most
+    /// [`DEPTH_CEILING`].
+    pub max_depth: usize,
+    /// Largest company document (array element, NDJSON line, or the whole
+    /// body when it is one object): the most the splitter holds at once.
+    pub max_company_bytes: usize,
+}
 
-/// `max_depth`: deepest nesting of arrays and objects accepted, at most
-/// [`DEPTH_CEILING`].
+#[derive(Debug, thiserror::Error)]
+pub enum SplitError {
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+    #[error("{place} is larger than the limit of {limit} bytes for one company")]
+    CompanyTooLarge { place: String, limit: usize },
+    /// The reader failed (the client, or a layer below such as gzip).
+    #[error("the body could not be read: {0}")]
+    Read(std::io::Error),
+    /// The sink refused a document.
+    #[error("stopped")]
+    Stopped,
+}
+
+/// Raised by the recorder when one document outgrows its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("a company document is larger than its limit")]
+struct CompanyTooBig;
+
+impl SplitError {
+    /// Takes errors of the splitter's own layers back out of an
+    /// `io::Error`; anything else is the reader's.
+    fn from_io(e: std::io::Error, place: impl FnOnce() -> String, limit: usize) -> Self {
+        if e.get_ref().is_some_and(|inner| inner.is::<CompanyTooBig>()) {
+            return SplitError::CompanyTooLarge {
+                place: place(),
+                limit,
+            };
+        }
+        if e.get_ref().is_some_and(|inner| inner.is::<ExtractError>()) {
+            let inner = e.into_inner().expect("checked: it has an inner error");
+            let extract = inner
+                .downcast::<ExtractError>()
+                .expect("checked: it is an ExtractError");
+            return SplitError::Extract(*extract);
+        }
+        SplitError::Read(e)
+    }
+}
+
+/// Splits a whole body held in memory; see [`split_stream`].
 pub fn split(
     body: &[u8],
     format: BodyFormat,
     max_depth: usize,
 ) -> Result<Vec<CompanyDoc>, ExtractError> {
-    // A leading BOM is what some Windows editors write; it is not content.
-    let body = body.strip_prefix(UTF8_BOM).unwrap_or(body);
-    shape::check_encoding(body)?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ExtractError::InvalidJson {
-            message: "the body is empty: send a company object, an array of them, or NDJSON".into(),
-            line: 1,
-            column: 0,
-        });
-    }
-    let located: Vec<(Location, &RawValue)> = match format {
-        BodyFormat::Json => {
-            shape::check_json(body, max_depth, 1)?;
-            split_json(body)?
-        }
-        BodyFormat::NdJson => split_ndjson(body, max_depth)?,
+    let mut docs = Vec::new();
+    let limits = SplitLimits {
+        max_depth,
+        max_company_bytes: usize::MAX,
     };
-    let mut docs = Vec::with_capacity(located.len());
-    let mut problems = Vec::new();
-    for (at, raw) in &located {
-        match company_of(raw) {
-            Ok(company) => docs.push(CompanyDoc {
-                company,
-                bytes: raw.get().as_bytes().to_vec(),
-            }),
-            Err(message) => problems.push(at.problem(message)),
+    match split_stream(body, format, limits, |doc| {
+        docs.push(doc);
+        true
+    }) {
+        Ok(_) => Ok(docs),
+        Err(SplitError::Extract(e)) => Err(e),
+        Err(other) => unreachable!("a body in memory without a size limit: {other}"),
+    }
+}
+
+/// Reads an upload and hands each company document to `sink` as soon as it
+/// is complete, holding at most one document (plus a read buffer) at a
+/// time. `sink` returns false to stop. Once a document turns out unusable
+/// no more are handed over, but the rest is still read so that every
+/// problem is listed. Returns how many documents the body has.
+pub fn split_stream<R: Read>(
+    reader: R,
+    format: BodyFormat,
+    limits: SplitLimits,
+    sink: impl FnMut(CompanyDoc) -> bool,
+) -> Result<usize, SplitError> {
+    let mut text = TextReader::new(reader);
+    let mut collector = Collector {
+        sink,
+        documents: 0,
+        problems: Vec::new(),
+        problem_count: 0,
+    };
+    let result = match format {
+        BodyFormat::Json => split_json(&mut text, limits, &mut collector),
+        BodyFormat::NdJson => split_ndjson(&mut text, limits, &mut collector),
+    };
+    match result {
+        Err(SplitError::Extract(ExtractError::InvalidJson { .. })) | Ok(())
+            if !text.saw_content() =>
+        {
+            Err(ExtractError::InvalidJson {
+                message: "the body is empty: send a company object, an array of them, or NDJSON"
+                    .into(),
+                line: 1,
+                column: 0,
+            }
+            .into())
         }
+        Ok(()) => collector.finish(),
+        Err(e) => Err(e),
     }
-    if docs.is_empty() && problems.is_empty() {
-        return Err(ExtractError::MissingCompany {
-            message: "the array is empty: there is no company to import".into(),
-            problems,
-        });
+}
+
+/// Receives the documents in order, hands the usable ones on while all
+/// are, and lists the problems.
+struct Collector<F> {
+    sink: F,
+    documents: usize,
+    problems: Vec<Problem>,
+    problem_count: usize,
+}
+
+impl<F: FnMut(CompanyDoc) -> bool> Collector<F> {
+    fn take(&mut self, at: Location, text: &str) -> Result<(), SplitError> {
+        self.documents += 1;
+        match company_of(text) {
+            Ok(company) if self.problem_count == 0 => {
+                let doc = CompanyDoc {
+                    company,
+                    bytes: text.as_bytes().to_vec(),
+                };
+                if !(self.sink)(doc) {
+                    return Err(SplitError::Stopped);
+                }
+            }
+            // The body is refused: no point storing more of it.
+            Ok(_) => {}
+            Err(message) => {
+                self.problem_count += 1;
+                if self.problems.len() < MAX_PROBLEMS {
+                    self.problems.push(at.problem(message));
+                }
+            }
+        }
+        Ok(())
     }
-    if !problems.is_empty() {
-        let count = problems.len();
-        let first = problems[0].clone();
-        problems.truncate(MAX_PROBLEMS);
-        let message = match (count, &first) {
-            (1, p) => format!("{}{}", p.where_prefix(), p.message),
-            (n, p) => format!(
+
+    fn finish(self) -> Result<usize, SplitError> {
+        if self.documents == 0 {
+            return Err(ExtractError::MissingCompany {
+                message: "the array is empty: there is no company to import".into(),
+                problems: self.problems,
+            }
+            .into());
+        }
+        let Some(first) = self.problems.first() else {
+            return Ok(self.documents);
+        };
+        let message = match self.problem_count {
+            1 => format!("{}{}", first.where_prefix(), first.message),
+            n => format!(
                 "{n} documents are not usable companies; first: {}{}",
-                p.where_prefix(),
-                p.message
+                first.where_prefix(),
+                first.message
             ),
         };
-        return Err(ExtractError::MissingCompany { message, problems });
+        Err(ExtractError::MissingCompany {
+            message,
+            problems: self.problems,
+        }
+        .into())
     }
-    Ok(docs)
+}
+
+/// The bytes the JSON walk reads while an element is being read: that
+/// element's exact text, plus separators around it.
+struct Recording {
+    on: bool,
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+/// Hands the walk its bytes one read at a time and records them.
+struct Tee<'r, R> {
+    inner: &'r mut R,
+    recording: Rc<RefCell<Recording>>,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(out)?;
+        let mut recording = self.recording.borrow_mut();
+        if recording.on {
+            let mut read = &out[..n];
+            // What precedes an element is not part of it, however long.
+            if recording.bytes.is_empty() {
+                let start = read
+                    .iter()
+                    .position(|b| !b.is_ascii_whitespace() && *b != b',')
+                    .unwrap_or(read.len());
+                read = &read[start..];
+            }
+            if recording.bytes.len() + read.len() > recording.limit {
+                return Err(std::io::Error::other(CompanyTooBig));
+            }
+            recording.bytes.extend_from_slice(read);
+        }
+        Ok(n)
+    }
+}
+
+struct JsonElements<'c, F> {
+    collector: &'c mut Collector<F>,
+    recording: Rc<RefCell<Recording>>,
+    /// Elements of the top-level array completed so far.
+    completed: usize,
+    failure: Option<SplitError>,
+}
+
+impl<F: FnMut(CompanyDoc) -> bool> shape::Elements for JsonElements<'_, F> {
+    fn starts(&mut self) {
+        let mut recording = self.recording.borrow_mut();
+        recording.on = true;
+        recording.bytes.clear();
+    }
+
+    fn ends(&mut self, index: Option<usize>) -> Result<(), ()> {
+        let limit = self.recording.borrow().limit;
+        let recording = self.recording.replace(Recording {
+            on: false,
+            bytes: Vec::new(),
+            limit,
+        });
+        self.completed += 1;
+        let at = index.map_or(Location::Whole, Location::Index);
+        // The walk checked the element, so its text starts and ends on
+        // ASCII: it is UTF-8 (TextReader checked) and cut only around it.
+        let text = std::str::from_utf8(trim_element(&recording.bytes))
+            .map_err(|e| SplitError::Read(std::io::Error::other(e)))
+            .and_then(|text| self.collector.take(at, text));
+        let mut bytes = recording.bytes;
+        bytes.clear();
+        self.recording.borrow_mut().bytes = bytes;
+        text.map_err(|e| self.failure = Some(e))
+    }
+}
+
+/// An element's text from what was read while it was: without the comma
+/// and whitespace before it and the whitespace after it.
+fn trim_element(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace() && *b != b',')
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |p| p + 1);
+    &bytes[start..end.max(start)]
+}
+
+fn split_json<R: Read, F: FnMut(CompanyDoc) -> bool>(
+    text: &mut TextReader<R>,
+    limits: SplitLimits,
+    collector: &mut Collector<F>,
+) -> Result<(), SplitError> {
+    let recording = Rc::new(RefCell::new(Recording {
+        on: false,
+        bytes: Vec::new(),
+        limit: limits.max_company_bytes,
+    }));
+    let mut elements = JsonElements {
+        collector,
+        recording: recording.clone(),
+        completed: 0,
+        failure: None,
+    };
+    let tee = Tee {
+        inner: text,
+        recording,
+    };
+    match shape::check_json_stream(tee, limits.max_depth, &mut elements) {
+        Ok(()) => Ok(()),
+        Err(StreamFailure::Extract(e)) => Err(e.into()),
+        Err(StreamFailure::Stopped) => Err(elements.failure.take().unwrap_or(SplitError::Stopped)),
+        Err(StreamFailure::Io(e)) => {
+            let completed = elements.completed;
+            Err(SplitError::from_io(
+                e,
+                || format!("element {completed} of the array (or the body's one company)"),
+                limits.max_company_bytes,
+            ))
+        }
+    }
+}
+
+fn split_ndjson<R: Read, F: FnMut(CompanyDoc) -> bool>(
+    text: &mut TextReader<R>,
+    limits: SplitLimits,
+    collector: &mut Collector<F>,
+) -> Result<(), SplitError> {
+    let limit = limits.max_company_bytes;
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        let read = (&mut *text)
+            .take((limit as u64).saturating_add(1))
+            .read_until(b'\n', &mut line)
+            .map_err(|e| SplitError::from_io(e, || format!("line {number}"), limit))?;
+        if read == 0 {
+            return Ok(());
+        }
+        let content = line.strip_suffix(b"\n").unwrap_or(&line);
+        if content.len() > limit {
+            return Err(SplitError::CompanyTooLarge {
+                place: format!("line {number}"),
+                limit,
+            });
+        }
+        if content.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        shape::check_json(content, limits.max_depth, number)?;
+        let raw: &RawValue =
+            serde_json::from_slice(content).map_err(|e| invalid_json(&e, number))?;
+        collector.take(Location::Line(number as usize), raw.get())?;
+    }
+    unreachable!("more lines than a u64 counts")
 }
 
 #[derive(Clone, Copy)]
@@ -200,46 +476,13 @@ fn invalid_json(e: &serde_json::Error, line: u64) -> ExtractError {
     }
 }
 
-/// Only after [`shape::check_json`] passed: errors here are not expected.
-fn split_json(body: &[u8]) -> Result<Vec<(Location, &RawValue)>, ExtractError> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    if first == Some(b'[') {
-        let items: Vec<&RawValue> =
-            serde_json::from_slice(body).map_err(|e| invalid_json(&e, e.line() as u64))?;
-        Ok(items
-            .into_iter()
-            .enumerate()
-            .map(|(i, raw)| (Location::Index(i), raw))
-            .collect())
-    } else {
-        let raw: &RawValue =
-            serde_json::from_slice(body).map_err(|e| invalid_json(&e, e.line() as u64))?;
-        Ok(vec![(Location::Whole, raw)])
-    }
-}
-
-fn split_ndjson(body: &[u8], max_depth: usize) -> Result<Vec<(Location, &RawValue)>, ExtractError> {
-    let mut out = Vec::new();
-    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let number = i as u64 + 1;
-        shape::check_json(line, max_depth, number)?;
-        let raw: &RawValue = serde_json::from_slice(line).map_err(|e| invalid_json(&e, number))?;
-        out.push((Location::Line(i + 1), raw));
-    }
-    Ok(out)
-}
-
 #[derive(Deserialize)]
 struct NameOnly<'a> {
     #[serde(borrow, default)]
     name: Option<&'a RawValue>,
 }
 
-fn company_of(raw: &RawValue) -> Result<CompanySlug, String> {
-    let text = raw.get();
+fn company_of(text: &str) -> Result<CompanySlug, String> {
     if !text.starts_with('{') {
         return Err(format!(
             "expected a company object, found {}",
@@ -384,5 +627,126 @@ mod tests {
         let indexes: Vec<_> = problems.iter().map(|p| p.index).collect();
         assert_eq!(indexes, [Some(1), Some(2)]);
         assert!(message.starts_with("2 documents"), "{message}");
+    }
+
+    /// Hands out `chunk` bytes per read, as a slow network would.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        chunk: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.chunk.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn stream_all(
+        body: &[u8],
+        format: BodyFormat,
+        chunk: usize,
+        max_company_bytes: usize,
+    ) -> Result<Vec<CompanyDoc>, SplitError> {
+        let mut docs = Vec::new();
+        let limits = SplitLimits {
+            max_depth: 64,
+            max_company_bytes,
+        };
+        split_stream(Trickle { data: body, chunk }, format, limits, |doc| {
+            docs.push(doc);
+            true
+        })?;
+        Ok(docs)
+    }
+
+    #[test]
+    fn any_chunking_of_the_body_gives_the_same_documents() {
+        let array = "[ {\"name\":\"Ромашка\", \"n\": 1} ,\n{\"name\":\"B\"}\n]\n".as_bytes();
+        let ndjson = "{\"name\":\"Ромашка\"}\r\n\n{\"name\":\"B\"}".as_bytes();
+        for (body, format) in [(array, BodyFormat::Json), (ndjson, BodyFormat::NdJson)] {
+            let whole = split(body, format, 64).unwrap();
+            assert_eq!(names(&whole), ["romashka", "b"]);
+            for chunk in [1, 2, 3, 7] {
+                assert_eq!(stream_all(body, format, chunk, 1 << 20).unwrap(), whole);
+            }
+        }
+    }
+
+    #[test]
+    fn a_company_over_its_limit_is_named_and_whitespace_does_not_count() {
+        let big = format!("{{\"name\":\"{}\"}}", "x".repeat(100));
+        let cases = [
+            (
+                format!("[{{\"name\":\"A\"}}, {big}]"),
+                BodyFormat::Json,
+                "element 1",
+            ),
+            (big.clone(), BodyFormat::Json, "element 0"),
+            (
+                format!("{{\"name\":\"A\"}}\n{big}\n"),
+                BodyFormat::NdJson,
+                "line 2",
+            ),
+        ];
+        for (body, format, place) in cases {
+            match stream_all(body.as_bytes(), format, 5, 50) {
+                Err(SplitError::CompanyTooLarge {
+                    place: p,
+                    limit: 50,
+                }) => {
+                    assert!(p.starts_with(place), "{p} for {body}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        let padded = format!("{}{{\"name\":\"A\"}}{}", " ".repeat(500), "\n".repeat(500));
+        assert_eq!(
+            stream_all(padded.as_bytes(), BodyFormat::Json, 64, 50)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn no_document_is_handed_on_after_the_first_unusable_one() {
+        let body = br#"[{"name":"A"}, 7, {"name":"C"}]"#;
+        let mut handed = Vec::new();
+        let limits = SplitLimits {
+            max_depth: 64,
+            max_company_bytes: 1 << 20,
+        };
+        let result = split_stream(&body[..], BodyFormat::Json, limits, |doc| {
+            handed.push(doc.company);
+            true
+        });
+        assert!(matches!(
+            result,
+            Err(SplitError::Extract(ExtractError::MissingCompany { .. }))
+        ));
+        assert_eq!(handed.len(), 1);
+    }
+
+    #[test]
+    fn a_sink_that_refuses_stops_the_split() {
+        let limits = SplitLimits {
+            max_depth: 64,
+            max_company_bytes: 1 << 20,
+        };
+        let mut calls = 0;
+        let result = split_stream(
+            &br#"[{"name":"A"},{"name":"B"},{"name":"C"}]"#[..],
+            BodyFormat::Json,
+            limits,
+            |_| {
+                calls += 1;
+                false
+            },
+        );
+        assert!(matches!(result, Err(SplitError::Stopped)), "{result:?}");
+        assert_eq!(calls, 1);
     }
 }

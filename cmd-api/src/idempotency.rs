@@ -7,6 +7,11 @@
 //! an instance, which makes concurrent repeats wait for the first and get
 //! its answer. Across instances, two concurrent first requests may both
 //! import; the files are content-addressed, so they are still loaded once.
+//!
+//! The upload is streamed, so its fingerprint is known only once it has
+//! been read and its files stored: a repeat stores the same objects again
+//! (same keys, same bytes) and then gets the recorded answer, without a
+//! second announcement.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,14 +55,28 @@ impl IdempotencyKey {
     }
 }
 
-/// What identifies "the same request" besides the key: the parsed upload.
-pub fn fingerprint(parts: &[&[u8]]) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part);
+/// What identifies "the same request" besides the key: the request's
+/// parameters, then the upload's text, hashed as it streams in.
+pub struct Fingerprint(Sha256);
+
+impl Fingerprint {
+    /// `parameters` are framed by their lengths; the text follows them.
+    pub fn new(parameters: &[&[u8]]) -> Self {
+        let mut hasher = Sha256::new();
+        for part in parameters {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        Self(hasher)
     }
-    hex::encode(hasher.finalize())
+
+    pub fn update(&mut self, text: &[u8]) {
+        self.0.update(text);
+    }
+
+    pub fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
 }
 
 #[derive(Serialize, Deserialize)]

@@ -1,16 +1,18 @@
 //! `POST /import/companies`: store each company of the upload as one S3
-//! object and announce it with one `FileExtractSuccess`. The 202 is sent only
-//! after every object is stored and every event acknowledged by the broker.
+//! object and announce it with one `FileExtractSuccess`. Companies are
+//! stored while the body is still arriving; the events are published only
+//! once the whole body was read and found usable, and the 202 only after
+//! every event is acknowledged by the broker. A refused body is announced
+//! nowhere (see [`HOLD_BYTES`] for what is stored of it).
 
 use std::collections::HashSet;
-use std::io::Read;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{Stream, StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -20,9 +22,11 @@ use etl_core::storage::company_file_key;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorResponse};
-use crate::extract::{BodyFormat, CompanyDoc, ExtractError, split};
-use crate::idempotency::{self, Answer, IdempotencyKey};
-use crate::settings::ApiSettings;
+use tokio::sync::mpsc;
+
+use crate::extract::{BodyFormat, CompanyDoc, ExtractError, SplitError, SplitLimits, split_stream};
+use crate::idempotency::{self, Answer, Fingerprint, IdempotencyKey};
+use crate::upload::{self, BodyReader, Decoded, ReadFailure};
 
 #[derive(Debug, Deserialize)]
 pub struct ImportParams {
@@ -83,60 +87,200 @@ async fn accept(
     let key = IdempotencyKey::from_headers(headers)?;
     let gzip = gzipped(headers)?;
     let format = body_format(headers)?;
-    let raw = receive(body, headers, &state.settings).await?;
-    let bytes = match decode(raw, gzip, state.settings.max_body_bytes) {
-        Ok(bytes) => bytes,
-        Err((e, received)) => {
-            if matches!(e, ApiError::Extract(_)) {
-                report_extract_error(state, request_id, &e, received).await;
+    let limit = state.settings.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let filename = params.filename.as_deref();
+    let fingerprint = key.as_ref().map(|_| {
+        let format_tag: &[u8] = match format {
+            BodyFormat::Json => b"json",
+            BodyFormat::NdJson => b"ndjson",
+        };
+        Fingerprint::new(&[format_tag, filename.unwrap_or_default().as_bytes()])
+    });
+    let reading = Reading {
+        gzip,
+        format,
+        fingerprint,
+    };
+    // A client trickling its body would otherwise hold a slot forever.
+    let upload = tokio::time::timeout(
+        state.settings.body_timeout,
+        receive_and_store(state, body, reading),
+    )
+    .await
+    .map_err(|_| ApiError::RequestTimeout {
+        timeout: state.settings.body_timeout,
+    })?;
+    let upload = match upload {
+        Ok(upload) => upload,
+        Err(Refused { error, received }) => {
+            if matches!(error, ApiError::Extract(_)) {
+                report_extract_error(state, request_id, &error, received).await;
             }
-            return Err(e);
+            return Err(error);
         }
     };
-    let filename = params.filename.as_deref();
+    state.metrics.received(upload.documents);
+    tracing::info!(
+        companies = upload.documents,
+        files = upload.files.len(),
+        size_bytes = upload.text_bytes,
+        "upload stored"
+    );
     let Some(key) = key else {
-        let accepted = import(state, request_id, filename, format, bytes).await?;
+        let accepted = announce(state, request_id, filename, upload.files).await?;
         return Ok(Answer {
             accepted,
             replayed: false,
         });
     };
-    let format_tag: &[u8] = match format {
-        BodyFormat::Json => b"json",
-        BodyFormat::NdJson => b"ndjson",
-    };
-    let fingerprint =
-        idempotency::fingerprint(&[format_tag, filename.unwrap_or_default().as_bytes(), &bytes]);
+    let fingerprint = upload
+        .fingerprint
+        .expect("a fingerprint is taken whenever a key was sent");
     state
         .idempotency
         .run(&state.store, &key, fingerprint, || {
-            import(state, request_id, filename, format, bytes)
+            announce(state, request_id, filename, upload.files)
         })
         .await
 }
 
-async fn import(
+/// How to read one upload.
+struct Reading {
+    gzip: bool,
+    format: BodyFormat,
+    fingerprint: Option<Fingerprint>,
+}
+
+/// An upload read whole and every file of it stored, none announced yet.
+struct Upload {
+    files: Vec<StoredFile>,
+    documents: usize,
+    text_bytes: u64,
+    fingerprint: Option<String>,
+}
+
+struct Refused {
+    error: ApiError,
+    /// Body bytes received (before decompression).
+    received: u64,
+}
+
+/// Reads the body as it arrives, splits it on a blocking thread and stores
+/// each company as soon as it is split, at most `S3_PUT_CONCURRENCY` at a
+/// time, so memory holds a few documents whatever the upload's size.
+async fn receive_and_store(
+    state: &AppState,
+    body: Body,
+    reading: Reading,
+) -> Result<Upload, Refused> {
+    let settings = &state.settings;
+    let (chunk_tx, chunk_rx) = upload::channel();
+    let (doc_tx, doc_rx) = mpsc::channel::<CompanyDoc>(settings.put_concurrency);
+    let limit = settings.max_body_bytes;
+    let limits = SplitLimits {
+        max_depth: settings.max_json_depth,
+        max_company_bytes: settings.max_company_bytes,
+    };
+    let splitting = tokio::task::spawn_blocking(move || {
+        let body = BodyReader::new(chunk_rx);
+        let source: Box<dyn std::io::Read> = if reading.gzip {
+            // Every member counts (`cat a.gz b.gz` is one valid gzip body).
+            Box::new(flate2::read::MultiGzDecoder::new(body))
+        } else {
+            Box::new(body)
+        };
+        let mut text = Decoded::new(source, limit, reading.fingerprint);
+        let split = split_stream(&mut text, reading.format, limits, |doc| {
+            doc_tx.blocking_send(doc).is_ok()
+        });
+        (split, text.finish())
+    });
+    let (received, split, stored) = tokio::join!(
+        upload::pump(body, chunk_tx),
+        splitting,
+        hold_then_store(state, doc_rx)
+    );
+    let refused = |error| Refused { error, received };
+    let (split, (text_bytes, fingerprint)) = split.map_err(|e| {
+        refused(ApiError::DependencyUnavailable {
+            dependency: "api",
+            cause: format!("the upload's splitter stopped: {e}"),
+        })
+    })?;
+    let documents = match split {
+        Ok(documents) => documents,
+        // Storing failed and stopped the split: its error is the answer.
+        Err(SplitError::Stopped) => {
+            return Err(refused(stored.err().unwrap_or_else(|| {
+                ApiError::DependencyUnavailable {
+                    dependency: "api",
+                    cause: "the upload's split stopped without a reason".into(),
+                }
+            })));
+        }
+        Err(e) => return Err(refused(split_refusal(e, reading.gzip, limit, stored.err()))),
+    };
+    let files = match stored.map_err(refused)? {
+        Stored::All(files) => files,
+        Stored::Held(docs) => store_all(state, stream::iter(docs))
+            .await
+            .map_err(refused)?,
+    };
+    Ok(Upload {
+        files,
+        documents,
+        text_bytes,
+        fingerprint,
+    })
+}
+
+/// The answer to a body the splitter refused. The client's mistakes come
+/// first; a store failure is the answer only when the body was fine as far
+/// as it was read.
+fn split_refusal(e: SplitError, gzip: bool, limit: usize, stored: Option<ApiError>) -> ApiError {
+    match e {
+        SplitError::Extract(e) => ApiError::Extract(e),
+        SplitError::CompanyTooLarge { place, limit } => ApiError::CompanyTooLarge { place, limit },
+        SplitError::Read(io) => match upload::read_failure(&io) {
+            Some(ReadFailure::TooLarge) => ApiError::PayloadTooLarge { limit },
+            Some(ReadFailure::Body(message)) => ApiError::Extract(ExtractError::InvalidEncoding {
+                message: format!("the body could not be read: {message}"),
+                line: 1,
+                column: 1,
+            }),
+            Some(ReadFailure::Abandoned) | None if stored.is_some() => {
+                stored.expect("checked: storing failed")
+            }
+            _ if gzip => ApiError::Extract(ExtractError::InvalidEncoding {
+                message: format!("the gzip body cannot be decompressed: {io}"),
+                line: 1,
+                column: 1,
+            }),
+            _ => ApiError::Extract(ExtractError::InvalidEncoding {
+                message: format!("the body could not be read: {io}"),
+                line: 1,
+                column: 1,
+            }),
+        },
+        SplitError::Stopped => unreachable!("handled by the caller"),
+    }
+}
+
+/// Publishes one `FileExtractSuccess` per stored file, in upload order,
+/// and builds the answer.
+async fn announce(
     state: &AppState,
     request_id: &RequestId,
     filename: Option<&str>,
-    format: BodyFormat,
-    bytes: Vec<u8>,
+    files: Vec<StoredFile>,
 ) -> Result<ImportAccepted, ApiError> {
-    let docs = match split(&bytes, format, state.settings.max_json_depth) {
-        Ok(docs) => docs,
-        Err(e) => {
-            let error = ApiError::from(e);
-            report_extract_error(state, request_id, &error, bytes.len()).await;
-            return Err(error);
-        }
-    };
-    state.metrics.received(docs.len());
-    tracing::info!(
-        companies = docs.len(),
-        size_bytes = bytes.len(),
-        "upload parsed"
-    );
-    let files = store_all(state, dedup(docs)).await?;
     publish_all(state, request_id, filename, &files).await?;
     tracing::info!(files = files.len(), "import accepted");
     Ok(ImportAccepted {
@@ -183,124 +327,95 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
     }
 }
 
-/// The body as sent, refused early when it is declared or turns out larger
-/// than the limit, or trickles in slower than the body timeout allows.
-async fn receive(
-    body: Body,
-    headers: &HeaderMap,
-    settings: &ApiSettings,
-) -> Result<axum::body::Bytes, ApiError> {
-    let limit = settings.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
-    // A client trickling its body would otherwise hold a slot forever.
-    tokio::time::timeout(settings.body_timeout, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| ApiError::RequestTimeout {
-            timeout: settings.body_timeout,
-        })?
-        .map_err(|e| {
-            let over_limit = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if over_limit {
-                ApiError::PayloadTooLarge { limit }
-            } else {
-                ApiError::Extract(ExtractError::InvalidEncoding {
-                    message: format!("the body could not be read: {e}"),
-                    line: 1,
-                    column: 1,
-                })
-            }
-        })
-}
-
-/// The body's text: gunzipped when sent with `Content-Encoding: gzip`. On
-/// error, also the size received.
-fn decode(raw: axum::body::Bytes, gzip: bool, limit: usize) -> Result<Vec<u8>, (ApiError, usize)> {
-    if !gzip {
-        return Ok(raw.into());
-    }
-    // Decompress at most limit+1 bytes: a gzip bomb stops there. Every
-    // member counts (`cat a.gz b.gz` is one valid gzip body).
-    let mut out = Vec::new();
-    let decoded = flate2::read::MultiGzDecoder::new(&raw[..])
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out);
-    if let Err(e) = decoded {
-        let error = ExtractError::InvalidEncoding {
-            message: format!("the gzip body cannot be decompressed: {e}"),
-            line: 1,
-            column: 1,
-        };
-        return Err((error.into(), raw.len()));
-    }
-    if out.len() > limit {
-        return Err((ApiError::PayloadTooLarge { limit }, raw.len()));
-    }
-    Ok(out)
-}
-
-/// Identical documents of one upload are one file.
-fn dedup(docs: Vec<CompanyDoc>) -> Vec<(CompanyDoc, [u8; 32], FileId)> {
-    let mut seen = HashSet::new();
-    docs.into_iter()
-        .filter_map(|doc| {
-            let sha: [u8; 32] = Sha256::digest(&doc.bytes).into();
-            let id = FileId::for_content(&doc.company, &sha);
-            seen.insert(id).then_some((doc, sha, id))
-        })
-        .collect()
-}
-
 struct StoredFile {
     accepted: AcceptedFile,
     sha256: String,
 }
 
+/// Documents of an upload held back before any is stored: a body refused
+/// within its first few MiB (nearly every refused body) stores nothing.
+/// Past this the upload streams, and a body refused later leaves the objects
+/// stored before its problem unannounced in the bucket.
+const HOLD_BYTES: usize = 4 * 1024 * 1024;
+
+enum Stored {
+    /// Every document, stored.
+    All(Vec<StoredFile>),
+    /// The whole upload fit in the hold: nothing stored yet.
+    Held(Vec<CompanyDoc>),
+}
+
+async fn hold_then_store(
+    state: &AppState,
+    mut docs: mpsc::Receiver<CompanyDoc>,
+) -> Result<Stored, ApiError> {
+    let mut held = Vec::new();
+    let mut held_bytes = 0;
+    while held_bytes <= HOLD_BYTES {
+        let Some(doc) = docs.recv().await else {
+            return Ok(Stored::Held(held));
+        };
+        held_bytes += doc.bytes.len();
+        held.push(doc);
+    }
+    let rest = stream::unfold(
+        docs,
+        |mut rx| async move { rx.recv().await.map(|d| (d, rx)) },
+    );
+    store_all(state, stream::iter(held).chain(rest))
+        .await
+        .map(Stored::All)
+}
+
+/// Stores each document as it comes, identical documents of one upload
+/// once.
 async fn store_all(
     state: &AppState,
-    docs: Vec<(CompanyDoc, [u8; 32], FileId)>,
+    docs: impl Stream<Item = CompanyDoc>,
 ) -> Result<Vec<StoredFile>, ApiError> {
-    stream::iter(docs)
-        .map(|(doc, sha, file_id)| async move {
-            let key = company_file_key(&doc.company, file_id);
-            let size = doc.bytes.len() as u64;
-            let stored = state.store.put(&key, doc.bytes).await.map_err(|e| {
-                ApiError::DependencyUnavailable {
-                    dependency: "s3",
-                    cause: e.to_string(),
-                }
-            })?;
-            state.metrics.stored(size);
-            tracing::info!(
-                %file_id,
-                company = doc.company.as_str(),
-                s3_key = %key,
-                size_bytes = size,
-                "file stored"
-            );
-            Ok(StoredFile {
-                accepted: AcceptedFile {
-                    file_id,
-                    company: doc.company,
-                    s3_key: key,
-                    etag: stored.etag,
-                    size_bytes: size,
-                },
-                sha256: hex::encode(sha),
-            })
+    let mut seen = HashSet::new();
+    docs.filter_map(|doc| {
+        let sha: [u8; 32] = Sha256::digest(&doc.bytes).into();
+        let id = FileId::for_content(&doc.company, &sha);
+        std::future::ready(seen.insert(id).then_some((doc, sha, id)))
+    })
+    .map(|(doc, sha, file_id)| async move {
+        let key = company_file_key(&doc.company, file_id);
+        let size = doc.bytes.len() as u64;
+        let stored = state.store.put(&key, doc.bytes).await.map_err(|e| {
+            ApiError::DependencyUnavailable {
+                dependency: "s3",
+                cause: e.to_string(),
+            }
+        })?;
+        state.metrics.stored(size);
+        tracing::info!(
+            %file_id,
+            company = doc.company.as_str(),
+            s3_key = %key,
+            size_bytes = size,
+            "file stored"
+        );
+        Ok(StoredFile {
+            accepted: AcceptedFile {
+                file_id,
+                company: doc.company,
+                s3_key: key,
+                etag: stored.etag,
+                size_bytes: size,
+            },
+            sha256: hex::encode(sha),
         })
-        // `buffered` keeps upload order, so events of one company are
-        // published in the order the client sent them.
-        .buffered(state.settings.put_concurrency)
-        .try_collect()
-        .await
+    })
+    // `buffered` keeps upload order, so events of one company are
+    // published in the order the client sent them.
+    .buffered(state.settings.put_concurrency)
+    .try_collect()
+    .await
 }
+
+/// Enough to keep the producer's batches full.
+const PUBLISHES_IN_FLIGHT: usize = 1024;
 
 async fn publish_all(
     state: &AppState,
@@ -331,16 +446,17 @@ async fn publish_all(
             )
         })
         .collect();
-    // All sends are queued in order on first poll, then awaited together.
-    let results =
-        futures::future::join_all(envelopes.iter().map(|e| state.publisher.publish(e))).await;
-    for result in results {
-        result.map_err(|e| ApiError::DependencyUnavailable {
+    // Sends are queued in order as they are first polled, many awaited
+    // together; bounded so a huge upload does not hold a future per file.
+    stream::iter(envelopes)
+        .map(|e| async move { state.publisher.publish(&e).await })
+        .buffered(PUBLISHES_IN_FLIGHT)
+        .try_for_each(|_| std::future::ready(Ok(())))
+        .await
+        .map_err(|e| ApiError::DependencyUnavailable {
             dependency: "kafka",
             cause: e.to_string(),
-        })?;
-    }
-    Ok(())
+        })
 }
 
 /// Announces an upload that could not be extracted. Best effort: the client
@@ -349,7 +465,7 @@ async fn report_extract_error(
     state: &AppState,
     request_id: &RequestId,
     error: &ApiError,
-    size: usize,
+    size: u64,
 ) {
     let (line, column) = match error {
         ApiError::Extract(e) => e.position().unzip(),
@@ -363,7 +479,7 @@ async fn report_extract_error(
             message: error.short_message(),
             line,
             column,
-            size_bytes: size as u64,
+            size_bytes: size,
         }),
     );
     if let Err(e) = state.publisher.publish(&envelope).await {

@@ -11,6 +11,7 @@ pub mod import;
 pub mod limit;
 pub mod request_id;
 pub mod settings;
+pub mod upload;
 
 pub use app::Application;
 pub use settings::ApiSettings;

@@ -15,11 +15,15 @@ pub struct ApiSettings {
     pub listen_addr: SocketAddr,
     /// `MAX_BODY_BYTES`: largest accepted upload, after gzip decompression too.
     pub max_body_bytes: usize,
+    /// `MAX_COMPANY_BYTES`: largest single company document; uploads are
+    /// streamed, so this (not `MAX_BODY_BYTES`) bounds what one import holds.
+    pub max_company_bytes: usize,
     /// `MAX_JSON_DEPTH`: deepest nesting of arrays and objects accepted.
     pub max_json_depth: usize,
     /// `REQUEST_HEADER_TIMEOUT_MS`: a client must send its headers within this.
     pub header_timeout: Duration,
-    /// `REQUEST_BODY_TIMEOUT_MS`: an upload must arrive whole within this.
+    /// `REQUEST_BODY_TIMEOUT_MS`: an upload must arrive whole, and its
+    /// files be stored, within this.
     pub body_timeout: Duration,
     /// `MAX_CONCURRENT_IMPORTS`: imports handled at once; more get 503.
     pub max_concurrent_imports: usize,
@@ -63,6 +67,13 @@ impl ApiSettings {
                 problem: "must be at least 1".into(),
             });
         }
+        let max_company_bytes = env.parse("MAX_COMPANY_BYTES", 16 * 1024 * 1024)?;
+        if max_company_bytes == 0 {
+            return Err(ConfigError {
+                var: "MAX_COMPANY_BYTES".into(),
+                problem: "must be at least 1".into(),
+            });
+        }
         let api_keys = env.string("API_KEYS", "");
         let api_keys = api_keys
             .split(',')
@@ -73,6 +84,7 @@ impl ApiSettings {
         Ok(Self {
             listen_addr: env.socket_addr("API_LISTEN_ADDR", "0.0.0.0:8080")?,
             max_body_bytes: env.parse("MAX_BODY_BYTES", 64 * 1024 * 1024)?,
+            max_company_bytes,
             max_json_depth,
             header_timeout: env.millis("REQUEST_HEADER_TIMEOUT_MS", 10_000)?,
             body_timeout: env.millis("REQUEST_BODY_TIMEOUT_MS", 120_000)?,

@@ -94,19 +94,23 @@ impl Api {
     }
 
     async fn stored_keys(&self) -> Vec<String> {
-        let listed = self
+        let mut pages = self
             .store
             .client()
             .list_objects_v2()
             .bucket(self.store.bucket())
-            .send()
-            .await
-            .expect("list the bucket");
-        listed
-            .contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_owned))
-            .collect()
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.expect("list the bucket");
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        keys
     }
 }
 
@@ -508,4 +512,113 @@ async fn the_spec_and_a_self_contained_swagger_ui_are_served() {
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
+}
+
+/// NDJSON of `n` generated companies, each padded so that together they
+/// pass the api's hold (4 MiB) and are stored while the body streams in.
+fn padded_ndjson(tag: &str, n: u32) -> Vec<u8> {
+    let mut body = Vec::new();
+    for i in 0..n {
+        let mut doc = etl_testkit::generated_company(tag, i);
+        doc["notes"] = "x".repeat(2_000).into();
+        serde_json::to_writer(&mut body, &doc).unwrap();
+        body.push(b'\n');
+    }
+    body
+}
+
+/// POSTs `body` in 64 KiB chunks without a Content-Length, as a client
+/// streaming a file does.
+async fn post_chunked(api: &Api, body: Vec<u8>) -> (u16, Value) {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let response = http()
+        .post(api.service.url("/import/companies"))
+        .header("content-type", "application/x-ndjson")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .expect("api answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON answer"))
+}
+
+#[tokio::test]
+async fn a_streamed_upload_is_stored_and_announced_in_the_order_sent() {
+    let api = start().await;
+    let companies = 3_000;
+    let (status, body) = post_chunked(&api, padded_ndjson("streamed", companies)).await;
+    assert_eq!(status, 202, "{}", body["error"]);
+
+    let files = body["files"].as_array().unwrap();
+    let slugs: Vec<&str> = files
+        .iter()
+        .map(|f| f["company"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..companies)
+        .map(|i| format!("test-streamed-{i}"))
+        .collect();
+    assert_eq!(slugs, expected);
+    assert_eq!(api.stored_keys().await.len(), companies as usize);
+
+    let topic = api.env.kafka().topics().file_extract_success;
+    let mut tail = api.env.tail(&topic);
+    let announced: Vec<String> = tail
+        .until(DEADLINE, "a FileExtractSuccess per company", |r| {
+            r.len() >= companies as usize
+        })
+        .await
+        .iter()
+        .map(|r| match &r.envelope.event {
+            Event::FileExtractSuccess(e) => e.file_id.to_string(),
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect();
+    let mut answered: Vec<&str> = files
+        .iter()
+        .map(|f| f["file_id"].as_str().unwrap())
+        .collect();
+    let mut announced: Vec<&str> = announced.iter().map(String::as_str).collect();
+    answered.sort_unstable();
+    announced.sort_unstable();
+    assert_eq!(announced, answered);
+}
+
+#[tokio::test]
+async fn a_streamed_upload_broken_near_its_end_is_refused_at_its_line_and_announces_nothing() {
+    let api = start().await;
+    let mut body = padded_ndjson("broken", 3_000);
+    body.extend(b"{\"name\": \"Last\", oops}\n");
+    let (status, answer) = post_chunked(&api, body).await;
+
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_json");
+    assert_eq!(answer["error"]["line"], 3_001, "{answer}");
+    let (_, e) = api.extract_error().await;
+    assert_eq!(e.line, Some(3_001));
+    // Events are acknowledged before the api answers: none was sent.
+    let published = metric(
+        &scrape(&api.service).await,
+        "events_published_total",
+        &[("event_type", "FileExtractSuccess")],
+    );
+    assert_eq!(published, 0.0);
+}
+
+#[tokio::test]
+async fn a_company_over_max_company_bytes_is_413_naming_it() {
+    let api = start_in(TestEnv::new().await, &[("MAX_COMPANY_BYTES", "4096")]).await;
+    let mut body = padded_ndjson("small", 2);
+    let mut huge = etl_testkit::generated_company("huge", 9);
+    huge["notes"] = "y".repeat(5_000).into();
+    body.extend(serde_json::to_vec(&huge).unwrap());
+    let (status, answer) = api.post(body, "application/x-ndjson", None).await;
+
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["error"]["code"], "payload_too_large");
+    assert_eq!(answer["error"]["limit_bytes"], 4096);
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("line 3 "), "{message}");
+    assert!(message.contains("MAX_COMPANY_BYTES"), "{message}");
+    api.assert_nothing_stored().await;
 }

@@ -1,5 +1,6 @@
-//! Checks an upload must pass before it is split: UTF-8 text, JSON syntax,
-//! nesting within the limit, no duplicate keys, numbers a float can hold.
+//! Checks an upload must pass as it is split: JSON syntax, nesting within
+//! the limit, no duplicate keys, numbers a float can hold. (UTF-8 is
+//! checked below, by `text`.)
 //!
 //! One recursive walk does all of it. Its depth is checked before serde_json's
 //! own recursion limit (128) can be reached, so a body of 100,000 nested
@@ -20,66 +21,127 @@ pub const DEPTH_CEILING: usize = 100;
 /// Checks one JSON text (a whole body, or one NDJSON line starting at
 /// `first_line`).
 pub fn check_json(text: &[u8], max_depth: usize, first_line: u64) -> Result<(), ExtractError> {
-    let mut walk = WalkState {
-        path: Vec::new(),
-        max_depth,
-        finding: None,
-    };
+    let mut walk = WalkState::new(max_depth);
     let mut de = serde_json::Deserializer::from_slice(text);
     let result = Walk(&mut walk).deserialize(&mut de).and_then(|()| de.end());
     let Err(e) = result else { return Ok(()) };
-    let line = e.line() as u64 + first_line - 1;
-    let column = e.column() as u64;
-    Err(match walk.finding.take() {
-        Some(Finding::TooDeep) => ExtractError::TooDeep {
-            limit: max_depth,
-            line,
-            column,
-        },
-        Some(Finding::DuplicateKey { key }) => ExtractError::DuplicateKey {
-            key,
-            path: walk.pointer(),
-            line,
-            column,
-        },
-        None => super::invalid_json(&e, line),
-    })
+    Err(walk.failure(&e, e.line() as u64 + first_line - 1))
 }
 
-/// The body must be UTF-8. UTF-16 (what some Windows tools write) is named
-/// as such, since its NUL bytes would otherwise read as a syntax error.
-pub fn check_encoding(body: &[u8]) -> Result<(), ExtractError> {
-    const HOW: &str = "convert it to UTF-8 (for example `iconv -f UTF-16 -t UTF-8`)";
-    let utf16 = body.starts_with(b"\xFF\xFE")
-        || body.starts_with(b"\xFE\xFF")
-        || body.get(..2).is_some_and(|two| two.contains(&0));
-    if utf16 {
-        return Err(ExtractError::InvalidEncoding {
-            message: format!("the body is UTF-16, not UTF-8: {HOW}"),
-            line: 1,
-            column: 1,
-        });
-    }
-    let Err(e) = std::str::from_utf8(body) else {
-        return Ok(());
+/// Told about the elements of a top-level array as the streaming walk
+/// reads them (or about the top-level value, when it is not an array).
+pub trait Elements {
+    /// An element is about to be read.
+    fn starts(&mut self);
+    /// It was read and passed the checks; `index` is its place in the
+    /// top-level array, `None` for a top-level value that is not one.
+    /// An error stops the walk.
+    fn ends(&mut self, index: Option<usize>) -> Result<(), ()>;
+}
+
+pub enum StreamFailure {
+    Extract(ExtractError),
+    /// The reader failed, with what it said.
+    Io(std::io::Error),
+    /// [`Elements::ends`] asked to stop.
+    Stopped,
+}
+
+/// [`check_json`] of a whole body read from `reader`, which is never held
+/// whole: elements are reported to `elements` as they complete.
+pub fn check_json_stream<R: std::io::Read>(
+    reader: R,
+    max_depth: usize,
+    elements: &mut dyn Elements,
+) -> Result<(), StreamFailure> {
+    let mut walk = WalkState::new(max_depth);
+    let mut stopped = false;
+    elements.starts();
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let top = Top {
+        walk: &mut walk,
+        elements: &mut *elements,
+        stopped: &mut stopped,
     };
-    let valid = &body[..e.valid_up_to()];
-    let line = valid.iter().filter(|b| **b == b'\n').count() as u64 + 1;
-    let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-    // Columns count characters, as an editor shows them.
-    let column = String::from_utf8_lossy(&valid[line_start..])
-        .chars()
-        .count() as u64
-        + 1;
-    Err(ExtractError::InvalidEncoding {
-        message: format!(
-            "the body is not valid UTF-8 (byte 0x{:02X} at offset {}): send UTF-8 text",
-            body[e.valid_up_to()],
-            e.valid_up_to()
-        ),
-        line,
-        column,
-    })
+    let result = top.deserialize(&mut de).and_then(|is_array| {
+        // Before the trailing whitespace is read: it is not the value's.
+        if !is_array && elements.ends(None).is_err() {
+            stopped = true;
+            return Err(serde_json::Error::custom("stopped by the caller"));
+        }
+        de.end()
+    });
+    match result {
+        Ok(()) => Ok(()),
+        Err(_) if stopped => Err(StreamFailure::Stopped),
+        Err(e) if e.is_io() => Err(StreamFailure::Io(e.into())),
+        Err(e) => Err(StreamFailure::Extract(walk.failure(&e, e.line() as u64))),
+    }
+}
+
+/// The top-level value: an array is walked element by element, anything
+/// else as one value. Yields whether it was an array.
+struct Top<'a> {
+    walk: &'a mut WalkState,
+    elements: &'a mut dyn Elements,
+    stopped: &'a mut bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Top<'_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Top<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
+        Walk(self.walk).visit_map(map).map(|()| false)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        self.walk.enter()?;
+        let mut index = 0;
+        loop {
+            self.elements.starts();
+            self.walk.path.push(Segment::Index(index));
+            let more = seq.next_element_seed(Walk(&mut *self.walk))?;
+            self.walk.path.pop();
+            if more.is_none() {
+                return Ok(true);
+            }
+            if self.elements.ends(Some(index)).is_err() {
+                *self.stopped = true;
+                return Err(A::Error::custom("stopped by the caller"));
+            }
+            index += 1;
+        }
+    }
 }
 
 enum Finding {
@@ -100,6 +162,33 @@ struct WalkState {
 }
 
 impl WalkState {
+    fn new(max_depth: usize) -> Self {
+        Self {
+            path: Vec::new(),
+            max_depth,
+            finding: None,
+        }
+    }
+
+    /// What stopped the walk, `line` being where in the whole body.
+    fn failure(&mut self, e: &serde_json::Error, line: u64) -> ExtractError {
+        let column = e.column() as u64;
+        match self.finding.take() {
+            Some(Finding::TooDeep) => ExtractError::TooDeep {
+                limit: self.max_depth,
+                line,
+                column,
+            },
+            Some(Finding::DuplicateKey { key }) => ExtractError::DuplicateKey {
+                key,
+                path: self.pointer(),
+                line,
+                column,
+            },
+            None => super::invalid_json(e, line),
+        }
+    }
+
     /// JSON Pointer (RFC 6901) of the object holding the finding.
     fn pointer(&self) -> String {
         let mut out = String::new();
@@ -292,24 +381,39 @@ mod tests {
         assert!(matches!(err, ExtractError::DuplicateKey { line: 7, .. }));
     }
 
-    #[test]
-    fn utf16_and_broken_utf8_are_named_with_their_position() {
-        for body in [&b"\xFF\xFE{\0}\0"[..], b"{\0\"\0", b"\xFE\xFF\0{"] {
-            let err = check_encoding(body).unwrap_err();
-            assert!(
-                matches!(&err, ExtractError::InvalidEncoding { message, .. } if message.contains("UTF-16")),
-                "{err:?}"
-            );
+    struct Seen(Vec<Option<usize>>);
+
+    impl Elements for Seen {
+        fn starts(&mut self) {}
+        fn ends(&mut self, index: Option<usize>) -> Result<(), ()> {
+            self.0.push(index);
+            if index == Some(2) { Err(()) } else { Ok(()) }
         }
-        let mut body = "{\"name\":\n\"Ромашка".as_bytes().to_vec();
-        body.push(0xC3);
-        body.extend(b"\" }");
-        let err = check_encoding(&body).unwrap_err();
-        let ExtractError::InvalidEncoding { line, column, .. } = err else {
-            panic!("{err:?}")
+    }
+
+    #[test]
+    fn the_stream_walk_reports_each_element_and_the_whole_body_position() {
+        let mut seen = Seen(Vec::new());
+        let body = &b"[{\"a\":1},\n{\"a\":2}]"[..];
+        assert!(check_json_stream(body, 64, &mut seen).is_ok());
+        assert_eq!(seen.0, [Some(0), Some(1)]);
+
+        let body =
+            &b"[{\"name\":\"A\"},\n{\"name\":\"B\",\"address\":{\"city\":\"x\",\"city\":\"y\"}}]"[..];
+        let Err(StreamFailure::Extract(ExtractError::DuplicateKey { path, line, .. })) =
+            check_json_stream(body, 64, &mut Seen(Vec::new()))
+        else {
+            panic!("expected a duplicate key")
         };
-        assert_eq!(line, 2);
-        assert_eq!(column, 9);
-        assert!(check_encoding("{\"name\":\"Ромашка\"}".as_bytes()).is_ok());
+        assert_eq!((path.as_str(), line), ("/1/address", 2));
+
+        let mut seen = Seen(Vec::new());
+        let stopped = check_json_stream(&b"[1,2,3,4]"[..], 64, &mut seen);
+        assert!(matches!(stopped, Err(StreamFailure::Stopped)));
+        assert_eq!(seen.0, [Some(0), Some(1), Some(2)]);
+
+        let mut seen = Seen(Vec::new());
+        assert!(check_json_stream(&b" {\"a\":[1]} "[..], 64, &mut seen).is_ok());
+        assert_eq!(seen.0, [None]);
     }
 }

@@ -1,0 +1,184 @@
+//! The api's memory while many clients stream large uploads: each client
+//! sends one generated file (NDJSON or a JSON array, alternately), made as
+//! it is sent and never held whole by the client either.
+
+use std::time::{Duration, Instant};
+
+use etl_core::storage::ObjectStore;
+use etl_testkit::{ServiceProcess, TestEnv, generated_company, http};
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::stats::Phase;
+
+/// Companies per chunk handed to the HTTP client.
+const COMPANIES_PER_CHUNK: u32 = 4;
+
+pub struct Streamed {
+    pub phase: Phase,
+    pub files: u64,
+    pub peak_rss_bytes: u64,
+}
+
+/// One company of about `size` bytes (padded with an extra field, which
+/// the pipeline keeps as an unknown field).
+fn company(tag: &str, n: u32, padding: &str) -> Vec<u8> {
+    let mut doc = generated_company(tag, n);
+    doc["notes"] = padding.into();
+    serde_json::to_vec(&doc).expect("JSON")
+}
+
+/// A body of about `bytes`, produced chunk by chunk.
+fn body(tag: String, bytes: u64, company_bytes: usize, ndjson: bool) -> reqwest::Body {
+    let padding = "x".repeat(company_bytes.saturating_sub(1_000));
+    let per_company = company(&tag, 0, &padding).len() as u64 + 1;
+    let companies = (bytes / per_company).max(1) as u32;
+    let chunks = futures::stream::iter((0..companies).step_by(COMPANIES_PER_CHUNK as usize)).map(
+        move |first| {
+            let mut chunk = Vec::new();
+            if !ndjson && first == 0 {
+                chunk.push(b'[');
+            }
+            for n in first..(first + COMPANIES_PER_CHUNK).min(companies) {
+                if !ndjson && n > 0 {
+                    chunk.push(b',');
+                }
+                chunk.extend(company(&tag, n, &padding));
+                if ndjson {
+                    chunk.push(b'\n');
+                }
+            }
+            if !ndjson && first + COMPANIES_PER_CHUNK >= companies {
+                chunk.push(b']');
+            }
+            Ok::<_, std::io::Error>(chunk)
+        },
+    );
+    reqwest::Body::wrap_stream(chunks)
+}
+
+/// `clients` uploads of `file_bytes` each, all at once, to an api of its
+/// own (so its peak memory is this phase's). Objects are deleted after.
+pub async fn api_streaming(
+    env: &TestEnv,
+    store: &ObjectStore,
+    clients: usize,
+    file_bytes: u64,
+    company_bytes: usize,
+    knobs: &[(&str, &str)],
+) -> Streamed {
+    let limit = (file_bytes + file_bytes / 10).to_string();
+    let mut settings = knobs.to_vec();
+    settings.extend([
+        ("MAX_BODY_BYTES", limit.as_str()),
+        ("REQUEST_BODY_TIMEOUT_MS", "3600000"),
+        ("MAX_CONCURRENT_IMPORTS", "64"),
+    ]);
+    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", env, &settings).await;
+    let url = api.url("/import/companies");
+    let started = Instant::now();
+    let uploads = (0..clients).map(|client| {
+        let url = url.clone();
+        let tag = format!("{} stream {client}", env.id);
+        async move {
+            let ndjson = client % 2 == 0;
+            let began = Instant::now();
+            let response = http()
+                .post(&url)
+                .timeout(Duration::from_secs(3_600))
+                .header(
+                    "content-type",
+                    if ndjson {
+                        "application/x-ndjson"
+                    } else {
+                        "application/json"
+                    },
+                )
+                .body(body(tag, file_bytes, company_bytes, ndjson))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let answer: Value = response.json().await.map_err(|e| e.to_string())?;
+            if status != 202 {
+                return Err(format!("{status}: {}", answer["error"]));
+            }
+            let files = answer["files"].as_array().map_or(0, Vec::len) as u64;
+            Ok::<_, String>((files, began.elapsed()))
+        }
+    });
+    let results = futures::future::join_all(uploads).await;
+    let elapsed = started.elapsed();
+    let peak_rss_bytes = api.peak_memory_bytes();
+    let mut files = 0;
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    for result in results {
+        match result {
+            Ok((n, took)) => {
+                files += n;
+                latencies.push(took);
+            }
+            Err(e) => {
+                eprintln!("[bench] streaming upload failed: {e}");
+                failed += 1;
+            }
+        }
+    }
+    let done_mib = latencies.len() as u64 * file_bytes / (1024 * 1024);
+    delete_streamed(store, &env.id).await;
+    Streamed {
+        phase: Phase {
+            name: "api streaming (16 uploads of 200 MiB at once)",
+            unit: "MiB",
+            done: done_mib,
+            failed,
+            elapsed,
+            latencies,
+        },
+        files,
+        peak_rss_bytes,
+    }
+}
+
+/// Gigabytes of test objects would otherwise pile up run after run.
+async fn delete_streamed(store: &ObjectStore, tag: &str) {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let Ok(slug) = etl_core::domain::CompanySlug::from_name(&format!("Test {tag} stream")) else {
+        return;
+    };
+    let prefix = format!("{}-", slug.as_str());
+    let mut pages = store
+        .client()
+        .list_objects_v2()
+        .bucket(store.bucket())
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let Ok(page) = page else { return };
+        let ids: Vec<ObjectIdentifier> = page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let Ok(delete) = Delete::builder().set_objects(Some(ids)).build() else {
+            return;
+        };
+        if let Err(e) = store
+            .client()
+            .delete_objects()
+            .bucket(store.bucket())
+            .delete(delete)
+            .send()
+            .await
+        {
+            eprintln!("[bench] could not delete the streamed objects: {e}");
+            return;
+        }
+    }
+}
