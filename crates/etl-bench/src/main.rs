@@ -4,7 +4,9 @@
 //!
 //! Settings (environment): `BENCH_CONCURRENCY` (32), `BENCH_RAW_OPS` (raw
 //! S3 and broker operations, 5000), `BENCH_FILES` (files the api ingests
-//! and the processor drains, 20000), `BENCH_E2E_SECONDS` (20). The tuning
+//! and the processor drains, 20000), `BENCH_E2E_SECONDS` (20),
+//! `BENCH_STREAM_CLIENTS` (16) uploads of `BENCH_STREAM_MIB` (200) each made
+//! of companies of `BENCH_STREAM_COMPANY_KIB` (64) for the api's memory. The tuning
 //! settings in `SERVICE_KNOBS`, when set, are passed on to the services
 //! (which otherwise run with their defaults).
 
@@ -12,6 +14,7 @@ mod limits;
 mod pipeline;
 mod run;
 mod stats;
+mod streaming;
 
 use anyhow::Context;
 use etl_testkit::{ServiceProcess, TestEnv, repo_root};
@@ -103,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
     let raw_ops = setting("BENCH_RAW_OPS", 5_000)?;
     let files = setting("BENCH_FILES", 20_000)?;
     let e2e_seconds = setting("BENCH_E2E_SECONDS", 20)?;
+    let stream_clients = setting("BENCH_STREAM_CLIENTS", 16)? as usize;
+    let stream_mib = setting("BENCH_STREAM_MIB", 200)?;
+    let stream_company_kib = setting("BENCH_STREAM_COMPANY_KIB", 64)? as usize;
     let machine = machine();
     eprintln!("[bench] {machine}");
 
@@ -141,6 +147,19 @@ async fn main() -> anyhow::Result<()> {
     let half = ingest.rate().min(drain.rate()) / 2.0;
     eprintln!("[bench] end to end: {half:.1} files/s for {e2e_seconds} s");
     let e2e = pipeline::end_to_end(&env, &api, &env.id, files + 1, half, e2e_seconds).await;
+    drop(processor);
+    drop(api);
+
+    eprintln!("[bench] api memory: {stream_clients} clients each stream {stream_mib} MiB at once");
+    let streamed = streaming::api_streaming(
+        &env,
+        &store,
+        stream_clients,
+        stream_mib * 1024 * 1024,
+        stream_company_kib * 1024,
+        &knobs,
+    )
+    .await;
 
     let api_ratio = ingest.rate() / put.rate().min(produce.rate());
     let processor_ratio = drain.rate() / get.rate().min(copy.rate());
@@ -174,7 +193,16 @@ async fn main() -> anyhow::Result<()> {
         "-".repeat(10),
         "-".repeat(10)
     );
-    for p in [&put, &produce, &ingest, &get, &copy, &drain, &e2e] {
+    for p in [
+        &put,
+        &produce,
+        &ingest,
+        &get,
+        &copy,
+        &drain,
+        &e2e,
+        &streamed.phase,
+    ] {
         row(p);
     }
     println!();
@@ -200,7 +228,9 @@ async fn main() -> anyhow::Result<()> {
         processor_rss as f64 / 1_048_576.0
     );
     println!(
-        "not measured yet: api RSS while 16 clients stream 200 MiB files (the api does not stream bodies yet)"
+        "peak RSS: api {:.0} MiB while {stream_clients} clients each streamed {stream_mib} MiB ({} files of {stream_company_kib} KiB stored)   (target ≤ 256 MiB)",
+        streamed.peak_rss_bytes as f64 / 1_048_576.0,
+        streamed.files
     );
     println!();
     println!(
@@ -213,13 +243,14 @@ async fn main() -> anyhow::Result<()> {
 
     let results = json!({
         "machine": machine,
-        "settings": {"concurrency": concurrency, "raw_ops": raw_ops, "files": files, "e2e_seconds": e2e_seconds, "services": knobs.iter().copied().collect::<std::collections::BTreeMap<_, _>>()},
-        "phases": [put.to_json(), produce.to_json(), ingest.to_json(), get.to_json(), copy.to_json(), drain.to_json(), e2e.to_json()],
+        "settings": {"concurrency": concurrency, "raw_ops": raw_ops, "files": files, "e2e_seconds": e2e_seconds, "stream_clients": stream_clients, "stream_mib": stream_mib, "stream_company_kib": stream_company_kib, "services": knobs.iter().copied().collect::<std::collections::BTreeMap<_, _>>()},
+        "phases": [put.to_json(), produce.to_json(), ingest.to_json(), get.to_json(), copy.to_json(), drain.to_json(), e2e.to_json(), streamed.phase.to_json()],
         "api_ratio": api_ratio,
         "processor_ratio": processor_ratio,
         "processor_rows_per_s": drain.rate() * ROWS_PER_COMPANY as f64,
         "end_to_end": {"rate_per_s": half, "p50_ms": e2e.percentile_ms(0.5), "p99_ms": e2e.percentile_ms(0.99)},
-        "peak_rss_bytes": {"api_ingest": api_rss, "processor_drain": processor_rss},
+        "peak_rss_bytes": {"api_ingest": api_rss, "processor_drain": processor_rss, "api_streaming": streamed.peak_rss_bytes},
+        "streamed_files": streamed.files,
         "processor_ms_per_file": breakdown,
     });
     let out = repo_root().join("target/bench");
@@ -229,7 +260,5 @@ async fn main() -> anyhow::Result<()> {
         serde_json::to_string_pretty(&results)?,
     )?;
     println!("\nwritten: target/bench/results.json");
-    drop(processor);
-    drop(api);
     Ok(())
 }

@@ -129,7 +129,7 @@ pub async fn api_streaming(
     delete_streamed(store, &env.id).await;
     Streamed {
         phase: Phase {
-            name: "api streaming (16 uploads of 200 MiB at once)",
+            name: "api streaming (large uploads, all at once)",
             unit: "MiB",
             done: done_mib,
             failed,
