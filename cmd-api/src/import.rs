@@ -423,33 +423,14 @@ async fn publish_all(
     filename: Option<&str>,
     files: &[StoredFile],
 ) -> Result<(), ApiError> {
-    let envelopes: Vec<Envelope> = files
-        .iter()
-        .map(|f| {
-            let a = &f.accepted;
-            Envelope::new(
-                request_id.clone(),
-                Some(a.company.clone()),
-                Event::FileExtractSuccess(FileExtractSuccess {
-                    file_id: a.file_id,
-                    filename: filename
-                        .map(|n| n.chars().take(255).collect())
-                        .unwrap_or_else(|| format!("{}.json", a.file_id)),
-                    s3_bucket: state.store.bucket().to_owned(),
-                    s3_key: a.s3_key.clone(),
-                    size_bytes: a.size_bytes,
-                    sha256: f.sha256.clone(),
-                    etag: a.etag.clone(),
-                    dataset: COMPANIES_DATASET.into(),
-                    replay: false,
-                }),
-            )
-        })
-        .collect();
     // Sends are queued in order as they are first polled, many awaited
-    // together; bounded so a huge upload does not hold a future per file.
-    stream::iter(envelopes)
-        .map(|e| async move { state.publisher.publish(&e).await })
+    // together; bounded so a huge upload holds neither a future nor an
+    // envelope per file.
+    stream::iter(0..files.len())
+        .map(|i| {
+            let envelope = success_envelope(state, request_id, filename, &files[i]);
+            async move { state.publisher.publish(&envelope).await }
+        })
         .buffered(PUBLISHES_IN_FLIGHT)
         .try_for_each(|_| std::future::ready(Ok(())))
         .await
@@ -457,6 +438,32 @@ async fn publish_all(
             dependency: "kafka",
             cause: e.to_string(),
         })
+}
+
+fn success_envelope(
+    state: &AppState,
+    request_id: &RequestId,
+    filename: Option<&str>,
+    file: &StoredFile,
+) -> Envelope {
+    let a = &file.accepted;
+    Envelope::new(
+        request_id.clone(),
+        Some(a.company.clone()),
+        Event::FileExtractSuccess(FileExtractSuccess {
+            file_id: a.file_id,
+            filename: filename
+                .map(|n| n.chars().take(255).collect())
+                .unwrap_or_else(|| format!("{}.json", a.file_id)),
+            s3_bucket: state.store.bucket().to_owned(),
+            s3_key: a.s3_key.clone(),
+            size_bytes: a.size_bytes,
+            sha256: file.sha256.clone(),
+            etag: a.etag.clone(),
+            dataset: COMPANIES_DATASET.into(),
+            replay: false,
+        }),
+    )
 }
 
 /// Announces an upload that could not be extracted. Best effort: the client
