@@ -326,38 +326,25 @@ impl<F: FnMut(CompanyDoc) -> bool> shape::Elements for JsonElements<'_, F> {
     }
 
     fn ends(&mut self, index: Option<usize>) -> Result<(), ()> {
-        let limit = self.recording.borrow().limit;
-        let recording = self.recording.replace(Recording {
-            on: false,
-            bytes: Vec::new(),
-            limit,
-        });
+        let mut bytes = {
+            let mut recording = self.recording.borrow_mut();
+            recording.on = false;
+            std::mem::take(&mut recording.bytes)
+        };
         self.completed += 1;
         let at = index.map_or(Location::Whole, Location::Index);
         // The walk checked the element, so its text starts and ends on
         // ASCII: it is UTF-8 (TextReader checked) and cut only around it.
-        let text = std::str::from_utf8(trim_element(&recording.bytes))
+        // The Tee left out what preceded it; what follows it is at most
+        // whitespace or, after a number, the byte the parser peeked at.
+        let text = std::str::from_utf8(bytes.trim_ascii_end())
             .map_err(|e| SplitError::Read(std::io::Error::other(e)))
             .and_then(|text| self.collector.take(at, text));
-        let mut bytes = recording.bytes;
+        // The buffer is kept for the next element.
         bytes.clear();
         self.recording.borrow_mut().bytes = bytes;
         text.map_err(|e| self.failure = Some(e))
     }
-}
-
-/// An element's text from what was read while it was: without the comma
-/// and whitespace before it and the whitespace after it.
-fn trim_element(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace() && *b != b',')
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |p| p + 1);
-    &bytes[start..end.max(start)]
 }
 
 fn split_json<R: Read, F: FnMut(CompanyDoc) -> bool>(

@@ -244,30 +244,33 @@ async fn receive_and_store(
 /// The answer to a body the splitter refused. The client's mistakes come
 /// first; a store failure is the answer only when the body was fine as far
 /// as it was read.
-fn split_refusal(e: SplitError, gzip: bool, limit: usize, stored: Option<ApiError>) -> ApiError {
+fn split_refusal(
+    e: SplitError,
+    gzip: bool,
+    body_limit: usize,
+    stored: Option<ApiError>,
+) -> ApiError {
+    // Not a position in the text: the bytes under it were the problem.
+    let unreadable = |message| {
+        ApiError::Extract(ExtractError::InvalidEncoding {
+            message,
+            line: 1,
+            column: 1,
+        })
+    };
     match e {
         SplitError::Extract(e) => ApiError::Extract(e),
         SplitError::CompanyTooLarge { place, limit } => ApiError::CompanyTooLarge { place, limit },
         SplitError::Read(io) => match upload::read_failure(&io) {
-            Some(ReadFailure::TooLarge) => ApiError::PayloadTooLarge { limit },
-            Some(ReadFailure::Body(message)) => ApiError::Extract(ExtractError::InvalidEncoding {
-                message: format!("the body could not be read: {message}"),
-                line: 1,
-                column: 1,
-            }),
+            Some(ReadFailure::TooLarge) => ApiError::PayloadTooLarge { limit: body_limit },
+            Some(ReadFailure::Body(message)) => {
+                unreadable(format!("the body could not be read: {message}"))
+            }
             Some(ReadFailure::Abandoned) | None if stored.is_some() => {
                 stored.expect("checked: storing failed")
             }
-            _ if gzip => ApiError::Extract(ExtractError::InvalidEncoding {
-                message: format!("the gzip body cannot be decompressed: {io}"),
-                line: 1,
-                column: 1,
-            }),
-            _ => ApiError::Extract(ExtractError::InvalidEncoding {
-                message: format!("the body could not be read: {io}"),
-                line: 1,
-                column: 1,
-            }),
+            _ if gzip => unreadable(format!("the gzip body cannot be decompressed: {io}")),
+            _ => unreadable(format!("the body could not be read: {io}")),
         },
         SplitError::Stopped => unreachable!("handled by the caller"),
     }

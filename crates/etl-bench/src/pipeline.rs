@@ -13,21 +13,27 @@ use serde_json::Value;
 use crate::run::closed_loop;
 use crate::stats::Phase;
 
-/// POSTs one company and returns its file id once the api answered 202.
-async fn post_company(api_url: &str, tag: &str, n: u64) -> Result<String, String> {
-    let doc = generated_company(tag, u32::try_from(n).map_err(|e| e.to_string())?);
-    let response = http()
-        .post(api_url)
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(&doc).expect("JSON"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+/// Sends an import and returns the api's answer if it was 202.
+pub async fn accepted(request: reqwest::RequestBuilder) -> Result<Value, String> {
+    let response = request.send().await.map_err(|e| e.to_string())?;
     let status = response.status();
     let body: Value = response.json().await.map_err(|e| e.to_string())?;
     if status != 202 {
         return Err(format!("{status}: {body}"));
     }
+    Ok(body)
+}
+
+/// POSTs one company and returns its file id once the api answered 202.
+async fn post_company(api_url: &str, tag: &str, n: u64) -> Result<String, String> {
+    let doc = generated_company(tag, u32::try_from(n).map_err(|e| e.to_string())?);
+    let body = accepted(
+        http()
+            .post(api_url)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&doc).expect("JSON")),
+    )
+    .await?;
     body["files"][0]["file_id"]
         .as_str()
         .map(str::to_owned)

@@ -4,12 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::pipeline::accepted;
+use crate::stats::Phase;
 use etl_core::storage::ObjectStore;
 use etl_testkit::{ServiceProcess, TestEnv, generated_company, http};
 use futures::StreamExt;
-use serde_json::Value;
-
-use crate::stats::Phase;
 
 /// Companies per chunk handed to the HTTP client.
 const COMPANIES_PER_CHUNK: u32 = 4;
@@ -83,26 +82,21 @@ pub async fn api_streaming(
         async move {
             let ndjson = client % 2 == 0;
             let began = Instant::now();
-            let response = http()
-                .post(&url)
-                .timeout(Duration::from_secs(3_600))
-                .header(
-                    "content-type",
-                    if ndjson {
-                        "application/x-ndjson"
-                    } else {
-                        "application/json"
-                    },
-                )
-                .body(body(tag, file_bytes, company_bytes, ndjson))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = response.status();
-            let answer: Value = response.json().await.map_err(|e| e.to_string())?;
-            if status != 202 {
-                return Err(format!("{status}: {}", answer["error"]));
-            }
+            let answer = accepted(
+                http()
+                    .post(&url)
+                    .timeout(Duration::from_secs(3_600))
+                    .header(
+                        "content-type",
+                        if ndjson {
+                            "application/x-ndjson"
+                        } else {
+                            "application/json"
+                        },
+                    )
+                    .body(body(tag, file_bytes, company_bytes, ndjson)),
+            )
+            .await?;
             let files = answer["files"].as_array().map_or(0, Vec::len) as u64;
             Ok::<_, String>((files, began.elapsed()))
         }
