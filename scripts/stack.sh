@@ -109,8 +109,9 @@ install_tansu() {
     config+=(--config "patch.crates-io.$(basename "$dir").path=\"${dir%/}\"")
   done
   say "building tansu $TANSU_VERSION (patched) once into $TOOLS_DIR (about 10 minutes on 2 cores)"
-  # A kept target folder makes a rebuild after a new patch incremental.
-  CARGO_TARGET_DIR="$TOOLS_DIR/build/tansu" cargo install --quiet --locked tansu \
+  # cargo's own temporary target folder (about 2 GB) is removed once the
+  # binary is installed: CI disks can be small.
+  cargo install --quiet --locked tansu \
     --version "$TANSU_VERSION" --features libsql "${config[@]}" \
     --root "$TOOLS_DIR/tansu-$TANSU_VERSION-$TANSU_PATCH_LEVEL"
 }

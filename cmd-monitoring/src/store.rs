@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use etl_core::domain::{CompanySlug, FileId, RequestId};
@@ -277,12 +277,24 @@ impl Store {
         Ok(recorded)
     }
 
+    /// A read-only transaction that sees one moment: reads of the summary
+    /// and of the events agree, where a batch recorded between two plain
+    /// reads would show more events than the summary counts.
+    async fn snapshot(&self) -> Result<Transaction<'_, Postgres>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
     pub async fn file(&self, file_id: FileId) -> Result<Option<FileTimeline>, sqlx::Error> {
+        let mut tx = self.snapshot().await?;
         let Some(file) = sqlx::query_as::<_, FileSummary>(&format!(
             "SELECT {FILE_COLUMNS} FROM monitoring_files WHERE file_id = $1"
         ))
         .bind(file_id.as_uuid())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         else {
             return Ok(None);
@@ -292,11 +304,12 @@ impl Store {
              ORDER BY occurred_at, seen_at"
         ))
         .bind(file_id.as_uuid())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?
         .into_iter()
         .map(EventView::from)
         .collect();
+        tx.commit().await?;
         Ok(Some(FileTimeline { file, timeline }))
     }
 
@@ -320,12 +333,13 @@ impl Store {
         &self,
         request_id: &RequestId,
     ) -> Result<Option<RequestView>, sqlx::Error> {
+        let mut tx = self.snapshot().await?;
         let events: Vec<EventView> = sqlx::query_as::<_, EventRow>(&format!(
             "SELECT {EVENT_COLUMNS} FROM monitoring_events WHERE request_id = $1
              ORDER BY occurred_at, seen_at"
         ))
         .bind(request_id.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?
         .into_iter()
         .map(EventView::from)
@@ -338,8 +352,9 @@ impl Store {
              ORDER BY received_at NULLS LAST, file_id"
         ))
         .bind(request_id.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(Some(RequestView {
             request_id: request_id.as_str().to_owned(),
             files,

@@ -19,6 +19,10 @@ const CLIENTS: usize = 8;
 const WARM_UP: u32 = 10;
 /// Acknowledged imports of the batch before the signal.
 const SIGNAL_AFTER: usize = 40;
+/// Acknowledged files not loaded yet at the signal: more than the one lane
+/// the processor runs here can hold (the files it took stay its to finish),
+/// so the signal is sure to interrupt work, however fast the machine.
+const BACKLOG: i64 = 30;
 
 /// What one client request came back with.
 #[derive(Debug)]
@@ -51,8 +55,13 @@ async fn post_company(client: &reqwest::Client, url: &str, tag: &str, n: u32) ->
 async fn sigterm_during_a_batch_loses_no_acknowledged_file_and_loads_none_twice() {
     let env = TestEnv::new().await;
     let mut api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
-    let mut processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let mut processor = ServiceProcess::start(
+        "cmd-processor",
+        "PROCESSOR_LISTEN_ADDR",
+        &env,
+        &[("PROCESSOR_CONCURRENCY", "1")],
+    )
+    .await;
 
     // A first few files, until the processor is loading.
     let url = api.url("/import/companies");
@@ -69,8 +78,8 @@ async fn sigterm_during_a_batch_loses_no_acknowledged_file_and_loads_none_twice(
     })
     .await;
 
-    // Then many clients at once; the processor (tens of files a second)
-    // falls behind the api (hundreds), so both are busy at the signal.
+    // Then many clients at once; the processor, one file at a time, falls
+    // behind the api, so both are busy at the signal.
     let next = Arc::new(AtomicU32::new(WARM_UP));
     let accepted = Arc::new(AtomicUsize::new(0));
     let answers = Arc::new(Mutex::new(warm_up));
@@ -96,7 +105,14 @@ async fn sigterm_during_a_batch_loses_no_acknowledged_file_and_loads_none_twice(
         })
         .collect();
     eventually(DEADLINE, "the batch to be under way", || async {
-        (accepted.load(Ordering::SeqCst) >= SIGNAL_AFTER).then_some(())
+        let acknowledged = accepted.load(Ordering::SeqCst);
+        let loaded: i64 = sqlx::query_scalar("SELECT count(*) FROM import_files")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        (acknowledged >= SIGNAL_AFTER
+            && acknowledged as i64 + i64::from(WARM_UP) - loaded >= BACKLOG)
+            .then_some(())
     })
     .await;
     api.signal("TERM");
