@@ -19,6 +19,7 @@ use etl_core::metrics::DependencyTimer;
 use etl_core::storage::ObjectStore;
 
 use crate::company::CompanyValidator;
+use crate::loader::Loader;
 use crate::metrics::ProcessorMetrics;
 use crate::settings::ProcessorSettings;
 use crate::worker::Worker;
@@ -77,13 +78,22 @@ impl Application {
         let readiness = readiness(&settings, &pool, &store, &consumer, stopping.clone());
         let http_metrics = HttpMetrics::new(&registry);
         let lag = ConsumerLag::new(&registry);
+        let metrics = ProcessorMetrics::new(&registry);
+        // A transaction takes at most one file from each lane.
+        let loader = Loader::spawn(
+            pool.clone(),
+            timer.clone(),
+            metrics.files_per_transaction(),
+            settings.concurrency.get(),
+        );
         let worker = Worker {
             consumer,
             pool,
             store,
             publisher: publisher.clone(),
             validator: Arc::new(CompanyValidator::new()),
-            metrics: ProcessorMetrics::new(&registry),
+            loader,
+            metrics,
             timer,
             retry_base: settings.retry_base,
             retry_max: settings.retry_max,

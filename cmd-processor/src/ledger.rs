@@ -3,10 +3,10 @@
 //! and recorded, or not at all; the ledger's primary key makes a second
 //! load of the same `file_id` impossible.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -64,49 +64,102 @@ pub enum Written<T> {
     AlreadyRecorded,
 }
 
-/// Loads the company with its children and the `loaded` ledger row.
-pub async fn load(
-    pool: &PgPool,
-    meta: &FileMeta,
-    company: &Company,
-    started: std::time::Instant,
-) -> Result<Written<BTreeMap<String, u64>>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let replaced = upsert_company(&mut tx, meta, company).await?;
-    let mut rows = BTreeMap::from([
-        ("companies".to_owned(), 0u64),
-        ("company_offices".to_owned(), 0),
-        ("company_contacts".to_owned(), 0),
-    ]);
-    if replaced {
-        rows.insert("companies".into(), 1);
-        rows.insert(
-            "company_offices".into(),
-            replace_offices(&mut tx, company).await?,
-        );
-        rows.insert(
-            "company_contacts".into(),
-            replace_contacts(&mut tx, company).await?,
-        );
+/// Rows written per table for one file.
+pub type Rows = BTreeMap<String, u64>;
+
+/// One file to load.
+#[derive(Debug, Clone, Copy)]
+pub struct Load<'a> {
+    pub meta: &'a FileMeta,
+    pub company: &'a Company,
+    /// When handling the file began: its ledger row's `duration_ms`.
+    pub started: Instant,
+}
+
+/// Loads the files in one transaction: each company with its children
+/// (unless a newer file already set the company) and each file's `loaded`
+/// ledger row. A file another consumer recorded first is left out and
+/// answered `AlreadyRecorded`, the others are loaded without it.
+///
+/// No two files may carry the same INN: a statement writes a company row
+/// once (the caller splits them over transactions).
+pub async fn load(pool: &PgPool, files: &[Load<'_>]) -> Result<Vec<Written<Rows>>, sqlx::Error> {
+    debug_assert!(
+        files
+            .iter()
+            .map(|f| f.company.inn.as_str())
+            .collect::<HashSet<_>>()
+            .len()
+            == files.len(),
+        "one INN twice in a load"
+    );
+    let mut recorded_elsewhere = vec![false; files.len()];
+    loop {
+        // Sorted by INN, so that two transactions lock companies in the
+        // same order and cannot deadlock.
+        let mut live: Vec<usize> = (0..files.len())
+            .filter(|&i| !recorded_elsewhere[i])
+            .collect();
+        if live.is_empty() {
+            return Ok(vec![Written::AlreadyRecorded; files.len()]);
+        }
+        live.sort_by_key(|&i| files[i].company.inn.as_str());
+        let live: Vec<&Load<'_>> = live.iter().map(|&i| &files[i]).collect();
+
+        let mut tx = pool.begin().await?;
+        let set = upsert_companies(&mut tx, &live).await?;
+        let ours: Vec<&Company> = live
+            .iter()
+            .map(|f| f.company)
+            .filter(|c| set.contains(c.inn.as_str()))
+            .collect();
+        replace_offices(&mut tx, &ours).await?;
+        replace_contacts(&mut tx, &ours).await?;
+        let rows: Vec<Rows> = live
+            .iter()
+            .map(|f| rows_of(f.company, set.contains(f.company.inn.as_str())))
+            .collect();
+        let recorded = record_loaded(&mut tx, &live, &rows).await?;
+        if recorded.len() < live.len() {
+            // Rare: a rebalance let another consumer take these files too.
+            tx.rollback().await?;
+            for (i, file) in files.iter().enumerate() {
+                let id = file.meta.file_id.as_uuid();
+                if !recorded_elsewhere[i] && !recorded.contains(&id) {
+                    recorded_elsewhere[i] = true;
+                }
+            }
+            continue;
+        }
+        tx.commit().await?;
+        return Ok(files
+            .iter()
+            .zip(&recorded_elsewhere)
+            .map(|(file, elsewhere)| {
+                if *elsewhere {
+                    Written::AlreadyRecorded
+                } else {
+                    Written::Done(rows_of(
+                        file.company,
+                        set.contains(file.company.inn.as_str()),
+                    ))
+                }
+            })
+            .collect());
+    }
+}
+
+fn rows_of(company: &Company, set: bool) -> Rows {
+    let (companies, offices, contacts) = if set {
+        (1, company.offices.len(), company.contacts.len())
     } else {
-        tracing::info!("a newer file of this company is already loaded; company row kept");
-    }
-    let duration_ms = started.elapsed().as_millis() as i64;
-    if !write_ledger(
-        &mut tx,
-        meta,
-        "loaded",
-        None,
-        Some(&rows),
-        Some(duration_ms),
-    )
-    .await?
-    {
-        tx.rollback().await?;
-        return Ok(Written::AlreadyRecorded);
-    }
-    tx.commit().await?;
-    Ok(Written::Done(rows))
+        (0, 0, 0)
+    };
+    BTreeMap::from([
+        ("companies".to_owned(), companies),
+        ("company_offices".to_owned(), offices as u64),
+        ("company_contacts".to_owned(), contacts as u64),
+    ])
 }
 
 /// Why a file was recorded without writing company data.
@@ -181,19 +234,99 @@ async fn write_ledger(
     Ok(query.execute(&mut **tx).await?.rows_affected() == 1)
 }
 
-/// Inserts or updates the company unless a newer file already set it.
-/// Returns whether this file's data is now the company's.
-async fn upsert_company(
+/// The `loaded` ledger rows (a replay updates its row); returns the files
+/// recorded, which lacks those another consumer recorded first.
+async fn record_loaded(
     tx: &mut Transaction<'_, Postgres>,
-    meta: &FileMeta,
-    c: &Company,
-) -> Result<bool, sqlx::Error> {
-    let written: Option<String> = sqlx::query_scalar(
+    files: &[&Load<'_>],
+    rows: &[Rows],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let mut recorded = HashSet::with_capacity(files.len());
+    let mut new = Vec::with_capacity(files.len());
+    for (file, rows) in files.iter().zip(rows) {
+        let duration_ms = file.started.elapsed().as_millis() as i64;
+        if file.meta.replaces.is_some() {
+            if write_ledger(tx, file.meta, "loaded", None, Some(rows), Some(duration_ms)).await? {
+                recorded.insert(file.meta.file_id.as_uuid());
+            }
+        } else {
+            new.push((file.meta, rows, duration_ms));
+        }
+    }
+    if new.is_empty() {
+        return Ok(recorded);
+    }
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO import_files
+           (file_id, company, s3_key, sha256, size_bytes, request_id, source_event_id,
+            status, rows, duration_ms, received_at)
+         SELECT f, c, k, h, s, r, e, 'loaded', w, d, t
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                     $7::uuid[], $8::jsonb[], $9::bigint[], $10::timestamptz[])
+              AS u(f, c, k, h, s, r, e, w, d, t)
+         ON CONFLICT (file_id) DO NOTHING
+         RETURNING file_id",
+    )
+    .bind(
+        new.iter()
+            .map(|(m, ..)| m.file_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(m, ..)| m.company.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(m, ..)| m.s3_key.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(m, ..)| m.sha256.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(m, ..)| i64::try_from(m.size_bytes).unwrap_or(i64::MAX))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(m, ..)| m.request_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(new.iter().map(|(m, ..)| m.event_id).collect::<Vec<_>>())
+    .bind(
+        new.iter()
+            .map(|(_, rows, _)| Json(*rows))
+            .collect::<Vec<_>>(),
+    )
+    .bind(new.iter().map(|(.., d)| *d).collect::<Vec<_>>())
+    .bind(new.iter().map(|(m, ..)| m.received_at).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?;
+    recorded.extend(inserted);
+    Ok(recorded)
+}
+
+/// Inserts or updates each company unless a newer file already set it.
+/// Returns the INNs whose row is now this batch's data.
+async fn upsert_companies(
+    tx: &mut Transaction<'_, Postgres>,
+    files: &[&Load<'_>],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let companies = || files.iter().map(|f| f.company);
+    let written: Vec<String> = sqlx::query_scalar(
         "INSERT INTO companies
            (inn, name, slug, ogrn, founded_at, employees, industry, website,
             address_country, address_city, address_street, address_postal_code,
             extra, source_file_id, source_received_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::date[],
+                              $6::int[], $7::text[], $8::text[], $9::text[], $10::text[],
+                              $11::text[], $12::text[], $13::jsonb[], $14::uuid[],
+                              $15::timestamptz[])
          ON CONFLICT (inn) DO UPDATE SET
            name = EXCLUDED.name, slug = EXCLUDED.slug, ogrn = EXCLUDED.ogrn,
            founded_at = EXCLUDED.founded_at, employees = EXCLUDED.employees,
@@ -206,78 +339,151 @@ async fn upsert_company(
          WHERE companies.source_received_at <= EXCLUDED.source_received_at
          RETURNING inn",
     )
-    .bind(c.inn.as_str())
-    .bind(&c.name)
-    .bind(meta.company.as_str())
-    .bind(&c.ogrn)
-    .bind(c.founded_at)
-    .bind(c.employees)
-    .bind(&c.industry)
-    .bind(&c.website)
-    .bind(&c.address.country)
-    .bind(&c.address.city)
-    .bind(&c.address.street)
-    .bind(&c.address.postal_code)
-    .bind(Json(Value::Object(c.extra.clone())))
-    .bind(meta.file_id.as_uuid())
-    .bind(meta.received_at)
-    .fetch_optional(&mut **tx)
+    .bind(companies().map(|c| c.inn.as_str()).collect::<Vec<_>>())
+    .bind(companies().map(|c| c.name.as_str()).collect::<Vec<_>>())
+    .bind(
+        files
+            .iter()
+            .map(|f| f.meta.company.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(companies().map(|c| c.ogrn.as_deref()).collect::<Vec<_>>())
+    .bind(companies().map(|c| c.founded_at).collect::<Vec<_>>())
+    .bind(companies().map(|c| c.employees).collect::<Vec<_>>())
+    .bind(
+        companies()
+            .map(|c| c.industry.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        companies()
+            .map(|c| c.website.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        companies()
+            .map(|c| c.address.country.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        companies()
+            .map(|c| c.address.city.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        companies()
+            .map(|c| c.address.street.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        companies()
+            .map(|c| c.address.postal_code.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(companies().map(|c| Json(&c.extra)).collect::<Vec<_>>())
+    .bind(
+        files
+            .iter()
+            .map(|f| f.meta.file_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(files.iter().map(|f| f.meta.received_at).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(written.is_some())
+    Ok(written.into_iter().collect())
 }
 
+/// The companies' offices, replaced by those of their documents.
 async fn replace_offices(
     tx: &mut Transaction<'_, Postgres>,
-    c: &Company,
-) -> Result<u64, sqlx::Error> {
-    sqlx::query("DELETE FROM company_offices WHERE company_inn = $1")
-        .bind(c.inn.as_str())
+    companies: &[&Company],
+) -> Result<(), sqlx::Error> {
+    if companies.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM company_offices WHERE company_inn = ANY($1)")
+        .bind(companies.iter().map(|c| c.inn.as_str()).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
-    if c.offices.is_empty() {
-        return Ok(0);
+    let offices = || {
+        companies
+            .iter()
+            .flat_map(|c| c.offices.iter().enumerate().map(move |(i, o)| (*c, i, o)))
+    };
+    if offices().next().is_none() {
+        return Ok(());
     }
-    let positions: Vec<i32> = (0..c.offices.len() as i32).collect();
-    let cities: Vec<Option<String>> = c.offices.iter().map(|o| o.city.clone()).collect();
-    let addresses: Vec<Option<String>> = c.offices.iter().map(|o| o.address.clone()).collect();
-    let headcounts: Vec<Option<i32>> = c.offices.iter().map(|o| o.headcount).collect();
-    let done = sqlx::query(
+    sqlx::query(
         "INSERT INTO company_offices (company_inn, position, city, address, headcount)
-         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::text[], $5::int[])",
+         SELECT * FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[], $5::int[])",
     )
-    .bind(c.inn.as_str())
-    .bind(positions)
-    .bind(cities)
-    .bind(addresses)
-    .bind(headcounts)
+    .bind(offices().map(|(c, ..)| c.inn.as_str()).collect::<Vec<_>>())
+    .bind(offices().map(|(_, i, _)| i as i32).collect::<Vec<_>>())
+    .bind(
+        offices()
+            .map(|(.., o)| o.city.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        offices()
+            .map(|(.., o)| o.address.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(offices().map(|(.., o)| o.headcount).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
-    Ok(done.rows_affected())
+    Ok(())
 }
 
+/// The companies' contacts, replaced by those of their documents.
 async fn replace_contacts(
     tx: &mut Transaction<'_, Postgres>,
-    c: &Company,
-) -> Result<u64, sqlx::Error> {
-    sqlx::query("DELETE FROM company_contacts WHERE company_inn = $1")
-        .bind(c.inn.as_str())
+    companies: &[&Company],
+) -> Result<(), sqlx::Error> {
+    if companies.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM company_contacts WHERE company_inn = ANY($1)")
+        .bind(companies.iter().map(|c| c.inn.as_str()).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
-    if c.contacts.is_empty() {
-        return Ok(0);
+    let contacts = || {
+        companies
+            .iter()
+            .flat_map(|c| c.contacts.iter().enumerate().map(move |(i, x)| (*c, i, x)))
+    };
+    if contacts().next().is_none() {
+        return Ok(());
     }
-    let positions: Vec<i32> = (0..c.contacts.len() as i32).collect();
-    let kinds: Vec<String> = c.contacts.iter().map(|x| x.kind.clone()).collect();
-    let values: Vec<String> = c.contacts.iter().map(|x| x.value.clone()).collect();
-    let done = sqlx::query(
+    sqlx::query(
         "INSERT INTO company_contacts (company_inn, position, kind, value)
-         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::text[])",
+         SELECT * FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[])",
     )
-    .bind(c.inn.as_str())
-    .bind(positions)
-    .bind(kinds)
-    .bind(values)
+    .bind(contacts().map(|(c, ..)| c.inn.as_str()).collect::<Vec<_>>())
+    .bind(contacts().map(|(_, i, _)| i as i32).collect::<Vec<_>>())
+    .bind(
+        contacts()
+            .map(|(.., x)| x.kind.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        contacts()
+            .map(|(.., x)| x.value.as_str())
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut **tx)
     .await?;
-    Ok(done.rows_affected())
+    Ok(())
+}
+
+/// Data exceptions (class 22) and integrity violations (class 23) will not
+/// go away by retrying; everything else (connection loss, timeouts,
+/// serialization failures, deadlocks) might.
+pub fn is_permanent(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+        _ => false,
+    }
 }

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod company;
 pub mod ledger;
+pub mod loader;
 pub mod metrics;
 mod offsets;
 pub mod redrive;

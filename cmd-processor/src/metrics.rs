@@ -9,6 +9,7 @@ pub struct ProcessorMetrics {
     rows: IntCounterVec,
     retries: IntCounterVec,
     load_duration: Histogram,
+    files_per_transaction: Histogram,
 }
 
 /// Every `cause` a retry can have. Their series exist from the start at 0,
@@ -59,6 +60,17 @@ impl ProcessorMetrics {
                 )
                 .expect("valid histogram"),
             ),
+            files_per_transaction: register(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "processor_files_per_transaction",
+                        "Files loaded together in one database transaction.",
+                    )
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+                )
+                .expect("valid histogram"),
+            ),
         };
         for cause in RETRY_CAUSES {
             metrics.retries.with_label_values(&[cause]);
@@ -80,6 +92,11 @@ impl ProcessorMetrics {
             "undeclared retry cause {cause}"
         );
         self.retries.with_label_values(&[cause]).inc();
+    }
+
+    /// For the loader, which observes each transaction's size.
+    pub fn files_per_transaction(&self) -> Histogram {
+        self.files_per_transaction.clone()
     }
 
     pub fn load_seconds(&self, seconds: f64) {

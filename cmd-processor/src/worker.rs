@@ -21,7 +21,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use etl_core::bus::{EventPublisher, HEADER_REQUEST_ID, ReceiveBackoff, headers_map};
+use etl_core::bus::{
+    BusError, EventPublisher, HEADER_REQUEST_ID, Pending, ReceiveBackoff, headers_map,
+};
 use etl_core::domain::{CompanySlug, RequestId};
 use etl_core::events::{
     DeadLetter, Envelope, Event, FieldError, FileExtractSuccess, FileLoaded, ValidationError,
@@ -32,6 +34,7 @@ use etl_core::storage::{ObjectStore, StoreError, company_file_key};
 
 use crate::company::CompanyValidator;
 use crate::ledger::{self, FileMeta, LedgerRow, Rejection, Written};
+use crate::loader::Loader;
 use crate::metrics::ProcessorMetrics;
 use crate::offsets::{OffsetTracker, Ticket};
 
@@ -43,15 +46,9 @@ struct Transient {
 }
 
 impl Transient {
-    fn db(e: sqlx::Error) -> Self {
+    fn db(e: impl std::fmt::Display) -> Self {
         Self {
             cause: "postgres",
-            message: e.to_string(),
-        }
-    }
-    fn kafka(e: etl_core::bus::BusError) -> Self {
-        Self {
-            cause: "kafka",
             message: e.to_string(),
         }
     }
@@ -91,12 +88,35 @@ impl Outcome {
     }
 }
 
+/// A record handled: its outcome, and the event that must reach the broker
+/// before the record counts as done.
+struct Handled {
+    outcome: Outcome,
+    announce: Option<Envelope>,
+}
+
+impl Handled {
+    fn quietly(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            announce: None,
+        }
+    }
+    fn announcing(outcome: Outcome, event: Envelope) -> Self {
+        Self {
+            outcome,
+            announce: Some(event),
+        }
+    }
+}
+
 pub struct Worker {
     pub consumer: Arc<StreamConsumer>,
     pub pool: PgPool,
     pub store: ObjectStore,
     pub publisher: EventPublisher,
     pub validator: Arc<CompanyValidator>,
+    pub loader: Loader,
     pub metrics: ProcessorMetrics,
     pub timer: DependencyTimer,
     pub retry_base: Duration,
@@ -249,24 +269,90 @@ impl Worker {
                 file_id = tracing::field::Empty,
                 company = tracing::field::Empty,
             );
+            let started = Instant::now();
             let handled = self
-                .handle_with_retries(record, &shutdown)
-                .instrument(span)
+                .handle_with_retries(record, started, &shutdown)
+                .instrument(span.clone())
                 .await;
             // Shut down while waiting to retry: left unfinished, uncommitted,
             // and the company's later files with it.
-            let Some(outcome) = handled else { return };
-            self.metrics.file(outcome.label());
+            let Some(handled) = handled else { return };
             let finished = Done {
                 topic: record.topic().to_owned(),
                 partition: record.partition(),
                 ticket: job.ticket,
-                outcome,
+                outcome: handled.outcome,
             };
-            if done.send(finished).is_err() {
+            let Some(event) = handled.announce else {
+                if !self.finish(&done, finished, started) {
+                    return;
+                }
+                continue;
+            };
+            // The lane goes on to its next file while the broker
+            // acknowledges this one's event (events enqueued in order stay
+            // in order); the record is done only once it has.
+            let enqueued = self.publisher.enqueue(&event).await;
+            let confirm = self.clone().confirm(
+                enqueued,
+                event,
+                finished,
+                started,
+                done.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(confirm.instrument(span));
+        }
+    }
+
+    /// The record's outcome is durable: counted, and its offset may be
+    /// committed. `false` once the consume loop is gone.
+    fn finish(&self, done: &mpsc::UnboundedSender<Done>, finished: Done, started: Instant) -> bool {
+        self.metrics.file(finished.outcome.label());
+        if finished.outcome != Outcome::HandedOver {
+            self.metrics.load_seconds(started.elapsed().as_secs_f64());
+        }
+        done.send(finished).is_ok()
+    }
+
+    /// Waits for the broker to acknowledge a record's event, publishing it
+    /// again after a failure, then reports the record done. The consume
+    /// loop's last drain waits for this; shut down while waiting to retry,
+    /// the record is left unfinished and its redelivery publishes the
+    /// recorded outcome again.
+    async fn confirm(
+        self: Arc<Self>,
+        mut enqueued: Result<Pending, BusError>,
+        event: Envelope,
+        mut finished: Done,
+        started: Instant,
+        done: mpsc::UnboundedSender<Done>,
+        shutdown: CancellationToken,
+    ) {
+        let mut attempt = 0u32;
+        loop {
+            let failure = match enqueued {
+                Ok(pending) => match pending.delivered().await {
+                    Ok(_) => break,
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            self.metrics.retry("kafka");
+            let delay = etl_core::backoff_delay(attempt, self.retry_base, self.retry_max);
+            attempt += 1;
+            tracing::warn!(error = %failure, attempt, retry_in_ms = delay.as_millis() as u64, "the outcome event was not acknowledged; will publish it again");
+            if sleep_or_cancel(delay, &shutdown).await {
                 return;
             }
+            if !self.still_assigned(&finished.topic, finished.partition) {
+                tracing::info!("partition revoked while retrying; its new owner takes the file");
+                finished.outcome = Outcome::HandedOver;
+                break;
+            }
+            enqueued = self.publisher.enqueue(&event).await;
         }
+        self.finish(&done, finished, started);
     }
 
     fn note(&self, offsets: &mut OffsetTracker, done: Done) {
@@ -284,20 +370,19 @@ impl Worker {
     async fn handle_with_retries(
         &self,
         record: &OwnedMessage,
+        started: Instant,
         shutdown: &CancellationToken,
-    ) -> Option<Outcome> {
-        let started = Instant::now();
+    ) -> Option<Handled> {
         let mut attempt = 0u32;
         loop {
             match self.handle(record, started).await {
-                Ok(outcome) => {
-                    self.metrics.load_seconds(started.elapsed().as_secs_f64());
+                Ok(handled) => {
                     tracing::info!(
-                        outcome = outcome.label(),
+                        outcome = handled.outcome.label(),
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "file handled"
                     );
-                    return Some(outcome);
+                    return Some(handled);
                 }
                 Err(t) => {
                     self.metrics.retry(t.cause);
@@ -307,11 +392,11 @@ impl Worker {
                     if sleep_or_cancel(delay, shutdown).await {
                         return None;
                     }
-                    if !self.still_assigned(record) {
+                    if !self.still_assigned(record.topic(), record.partition()) {
                         tracing::info!(
                             "partition revoked while retrying; its new owner takes the file"
                         );
-                        return Some(Outcome::HandedOver);
+                        return Some(Handled::quietly(Outcome::HandedOver));
                     }
                 }
             }
@@ -345,27 +430,23 @@ impl Worker {
             .unwrap_or_default()
     }
 
-    fn still_assigned(&self, record: &OwnedMessage) -> bool {
+    fn still_assigned(&self, topic: &str, partition: i32) -> bool {
         // When in doubt keep the file: the ledger absorbs a double attempt.
         self.consumer.assignment().map_or(true, |assigned| {
-            assigned
-                .find_partition(record.topic(), record.partition())
-                .is_some()
+            assigned.find_partition(topic, partition).is_some()
         })
     }
 
-    async fn handle(&self, record: &OwnedMessage, started: Instant) -> Result<Outcome, Transient> {
+    async fn handle(&self, record: &OwnedMessage, started: Instant) -> Result<Handled, Transient> {
         let payload = record.payload().unwrap_or_default();
         let envelope = match Envelope::from_json(payload) {
             Ok(e) => e,
             Err(e) => {
-                return self
-                    .dead_letter(
-                        record,
-                        None,
-                        format!("the record is not a pipeline event: {e}"),
-                    )
-                    .await;
+                return Ok(self.dead_letter(
+                    record,
+                    None,
+                    format!("the record is not a pipeline event: {e}"),
+                ));
             }
         };
         let span = tracing::Span::current();
@@ -375,23 +456,19 @@ impl Worker {
         }
         let Event::FileExtractSuccess(file) = &envelope.event else {
             let kind = envelope.event.type_name();
-            return self
-                .dead_letter(
-                    record,
-                    Some(&envelope),
-                    format!("expected FileExtractSuccess, got {kind}"),
-                )
-                .await;
+            return Ok(self.dead_letter(
+                record,
+                Some(&envelope),
+                format!("expected FileExtractSuccess, got {kind}"),
+            ));
         };
         span.record("file_id", tracing::field::display(file.file_id));
         let Some(company) = envelope.company.clone() else {
-            return self
-                .dead_letter(
-                    record,
-                    Some(&envelope),
-                    "FileExtractSuccess without a company".into(),
-                )
-                .await;
+            return Ok(self.dead_letter(
+                record,
+                Some(&envelope),
+                "FileExtractSuccess without a company".into(),
+            ));
         };
         // The key is rebuilt from validated parts; a record pointing
         // elsewhere is not followed.
@@ -401,7 +478,7 @@ impl Worker {
                 "s3_key {:?} does not match company and file_id (expected {s3_key:?})",
                 file.s3_key
             );
-            return self.dead_letter(record, Some(&envelope), msg).await;
+            return Ok(self.dead_letter(record, Some(&envelope), msg));
         }
 
         let recorded = self
@@ -410,7 +487,7 @@ impl Worker {
             .map_err(Transient::db)?;
         let (received_at, replaces) = match recorded {
             Some(row) if row.source_event_id == envelope.event_id || !file.replay => {
-                return self.already_recorded(record, &envelope, file, row).await;
+                return Ok(self.already_recorded(record, &envelope, file, row));
             }
             Some(row) => {
                 // The file keeps its place in the company's history: a
@@ -424,9 +501,7 @@ impl Worker {
         let bytes = match self.store.get(&s3_key).await {
             Ok(b) => b,
             Err(e @ StoreError::NotFound { .. }) => {
-                return self
-                    .dead_letter(record, Some(&envelope), e.to_string())
-                    .await;
+                return Ok(self.dead_letter(record, Some(&envelope), e.to_string()));
             }
             Err(e @ StoreError::Unavailable { .. }) => {
                 return Err(Transient {
@@ -456,31 +531,30 @@ impl Worker {
                     .await
                     .map_err(Transient::db)?
                 {
-                    Written::AlreadyRecorded => return Ok(Outcome::Duplicate),
+                    Written::AlreadyRecorded => return Ok(Handled::quietly(Outcome::Duplicate)),
                     Written::Done(()) => {}
                 }
                 tracing::info!(errors = errors.len(), "file failed validation");
-                self.publish(&envelope, invalid_event(file, errors)).await?;
-                Ok(Outcome::Invalid)
+                let event = Envelope::caused_by(&envelope, invalid_event(file, errors));
+                Ok(Handled::announcing(Outcome::Invalid, event))
             }
-            Ok(company) => match self
-                .postgres(
-                    "load_file",
-                    ledger::load(&self.pool, &meta, &company, started),
-                )
-                .await
-            {
-                Ok(Written::AlreadyRecorded) => Ok(Outcome::Duplicate),
+            Ok(company) => match self.loader.load(meta.clone(), company, started).await {
+                Ok(Written::AlreadyRecorded) => Ok(Handled::quietly(Outcome::Duplicate)),
                 Ok(Written::Done(rows)) => {
+                    if rows.get("companies") == Some(&0) {
+                        tracing::info!(
+                            "a newer file of this company is already loaded; company row kept"
+                        );
+                    }
                     for (table, n) in &rows {
                         self.metrics.rows(table, *n);
                     }
                     let duration_ms = started.elapsed().as_millis() as u64;
-                    self.publish(&envelope, loaded_event(file, rows, duration_ms))
-                        .await?;
-                    Ok(Outcome::Loaded)
+                    let event =
+                        Envelope::caused_by(&envelope, loaded_event(file, rows, duration_ms));
+                    Ok(Handled::announcing(Outcome::Loaded, event))
                 }
-                Err(e) if is_permanent(&e) => {
+                Err(e) if ledger::is_permanent(&e) => {
                     let error = FieldError {
                         path: String::new(),
                         message: format!("the database refused the file: {e}"),
@@ -496,12 +570,11 @@ impl Worker {
                         .await
                         .map_err(Transient::db)?
                     {
-                        Written::AlreadyRecorded => Ok(Outcome::Duplicate),
-                        Written::Done(()) => {
-                            self.dead_letter(record, Some(&envelope), error.message)
-                                .await?;
-                            Ok(Outcome::Failed)
-                        }
+                        Written::AlreadyRecorded => Ok(Handled::quietly(Outcome::Duplicate)),
+                        Written::Done(()) => Ok(Handled::announcing(
+                            Outcome::Failed,
+                            self.dead_letter_event(record, Some(&envelope), error.message),
+                        )),
                     }
                 }
                 Err(e) => Err(Transient::db(e)),
@@ -511,16 +584,16 @@ impl Worker {
 
     /// The ledger already knows this file. If it was this very event, the
     /// outcome may not have been published before a crash: publish it again.
-    async fn already_recorded(
+    fn already_recorded(
         &self,
         record: &OwnedMessage,
         envelope: &Envelope,
         file: &FileExtractSuccess,
         row: LedgerRow,
-    ) -> Result<Outcome, Transient> {
+    ) -> Handled {
         if row.source_event_id != envelope.event_id {
             tracing::info!(status = %row.status, "file already handled for an earlier import; skipped");
-            return Ok(Outcome::Duplicate);
+            return Handled::quietly(Outcome::Duplicate);
         }
         let event = match row.status.as_str() {
             "loaded" => loaded_event(
@@ -536,12 +609,11 @@ impl Worker {
                     .and_then(|e| e.0.into_iter().next())
                     .map(|e| e.message)
                     .unwrap_or_else(|| format!("recorded as {}", row.status));
-                self.dead_letter(record, Some(envelope), error).await?;
-                return Ok(Outcome::Reemitted);
+                let letter = self.dead_letter_event(record, Some(envelope), error);
+                return Handled::announcing(Outcome::Reemitted, letter);
             }
         };
-        self.publish(envelope, event).await?;
-        Ok(Outcome::Reemitted)
+        Handled::announcing(Outcome::Reemitted, Envelope::caused_by(envelope, event))
     }
 
     /// A database call, timed as `dependency_request_duration_seconds{dependency="postgres"}`.
@@ -553,20 +625,22 @@ impl Worker {
         self.timer.time("postgres", operation, call).await
     }
 
-    async fn publish(&self, cause: &Envelope, event: Event) -> Result<(), Transient> {
-        self.publisher
-            .publish(&Envelope::caused_by(cause, event))
-            .await
-            .map(|_| ())
-            .map_err(Transient::kafka)
-    }
-
-    async fn dead_letter(
+    fn dead_letter(
         &self,
         record: &OwnedMessage,
         envelope: Option<&Envelope>,
         error: String,
-    ) -> Result<Outcome, Transient> {
+    ) -> Handled {
+        let letter = self.dead_letter_event(record, envelope, error);
+        Handled::announcing(Outcome::DeadLettered, letter)
+    }
+
+    fn dead_letter_event(
+        &self,
+        record: &OwnedMessage,
+        envelope: Option<&Envelope>,
+        error: String,
+    ) -> Envelope {
         tracing::warn!(%error, "routing record to the dead-letter topic");
         let headers = headers_map(record.headers());
         let request_id = envelope
@@ -593,12 +667,7 @@ impl Worker {
                 .into_owned(),
             original_headers: headers,
         };
-        let out = Envelope::new(request_id, company, Event::DeadLetter(letter));
-        self.publisher
-            .publish(&out)
-            .await
-            .map_err(Transient::kafka)?;
-        Ok(Outcome::DeadLettered)
+        Envelope::new(request_id, company, Event::DeadLetter(letter))
     }
 
     /// Commits, for every partition still assigned, the offset of its
@@ -670,16 +739,4 @@ fn invalid_event(file: &FileExtractSuccess, errors: Vec<FieldError>) -> Event {
         s3_key: file.s3_key.clone(),
         errors,
     })
-}
-
-/// Data exceptions (class 22) and integrity violations (class 23) will not
-/// go away by retrying; everything else (connection loss, timeouts,
-/// serialization failures) might.
-fn is_permanent(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
-        _ => false,
-    }
 }

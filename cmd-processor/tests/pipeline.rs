@@ -666,7 +666,15 @@ async fn metrics_count_what_happened_and_are_all_documented() {
         )
     };
     assert_eq!(timed("find_ledger_row"), n);
-    assert_eq!(timed("load_file"), n);
+    // Files load together: each file in exactly one transaction, each
+    // transaction timed once.
+    assert_eq!(
+        metric(&processor, "processor_files_per_transaction_sum", &[]),
+        n
+    );
+    let transactions = metric(&processor, "processor_files_per_transaction_count", &[]);
+    assert!((1.0..=n).contains(&transactions), "{transactions}");
+    assert_eq!(timed("load_files"), transactions);
     // Caught up: every assigned partition reports, and none is behind.
     let processor = eventually(DEADLINE, "consumer lag 0 on every partition", || async {
         let samples = scrape(&p.processor).await;

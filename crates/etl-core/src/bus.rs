@@ -13,7 +13,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Env};
@@ -222,6 +222,43 @@ pub struct Delivered {
     pub offset: i64,
 }
 
+/// An event the producer holds until the broker acknowledges it.
+#[must_use = "an event is only published once delivered() says so"]
+pub struct Pending {
+    delivery: DeliveryFuture,
+    topic: String,
+    event_type: &'static str,
+    started: Instant,
+    timer: DependencyTimer,
+    published: IntCounterVec,
+}
+
+impl Pending {
+    /// Waits for the broker's acknowledgement from all in-sync replicas.
+    pub async fn delivered(self) -> Result<Delivered, BusError> {
+        let result = match self.delivery.await {
+            Ok(Ok(d)) => Ok(Delivered {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Ok(Err((source, _))) => Err(source),
+            Err(_canceled) => Err(KafkaError::Canceled),
+        };
+        self.timer
+            .observe("kafka", "produce", self.started, result.is_ok());
+        match result {
+            Ok(delivered) => {
+                self.published.with_label_values(&[self.event_type]).inc();
+                Ok(delivered)
+            }
+            Err(source) => Err(BusError::Publish {
+                topic: self.topic,
+                source,
+            }),
+        }
+    }
+}
+
 /// Publishes envelopes to their topic, keyed by company, and waits for the
 /// broker's acknowledgement from all in-sync replicas.
 #[derive(Clone)]
@@ -278,6 +315,13 @@ impl EventPublisher {
     }
 
     pub async fn publish(&self, envelope: &Envelope) -> Result<Delivered, BusError> {
+        self.enqueue(envelope).await?.delivered().await
+    }
+
+    /// Hands the event to the producer and returns without waiting for the
+    /// broker: events enqueued one after another keep that order on their
+    /// partition. Waits only while the producer's queue is full.
+    pub async fn enqueue(&self, envelope: &Envelope) -> Result<Pending, BusError> {
         let topic = self.topics.for_event(&envelope.event);
         let payload = envelope.to_json();
         let key = envelope.company.as_ref().map(|c| c.as_str()).unwrap_or("");
@@ -290,29 +334,38 @@ impl EventPublisher {
                 key: HEADER_REQUEST_ID,
                 value: Some(envelope.request_id.as_str()),
             });
-        let record = FutureRecord::to(topic)
+        let mut record = FutureRecord::to(topic)
             .key(key)
             .payload(&payload)
             .headers(headers);
         let started = Instant::now();
-        let result = self.producer.send(record, self.timeout).await;
-        self.timer
-            .observe("kafka", "produce", started, result.is_ok());
-        match result {
-            Ok(d) => {
-                self.published
-                    .with_label_values(&[envelope.event.type_name()])
-                    .inc();
-                Ok(Delivered {
-                    partition: d.partition,
-                    offset: d.offset,
-                })
+        let failed = |source| BusError::Publish {
+            topic: topic.to_owned(),
+            source,
+        };
+        let delivery = loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again))
+                    if started.elapsed() < self.timeout =>
+                {
+                    record = again;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, _)) => {
+                    self.timer.observe("kafka", "produce", started, false);
+                    return Err(failed(e));
+                }
             }
-            Err((source, _)) => Err(BusError::Publish {
-                topic: topic.to_owned(),
-                source,
-            }),
-        }
+        };
+        Ok(Pending {
+            delivery,
+            topic: topic.to_owned(),
+            event_type: envelope.event.type_name(),
+            started,
+            timer: self.timer.clone(),
+            published: self.published.clone(),
+        })
     }
 
     /// Publishes a record as it is (not an envelope of ours): the

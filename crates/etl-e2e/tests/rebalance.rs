@@ -32,7 +32,7 @@ async fn two_processors_with_rebalances_mid_load_load_each_file_once() {
     let mut first =
         ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, PROCESSOR).await;
 
-    let acknowledged = import_generated(&api, &env.id, FILES, PER_REQUEST).await;
+    let acknowledged = import_generated(&api, &env.id, 0..FILES, PER_REQUEST).await;
 
     eventually(DEADLINE, "the first processor to be loading", || async {
         (files_recorded(&env).await >= 30).then_some(())
@@ -94,7 +94,7 @@ async fn kill_9_of_the_group_leader_hands_everything_to_the_survivor() {
     let survivor =
         ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, PROCESSOR).await;
 
-    let acknowledged = import_generated(&api, &env.id, FILES, PER_REQUEST).await;
+    let acknowledged = import_generated(&api, &env.id, 0..FILES, PER_REQUEST).await;
     // Both members hold partitions: the group is formed with both.
     eventually(DEADLINE, "both processors to be loading", || async {
         (files_loaded_by(&leader).await > 0.0 && files_loaded_by(&survivor).await > 0.0)

@@ -8,17 +8,17 @@ use serde_json::Value;
 
 use crate::{Endpoint, TestEnv, eventually, file_loaded_event_ids, generated_company, http};
 
-/// Imports companies `0..files` generated for `tag`, `per_request` to a
+/// Imports the companies numbered `numbers` generated for `tag`, `per_request` to a
 /// request, each request acknowledged with 202. The acknowledged file ids.
 pub async fn import_generated(
     api: &impl Endpoint,
     tag: &str,
-    files: u32,
+    numbers: std::ops::Range<u32>,
     per_request: u32,
 ) -> BTreeSet<String> {
     let mut acknowledged = BTreeSet::new();
-    for first in (0..files).step_by(per_request as usize) {
-        let batch: Vec<Value> = (first..(first + per_request).min(files))
+    for first in numbers.clone().step_by(per_request as usize) {
+        let batch: Vec<Value> = (first..(first + per_request).min(numbers.end))
             .map(|n| generated_company(tag, n))
             .collect();
         let response = http()
@@ -34,7 +34,7 @@ pub async fn import_generated(
             acknowledged.insert(file["file_id"].as_str().unwrap().to_owned());
         }
     }
-    assert_eq!(acknowledged.len(), files as usize);
+    assert_eq!(acknowledged.len(), numbers.len());
     acknowledged
 }
 

@@ -1,0 +1,167 @@
+//! Group commit: files validated in many lanes at once are written to
+//! Postgres together, one transaction for all that are waiting, instead of
+//! one transaction (and eight round trips) each.
+//!
+//! A lane hands its file over and waits for the answer, so a company's
+//! files still load one after another. While one transaction runs, the
+//! files that become ready queue up for the next: the busier the
+//! processor, the larger its transactions; a file that comes alone is
+//! written at once, not held back for others to join it.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus::Histogram;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+
+use etl_core::metrics::DependencyTimer;
+
+use crate::company::Company;
+use crate::ledger::{self, FileMeta, Load, Rows, Written};
+
+/// What a lane gets back: a failure is shared by every file of the
+/// transaction.
+pub type Loaded = Result<Written<Rows>, Arc<sqlx::Error>>;
+
+struct Request {
+    meta: FileMeta,
+    company: Company,
+    started: Instant,
+    answer: oneshot::Sender<Loaded>,
+}
+
+/// The lanes' handle on the loader task.
+#[derive(Clone)]
+pub struct Loader {
+    requests: mpsc::Sender<Request>,
+}
+
+impl Loader {
+    /// Starts the loader task; it ends when every `Loader` is dropped. At
+    /// most `max_files` go into one transaction.
+    pub fn spawn(
+        pool: PgPool,
+        timer: DependencyTimer,
+        files_per_transaction: Histogram,
+        max_files: usize,
+    ) -> Self {
+        let (requests, queue) = mpsc::channel(max_files.max(1));
+        let task = Batches {
+            pool,
+            timer,
+            files_per_transaction,
+            max_files: max_files.max(1),
+        };
+        tokio::spawn(task.run(queue));
+        Self { requests }
+    }
+
+    /// Loads one file, with whichever others are ready at the same time.
+    pub async fn load(&self, meta: FileMeta, company: Company, started: Instant) -> Loaded {
+        let (answer, answered) = oneshot::channel();
+        let request = Request {
+            meta,
+            company,
+            started,
+            answer,
+        };
+        let gone = || Arc::new(sqlx::Error::PoolClosed);
+        if self.requests.send(request).await.is_err() {
+            return Err(gone());
+        }
+        answered.await.unwrap_or_else(|_| Err(gone()))
+    }
+}
+
+struct Batches {
+    pool: PgPool,
+    timer: DependencyTimer,
+    files_per_transaction: Histogram,
+    max_files: usize,
+}
+
+impl Batches {
+    async fn run(self, mut queue: mpsc::Receiver<Request>) {
+        // Files whose INN is already in the transaction being formed: a
+        // statement writes a company row once, so they go into the next.
+        let mut held: VecDeque<Request> = VecDeque::new();
+        loop {
+            let first = match held.pop_front() {
+                Some(request) => request,
+                None => match queue.recv().await {
+                    Some(request) => request,
+                    None => return,
+                },
+            };
+            let mut inns = HashSet::from([first.company.inn.as_str().to_owned()]);
+            let mut batch = vec![first];
+            let mut still_held = VecDeque::new();
+            while batch.len() < self.max_files {
+                let next = match held.pop_front() {
+                    Some(request) => request,
+                    None => match queue.try_recv() {
+                        Ok(request) => request,
+                        Err(_) => break,
+                    },
+                };
+                if inns.insert(next.company.inn.as_str().to_owned()) {
+                    batch.push(next);
+                } else {
+                    still_held.push_back(next);
+                }
+            }
+            still_held.extend(held.drain(..));
+            held = still_held;
+            self.write(batch).await;
+        }
+    }
+
+    async fn write(&self, batch: Vec<Request>) {
+        self.files_per_transaction.observe(batch.len() as f64);
+        let loads: Vec<Load<'_>> = batch.iter().map(load_of).collect();
+        let result = self
+            .timer
+            .time("postgres", "load_files", ledger::load(&self.pool, &loads))
+            .await;
+        match result {
+            Ok(written) => {
+                for (request, written) in batch.into_iter().zip(written) {
+                    let _ = request.answer.send(Ok(written));
+                }
+            }
+            // One file the database refuses must not fail the others:
+            // each on its own, so the refusal lands on the file it is about.
+            Err(e) if batch.len() > 1 && ledger::is_permanent(&e) => {
+                tracing::info!(files = batch.len(), error = %e, "the database refused a batch; loading its files one by one");
+                for request in batch {
+                    self.files_per_transaction.observe(1.0);
+                    let one = [load_of(&request)];
+                    let result = self
+                        .timer
+                        .time("postgres", "load_files", ledger::load(&self.pool, &one))
+                        .await;
+                    let answer = result
+                        .map(|mut written| written.remove(0))
+                        .map_err(Arc::new);
+                    let _ = request.answer.send(answer);
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for request in batch {
+                    let _ = request.answer.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn load_of(request: &Request) -> Load<'_> {
+    Load {
+        meta: &request.meta,
+        company: &request.company,
+        started: request.started,
+    }
+}
