@@ -129,7 +129,12 @@ pub struct Worker {
 /// (a slow file or retries) and the consumer pauses until they drain.
 const LANE_QUEUE: usize = 8;
 /// Records received but not yet in a lane before the partitions pause.
-const WAITING_LIMIT: usize = 256;
+const PAUSE_AT: usize = 2_048;
+/// Waiting records below which paused partitions resume. Far below
+/// `PAUSE_AT`: librdkafka drops what it fetched ahead for a paused
+/// partition and fetches it again on resume, so flipping at one threshold
+/// (on every record, at full speed) nearly halved the throughput.
+const RESUME_AT: usize = 512;
 /// How often finished offsets are committed; a crash repeats at most this
 /// much work, which the ledger absorbs.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
@@ -190,7 +195,11 @@ impl Worker {
                     }
                 }
             }
-            let should_pause = waiting.len() >= WAITING_LIMIT;
+            let should_pause = if paused {
+                waiting.len() > RESUME_AT
+            } else {
+                waiting.len() >= PAUSE_AT
+            };
             if should_pause != paused {
                 paused = should_pause;
                 paused_assignment = worker.set_paused(paused);
@@ -203,11 +212,22 @@ impl Worker {
                 () = shutdown.cancelled() => break,
                 Some(done) = done_rx.recv() => worker.note(&mut offsets, done),
                 _ = commit_tick.tick() => {
-                    // librdkafka keeps a partition paused across a rebalance,
-                    // also when it was paused before being revoked and is
-                    // assigned again: each new assignment gets our state.
-                    if worker.assignment() != paused_assignment {
-                        paused_assignment = worker.set_paused(paused);
+                    if let Ok(assigned) = worker.consumer.assignment() {
+                        let assigned = partitions(&assigned);
+                        // Records of partitions taken away in a rebalance are
+                        // their new owner's now: handling them here too
+                        // would only repeat its work.
+                        waiting.retain(|job| {
+                            let (topic, partition) = (job.record.topic(), job.record.partition());
+                            assigned.iter().any(|(t, p)| t == topic && *p == partition)
+                        });
+                        // librdkafka keeps a partition paused across a
+                        // rebalance, also when it was paused before being
+                        // revoked and is assigned again: each new assignment
+                        // gets our state.
+                        if assigned != paused_assignment {
+                            paused_assignment = worker.set_paused(paused);
+                        }
                     }
                     worker.commit(&mut offsets).await;
                 }
@@ -423,13 +443,6 @@ impl Worker {
         }
     }
 
-    fn assignment(&self) -> BTreeSet<(String, i32)> {
-        self.consumer
-            .assignment()
-            .map(|assigned| partitions(&assigned))
-            .unwrap_or_default()
-    }
-
     fn still_assigned(&self, topic: &str, partition: i32) -> bool {
         // When in doubt keep the file: the ledger absorbs a double attempt.
         self.consumer.assignment().map_or(true, |assigned| {
@@ -481,26 +494,37 @@ impl Worker {
             return Ok(self.dead_letter(record, Some(&envelope), msg));
         }
 
-        let recorded = self
-            .postgres("find_ledger_row", ledger::find(&self.pool, file.file_id))
-            .await
-            .map_err(Transient::db)?;
-        let (received_at, replaces) = match recorded {
-            Some(row) if row.source_event_id == envelope.event_id || !file.replay => {
-                return Ok(self.already_recorded(record, &envelope, file, row));
+        // A new file is not looked up first: the ledger's primary key
+        // refuses a second row, and only then is the recorded outcome read
+        // (a redelivery, or the same content posted again). That saves a
+        // query per file; a redelivered file is downloaded again.
+        let (received_at, replaces) = if file.replay {
+            match self.find(file).await? {
+                Some(row) if row.source_event_id == envelope.event_id => {
+                    return Ok(self.already_recorded(record, &envelope, file, row));
+                }
+                Some(row) => {
+                    // The file keeps its place in the company's history: a
+                    // replay never overwrites data from a file received later.
+                    tracing::info!(previous = %row.status, "replaying a recorded file");
+                    (row.received_at, Some(row.source_event_id))
+                }
+                None => (envelope.occurred_at, None),
             }
-            Some(row) => {
-                // The file keeps its place in the company's history: a
-                // replay never overwrites data from a file received later.
-                tracing::info!(previous = %row.status, "replaying a recorded file");
-                (row.received_at, Some(row.source_event_id))
-            }
-            None => (envelope.occurred_at, None),
+        } else {
+            (envelope.occurred_at, None)
         };
 
         let bytes = match self.store.get(&s3_key).await {
             Ok(b) => b,
             Err(e @ StoreError::NotFound { .. }) => {
+                // Deleted after it was loaded: a redelivery still gets the
+                // recorded outcome.
+                if replaces.is_none()
+                    && let Some(row) = self.find(file).await?
+                {
+                    return Ok(self.already_recorded(record, &envelope, file, row));
+                }
                 return Ok(self.dead_letter(record, Some(&envelope), e.to_string()));
             }
             Err(e @ StoreError::Unavailable { .. }) => {
@@ -531,7 +555,9 @@ impl Worker {
                     .await
                     .map_err(Transient::db)?
                 {
-                    Written::AlreadyRecorded => return Ok(Handled::quietly(Outcome::Duplicate)),
+                    Written::AlreadyRecorded => {
+                        return self.recorded_before(record, &envelope, file).await;
+                    }
                     Written::Done(()) => {}
                 }
                 tracing::info!(errors = errors.len(), "file failed validation");
@@ -539,7 +565,7 @@ impl Worker {
                 Ok(Handled::announcing(Outcome::Invalid, event))
             }
             Ok(company) => match self.loader.load(meta.clone(), company, started).await {
-                Ok(Written::AlreadyRecorded) => Ok(Handled::quietly(Outcome::Duplicate)),
+                Ok(Written::AlreadyRecorded) => self.recorded_before(record, &envelope, file).await,
                 Ok(Written::Done(rows)) => {
                     if rows.get("companies") == Some(&0) {
                         tracing::info!(
@@ -570,7 +596,9 @@ impl Worker {
                         .await
                         .map_err(Transient::db)?
                     {
-                        Written::AlreadyRecorded => Ok(Handled::quietly(Outcome::Duplicate)),
+                        Written::AlreadyRecorded => {
+                            self.recorded_before(record, &envelope, file).await
+                        }
                         Written::Done(()) => Ok(Handled::announcing(
                             Outcome::Failed,
                             self.dead_letter_event(record, Some(&envelope), error.message),
@@ -579,6 +607,31 @@ impl Worker {
                 }
                 Err(e) => Err(Transient::db(e)),
             },
+        }
+    }
+
+    async fn find(&self, file: &FileExtractSuccess) -> Result<Option<LedgerRow>, Transient> {
+        self.postgres("find_ledger_row", ledger::find(&self.pool, file.file_id))
+            .await
+            .map_err(Transient::db)
+    }
+
+    /// The ledger refused a second row for the file: what it recorded
+    /// decides.
+    async fn recorded_before(
+        &self,
+        record: &OwnedMessage,
+        envelope: &Envelope,
+        file: &FileExtractSuccess,
+    ) -> Result<Handled, Transient> {
+        match self.find(file).await? {
+            Some(row) => Ok(self.already_recorded(record, envelope, file, row)),
+            // Ledger rows are never deleted; should one be, the next attempt
+            // records the file anew.
+            None => Err(Transient {
+                cause: "postgres",
+                message: format!("the ledger row of {} vanished", file.file_id),
+            }),
         }
     }
 

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use etl_core::events::Event;
-use etl_testkit::{ServiceProcess, TestEnv, files_recorded, generated_company, http, scrape};
+use etl_testkit::{
+    ServiceProcess, TestEnv, files_recorded, generated_company, http, metric, scrape,
+};
 use serde_json::Value;
 
 use crate::run::closed_loop;
@@ -170,4 +172,12 @@ pub async fn time_per_file(processor: &ServiceProcess, drain: &Phase) -> Value {
     }
     per_call.retain(|_, ms| *ms > 0.0);
     serde_json::to_value(per_call).expect("JSON")
+}
+
+/// The processor's average transaction size (`processor_files_per_transaction`).
+pub async fn files_per_transaction(processor: &ServiceProcess) -> f64 {
+    let samples = scrape(processor).await;
+    let sum = metric(&samples, "processor_files_per_transaction_sum", &[]);
+    let count = metric(&samples, "processor_files_per_transaction_count", &[]);
+    sum / count.max(1.0)
 }
