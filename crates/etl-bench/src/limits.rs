@@ -171,3 +171,52 @@ async fn copy_batch(pool: &sqlx::PgPool, range: std::ops::Range<u64>) -> Result<
     }
     tx.commit().await
 }
+
+/// Deletes every object of the run's bucket, and the bucket: a run stores
+/// tens of thousands of files and gigabytes of streamed companies, which
+/// would otherwise pile up run after run in the local S3 server's folder.
+/// s3s-fs lists a prefix only when it names a folder, so everything is
+/// listed and deleted a page (1,000 keys) at a time.
+pub async fn empty_bucket(store: &ObjectStore) -> Result<u64, String> {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let client = store.client();
+    let mut deleted = 0;
+    loop {
+        // Always the first page: the previous one is gone.
+        let page = client
+            .list_objects_v2()
+            .bucket(store.bucket())
+            .send()
+            .await
+            .map_err(|e| format!("listing: {e}"))?;
+        let ids: Vec<ObjectIdentifier> = page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
+            .collect();
+        if ids.is_empty() {
+            break;
+        }
+        let n = ids.len() as u64;
+        let delete = Delete::builder()
+            .set_objects(Some(ids))
+            .build()
+            .map_err(|e| e.to_string())?;
+        client
+            .delete_objects()
+            .bucket(store.bucket())
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| format!("deleting: {e}"))?;
+        deleted += n;
+    }
+    client
+        .delete_bucket()
+        .bucket(store.bucket())
+        .send()
+        .await
+        .map_err(|e| format!("deleting the bucket: {e}"))?;
+    Ok(deleted)
+}

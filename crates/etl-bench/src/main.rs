@@ -154,13 +154,20 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("[bench] api memory: {stream_clients} clients each stream {stream_mib} MiB at once");
     let streamed = streaming::api_streaming(
         &env,
-        &store,
         stream_clients,
         stream_mib * 1024 * 1024,
         stream_company_kib * 1024,
         &knobs,
     )
     .await;
+
+    match limits::empty_bucket(&store).await {
+        Ok(n) => eprintln!("[bench] deleted the run's {n} objects and its bucket"),
+        Err(e) => eprintln!(
+            "[bench] could not empty bucket {} ({e}); delete it by hand",
+            store.bucket()
+        ),
+    }
 
     let api_ratio = ingest.rate() / put.rate().min(produce.rate());
     let processor_ratio = drain.rate() / get.rate().min(copy.rate());

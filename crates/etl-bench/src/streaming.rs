@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::pipeline::accepted;
 use crate::stats::Phase;
-use etl_core::storage::ObjectStore;
 use etl_testkit::{ServiceProcess, TestEnv, generated_company, http};
 use futures::StreamExt;
 
@@ -57,10 +56,9 @@ fn body(tag: String, bytes: u64, company_bytes: usize, ndjson: bool) -> reqwest:
 }
 
 /// `clients` uploads of `file_bytes` each, all at once, to an api of its
-/// own (so its peak memory is this phase's). Objects are deleted after.
+/// own (so its peak memory is this phase's).
 pub async fn api_streaming(
     env: &TestEnv,
-    store: &ObjectStore,
     clients: usize,
     file_bytes: u64,
     company_bytes: usize,
@@ -120,7 +118,6 @@ pub async fn api_streaming(
         }
     }
     let done_mib = latencies.len() as u64 * file_bytes / (1024 * 1024);
-    delete_streamed(store, &env.id).await;
     Streamed {
         phase: Phase {
             name: "api streaming (large uploads, all at once)",
@@ -132,47 +129,5 @@ pub async fn api_streaming(
         },
         files,
         peak_rss_bytes,
-    }
-}
-
-/// Gigabytes of test objects would otherwise pile up run after run.
-async fn delete_streamed(store: &ObjectStore, tag: &str) {
-    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
-    let Ok(slug) = etl_core::domain::CompanySlug::from_name(&format!("Test {tag} stream")) else {
-        return;
-    };
-    let prefix = format!("{}-", slug.as_str());
-    let mut pages = store
-        .client()
-        .list_objects_v2()
-        .bucket(store.bucket())
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let Ok(page) = page else { return };
-        let ids: Vec<ObjectIdentifier> = page
-            .contents()
-            .iter()
-            .filter_map(|o| o.key())
-            .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
-            .collect();
-        if ids.is_empty() {
-            continue;
-        }
-        let Ok(delete) = Delete::builder().set_objects(Some(ids)).build() else {
-            return;
-        };
-        if let Err(e) = store
-            .client()
-            .delete_objects()
-            .bucket(store.bucket())
-            .delete(delete)
-            .send()
-            .await
-        {
-            eprintln!("[bench] could not delete the streamed objects: {e}");
-            return;
-        }
     }
 }
