@@ -152,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
     drop(api);
 
     eprintln!("[bench] api memory: {stream_clients} clients each stream {stream_mib} MiB at once");
-    let streamed = streaming::api_streaming(
+    let mut streamed = streaming::api_streaming(
         &env,
         stream_clients,
         stream_mib * 1024 * 1024,
@@ -161,7 +161,8 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
 
-    match limits::empty_bucket(&store).await {
+    let streamed_keys = std::mem::take(&mut streamed.keys);
+    match limits::clean_up(&env, &store, raw_ops, streamed_keys).await {
         Ok(n) => eprintln!("[bench] deleted the run's {n} objects and its bucket"),
         Err(e) => eprintln!(
             "[bench] could not empty bucket {} ({e}); delete it by hand",

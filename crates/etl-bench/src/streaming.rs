@@ -15,6 +15,8 @@ const COMPANIES_PER_CHUNK: u32 = 4;
 pub struct Streamed {
     pub phase: Phase,
     pub files: u64,
+    /// Where the api stored them, for the clean-up at the end.
+    pub keys: Vec<String>,
     pub peak_rss_bytes: u64,
 }
 
@@ -95,20 +97,25 @@ pub async fn api_streaming(
                     .body(body(tag, file_bytes, company_bytes, ndjson)),
             )
             .await?;
-            let files = answer["files"].as_array().map_or(0, Vec::len) as u64;
-            Ok::<_, String>((files, began.elapsed()))
+            let keys: Vec<String> = answer["files"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f["s3_key"].as_str().map(str::to_owned))
+                .collect();
+            Ok::<_, String>((keys, began.elapsed()))
         }
     });
     let results = futures::future::join_all(uploads).await;
     let elapsed = started.elapsed();
     let peak_rss_bytes = api.peak_memory_bytes();
-    let mut files = 0;
+    let mut keys = Vec::new();
     let mut latencies = Vec::new();
     let mut failed = 0;
     for result in results {
         match result {
-            Ok((n, took)) => {
-                files += n;
+            Ok((stored, took)) => {
+                keys.extend(stored);
                 latencies.push(took);
             }
             Err(e) => {
@@ -127,7 +134,8 @@ pub async fn api_streaming(
             elapsed,
             latencies,
         },
-        files,
+        files: keys.len() as u64,
+        keys,
         peak_rss_bytes,
     }
 }
