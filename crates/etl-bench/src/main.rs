@@ -218,6 +218,14 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "api_ratio       = api ingest / min(S3 PUT, produce) = {api_ratio:.2}   (target ≥ 0.7)"
     );
+    // Each accepted file costs one PUT and one produce; when both limits
+    // are the machine's CPU, as on a small box running the whole stack,
+    // they add up instead of overlapping.
+    let api_shared_ceiling = 1.0 / (1.0 / put.rate() + 1.0 / produce.rate());
+    println!(
+        "                  api ingest / 1/(1/PUT + 1/produce) = {:.2}   (the same limits, paid one after the other on shared cores)",
+        ingest.rate() / api_shared_ceiling
+    );
     println!(
         "processor_ratio = processor drain / min(S3 GET, COPY companies) = {processor_ratio:.2}   (target ≥ 0.7)"
     );
@@ -256,6 +264,7 @@ async fn main() -> anyhow::Result<()> {
         "settings": {"concurrency": concurrency, "raw_ops": raw_ops, "files": files, "e2e_seconds": e2e_seconds, "stream_clients": stream_clients, "stream_mib": stream_mib, "stream_company_kib": stream_company_kib, "services": knobs.iter().copied().collect::<std::collections::BTreeMap<_, _>>()},
         "phases": [put.to_json(), produce.to_json(), ingest.to_json(), get.to_json(), copy.to_json(), drain.to_json(), e2e.to_json(), streamed.phase.to_json()],
         "api_ratio": api_ratio,
+        "api_vs_shared_ceiling": ingest.rate() / api_shared_ceiling,
         "processor_ratio": processor_ratio,
         "processor_rows_per_s": drain.rate() * ROWS_PER_COMPANY as f64,
         "end_to_end": {"rate_per_s": half, "p50_ms": e2e.percentile_ms(0.5), "p99_ms": e2e.percentile_ms(0.99)},
