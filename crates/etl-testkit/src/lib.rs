@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::Message;
@@ -103,6 +103,10 @@ impl TestEnv {
         let admin_url = vars["DATABASE_URL"].clone();
         let admin = connect(&admin_url).await;
         drop_stale_databases(&admin, now).await;
+        if let Some(dir) = vars.get("STACK_DIR") {
+            let s3 = PathBuf::from(dir).join("s3");
+            STALE_BUCKETS.call_once(|| remove_stale_buckets(&s3, now));
+        }
         sqlx::query(&format!(r#"CREATE DATABASE "{id}""#))
             .execute(&admin)
             .await
@@ -188,6 +192,56 @@ async fn drop_stale_databases(admin: &PgPool, now: u64) {
             let _ = sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
                 .execute(admin)
                 .await;
+        }
+    }
+}
+
+static STALE_BUCKETS: std::sync::Once = std::sync::Once::new();
+
+/// Buckets of test runs more than an hour old, straight from the local S3
+/// server's folder (once per test process): tests never empty their own,
+/// and `make test` after `make test` filled gigabytes of disk. s3s-fs keeps
+/// each object's metadata beside the buckets, as `.bucket-<name in
+/// URL-safe base64>.*` files.
+fn remove_stale_buckets(s3: &Path, now: u64) {
+    use base64::Engine;
+    let Ok(entries) = std::fs::read_dir(s3) else {
+        return;
+    };
+    let names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    let stale: BTreeSet<String> = names
+        .iter()
+        .filter(|name| {
+            // Tests' buckets (`it-<epoch>-…`) and `make fuzz`'s (`fuzz-<epoch>-…`).
+            let created = ["it-", "fuzz-"]
+                .iter()
+                .find_map(|prefix| name.strip_prefix(prefix))
+                .and_then(|rest| rest.split('-').next());
+            created
+                .and_then(|t| t.parse::<u64>().ok())
+                .is_some_and(|t| t + 3600 < now)
+        })
+        .cloned()
+        .collect();
+    if stale.is_empty() {
+        return;
+    }
+    let encoded: BTreeSet<String> = stale
+        .iter()
+        .map(|b| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+        .collect();
+    for name in &names {
+        if stale.contains(name) {
+            let _ = std::fs::remove_dir_all(s3.join(name));
+        } else if let Some(bucket) = name
+            .strip_prefix(".bucket-")
+            .and_then(|rest| rest.split('.').next())
+            && encoded.contains(bucket)
+        {
+            let _ = std::fs::remove_file(s3.join(name));
         }
     }
 }
