@@ -339,7 +339,9 @@ impl Worker {
     /// again after a failure, then reports the record done. The consume
     /// loop's last drain waits for this; shut down while waiting to retry,
     /// the record is left unfinished and its redelivery publishes the
-    /// recorded outcome again.
+    /// recorded outcome again. An event published again goes after those
+    /// the lane enqueued meanwhile: after a broker failure, a company's
+    /// events can arrive out of order (each names its file).
     async fn confirm(
         self: Arc<Self>,
         mut enqueued: Result<Pending, BusError>,
