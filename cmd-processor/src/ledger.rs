@@ -124,35 +124,28 @@ pub async fn load(pool: &PgPool, files: &[Load<'_>]) -> Result<Vec<Written<Rows>
             .collect();
         replace_offices(&mut tx, &ours).await?;
         replace_contacts(&mut tx, &ours).await?;
-        let rows: Vec<Rows> = live
+        let rows: BTreeMap<Uuid, Rows> = live
             .iter()
-            .map(|f| rows_of(f.company, set.contains(f.company.inn.as_str())))
+            .map(|f| {
+                let ours = set.contains(f.company.inn.as_str());
+                (f.meta.file_id.as_uuid(), rows_of(f.company, ours))
+            })
             .collect();
         let recorded = record_loaded(&mut tx, &live, &rows).await?;
         if recorded.len() < live.len() {
             // Rare: a rebalance let another consumer take these files too.
             tx.rollback().await?;
-            for (i, file) in files.iter().enumerate() {
-                let id = file.meta.file_id.as_uuid();
-                if !recorded_elsewhere[i] && !recorded.contains(&id) {
-                    recorded_elsewhere[i] = true;
-                }
+            for (elsewhere, file) in recorded_elsewhere.iter_mut().zip(files) {
+                *elsewhere |= !recorded.contains(&file.meta.file_id.as_uuid());
             }
             continue;
         }
         tx.commit().await?;
         return Ok(files
             .iter()
-            .zip(&recorded_elsewhere)
-            .map(|(file, elsewhere)| {
-                if *elsewhere {
-                    Written::AlreadyRecorded
-                } else {
-                    Written::Done(rows_of(
-                        file.company,
-                        set.contains(file.company.inn.as_str()),
-                    ))
-                }
+            .map(|f| match rows.get(&f.meta.file_id.as_uuid()) {
+                Some(rows) => Written::Done(rows.clone()),
+                None => Written::AlreadyRecorded,
             })
             .collect());
     }
@@ -248,11 +241,12 @@ async fn write_ledger(
 async fn record_loaded(
     tx: &mut Transaction<'_, Postgres>,
     files: &[&Load<'_>],
-    rows: &[Rows],
+    rows: &BTreeMap<Uuid, Rows>,
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
     let mut recorded = HashSet::with_capacity(files.len());
     let mut new = Vec::with_capacity(files.len());
-    for (file, rows) in files.iter().zip(rows) {
+    for file in files {
+        let rows = &rows[&file.meta.file_id.as_uuid()];
         let duration_ms = file.started.elapsed().as_millis() as i64;
         if file.meta.replaces.is_some() {
             if write_ledger(tx, file.meta, "loaded", None, Some(rows), Some(duration_ms)).await? {
@@ -276,48 +270,27 @@ async fn record_loaded(
          ON CONFLICT (file_id) DO NOTHING
          RETURNING file_id",
     )
-    .bind(
-        new.iter()
-            .map(|(m, ..)| m.file_id.as_uuid())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        new.iter()
-            .map(|(m, ..)| m.company.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        new.iter()
-            .map(|(m, ..)| m.s3_key.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        new.iter()
-            .map(|(m, ..)| m.sha256.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        new.iter()
-            .map(|(m, ..)| i64::try_from(m.size_bytes).unwrap_or(i64::MAX))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        new.iter()
-            .map(|(m, ..)| m.request_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(new.iter().map(|(m, ..)| m.event_id).collect::<Vec<_>>())
-    .bind(
-        new.iter()
-            .map(|(_, rows, _)| Json(*rows))
-            .collect::<Vec<_>>(),
-    )
-    .bind(new.iter().map(|(.., d)| *d).collect::<Vec<_>>())
-    .bind(new.iter().map(|(m, ..)| m.received_at).collect::<Vec<_>>())
+    .bind(column(&new, |(m, ..)| m.file_id.as_uuid()))
+    .bind(column(&new, |(m, ..)| m.company.as_str()))
+    .bind(column(&new, |(m, ..)| m.s3_key.as_str()))
+    .bind(column(&new, |(m, ..)| m.sha256.as_str()))
+    .bind(column(&new, |(m, ..)| {
+        i64::try_from(m.size_bytes).unwrap_or(i64::MAX)
+    }))
+    .bind(column(&new, |(m, ..)| m.request_id.as_str()))
+    .bind(column(&new, |(m, ..)| m.event_id))
+    .bind(column(&new, |(_, rows, _)| Json(*rows)))
+    .bind(column(&new, |(.., d)| *d))
+    .bind(column(&new, |(m, ..)| m.received_at))
     .fetch_all(&mut **tx)
     .await?;
     recorded.extend(inserted);
     Ok(recorded)
+}
+
+/// One column of a multi-row statement, for `UNNEST($n::type[])`.
+fn column<R, T>(rows: impl IntoIterator<Item = R>, value: impl FnMut(R) -> T) -> Vec<T> {
+    rows.into_iter().map(value).collect()
 }
 
 /// Inserts or updates each company unless a newer file already set it.
@@ -348,55 +321,21 @@ async fn upsert_companies(
          WHERE companies.source_received_at <= EXCLUDED.source_received_at
          RETURNING inn",
     )
-    .bind(companies().map(|c| c.inn.as_str()).collect::<Vec<_>>())
-    .bind(companies().map(|c| c.name.as_str()).collect::<Vec<_>>())
-    .bind(
-        files
-            .iter()
-            .map(|f| f.meta.company.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(companies().map(|c| c.ogrn.as_deref()).collect::<Vec<_>>())
-    .bind(companies().map(|c| c.founded_at).collect::<Vec<_>>())
-    .bind(companies().map(|c| c.employees).collect::<Vec<_>>())
-    .bind(
-        companies()
-            .map(|c| c.industry.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        companies()
-            .map(|c| c.website.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        companies()
-            .map(|c| c.address.country.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        companies()
-            .map(|c| c.address.city.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        companies()
-            .map(|c| c.address.street.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        companies()
-            .map(|c| c.address.postal_code.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(companies().map(|c| Json(&c.extra)).collect::<Vec<_>>())
-    .bind(
-        files
-            .iter()
-            .map(|f| f.meta.file_id.as_uuid())
-            .collect::<Vec<_>>(),
-    )
-    .bind(files.iter().map(|f| f.meta.received_at).collect::<Vec<_>>())
+    .bind(column(companies(), |c| c.inn.as_str()))
+    .bind(column(companies(), |c| c.name.as_str()))
+    .bind(column(files, |f| f.meta.company.as_str()))
+    .bind(column(companies(), |c| c.ogrn.as_deref()))
+    .bind(column(companies(), |c| c.founded_at))
+    .bind(column(companies(), |c| c.employees))
+    .bind(column(companies(), |c| c.industry.as_deref()))
+    .bind(column(companies(), |c| c.website.as_deref()))
+    .bind(column(companies(), |c| c.address.country.as_deref()))
+    .bind(column(companies(), |c| c.address.city.as_deref()))
+    .bind(column(companies(), |c| c.address.street.as_deref()))
+    .bind(column(companies(), |c| c.address.postal_code.as_deref()))
+    .bind(column(companies(), |c| Json(&c.extra)))
+    .bind(column(files, |f| f.meta.file_id.as_uuid()))
+    .bind(column(files, |f| f.meta.received_at))
     .fetch_all(&mut **tx)
     .await?;
     Ok(written.into_iter().collect())
@@ -407,38 +346,23 @@ async fn replace_offices(
     tx: &mut Transaction<'_, Postgres>,
     companies: &[&Company],
 ) -> Result<(), sqlx::Error> {
-    if companies.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("DELETE FROM company_offices WHERE company_inn = ANY($1)")
-        .bind(companies.iter().map(|c| c.inn.as_str()).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await?;
-    let offices = || {
-        companies
-            .iter()
-            .flat_map(|c| c.offices.iter().enumerate().map(move |(i, o)| (*c, i, o)))
-    };
-    if offices().next().is_none() {
+    let offices: Vec<_> = companies
+        .iter()
+        .flat_map(|c| c.offices.iter().enumerate().map(move |(i, o)| (*c, i, o)))
+        .collect();
+    clear_children(tx, "company_offices", companies).await?;
+    if offices.is_empty() {
         return Ok(());
     }
     sqlx::query(
         "INSERT INTO company_offices (company_inn, position, city, address, headcount)
          SELECT * FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[], $5::int[])",
     )
-    .bind(offices().map(|(c, ..)| c.inn.as_str()).collect::<Vec<_>>())
-    .bind(offices().map(|(_, i, _)| i as i32).collect::<Vec<_>>())
-    .bind(
-        offices()
-            .map(|(.., o)| o.city.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        offices()
-            .map(|(.., o)| o.address.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(offices().map(|(.., o)| o.headcount).collect::<Vec<_>>())
+    .bind(column(&offices, |(c, ..)| c.inn.as_str()))
+    .bind(column(&offices, |(_, i, _)| *i as i32))
+    .bind(column(&offices, |(.., o)| o.city.as_deref()))
+    .bind(column(&offices, |(.., o)| o.address.as_deref()))
+    .bind(column(&offices, |(.., o)| o.headcount))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -449,39 +373,41 @@ async fn replace_contacts(
     tx: &mut Transaction<'_, Postgres>,
     companies: &[&Company],
 ) -> Result<(), sqlx::Error> {
-    if companies.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("DELETE FROM company_contacts WHERE company_inn = ANY($1)")
-        .bind(companies.iter().map(|c| c.inn.as_str()).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await?;
-    let contacts = || {
-        companies
-            .iter()
-            .flat_map(|c| c.contacts.iter().enumerate().map(move |(i, x)| (*c, i, x)))
-    };
-    if contacts().next().is_none() {
+    let contacts: Vec<_> = companies
+        .iter()
+        .flat_map(|c| c.contacts.iter().enumerate().map(move |(i, x)| (*c, i, x)))
+        .collect();
+    clear_children(tx, "company_contacts", companies).await?;
+    if contacts.is_empty() {
         return Ok(());
     }
     sqlx::query(
         "INSERT INTO company_contacts (company_inn, position, kind, value)
          SELECT * FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[])",
     )
-    .bind(contacts().map(|(c, ..)| c.inn.as_str()).collect::<Vec<_>>())
-    .bind(contacts().map(|(_, i, _)| i as i32).collect::<Vec<_>>())
-    .bind(
-        contacts()
-            .map(|(.., x)| x.kind.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        contacts()
-            .map(|(.., x)| x.value.as_str())
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(&contacts, |(c, ..)| c.inn.as_str()))
+    .bind(column(&contacts, |(_, i, _)| *i as i32))
+    .bind(column(&contacts, |(.., x)| x.kind.as_str()))
+    .bind(column(&contacts, |(.., x)| x.value.as_str()))
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Deletes the rows of `table` (a child table keyed by `company_inn`) of
+/// the companies.
+async fn clear_children(
+    tx: &mut Transaction<'_, Postgres>,
+    table: &'static str,
+    companies: &[&Company],
+) -> Result<(), sqlx::Error> {
+    if companies.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&format!("DELETE FROM {table} WHERE company_inn = ANY($1)"))
+        .bind(column(companies, |c| c.inn.as_str()))
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

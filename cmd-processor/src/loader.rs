@@ -119,13 +119,8 @@ impl Batches {
     }
 
     async fn write(&self, batch: Vec<Request>) {
-        self.files_per_transaction.observe(batch.len() as f64);
         let loads: Vec<Load<'_>> = batch.iter().map(load_of).collect();
-        let result = self
-            .timer
-            .time("postgres", "load_files", ledger::load(&self.pool, &loads))
-            .await;
-        match result {
+        match self.transaction(&loads).await {
             Ok(written) => {
                 for (request, written) in batch.into_iter().zip(written) {
                     let _ = request.answer.send(Ok(written));
@@ -136,13 +131,9 @@ impl Batches {
             Err(e) if batch.len() > 1 && ledger::is_permanent(&e) => {
                 tracing::info!(files = batch.len(), error = %e, "the database refused a batch; loading its files one by one");
                 for request in batch {
-                    self.files_per_transaction.observe(1.0);
-                    let one = [load_of(&request)];
-                    let result = self
-                        .timer
-                        .time("postgres", "load_files", ledger::load(&self.pool, &one))
-                        .await;
-                    let answer = result
+                    let answer = self
+                        .transaction(&[load_of(&request)])
+                        .await
                         .map(|mut written| written.remove(0))
                         .map_err(Arc::new);
                     let _ = request.answer.send(answer);
@@ -155,6 +146,14 @@ impl Batches {
                 }
             }
         }
+    }
+
+    /// One load transaction, counted and timed.
+    async fn transaction(&self, loads: &[Load<'_>]) -> Result<Vec<Written<Rows>>, sqlx::Error> {
+        self.files_per_transaction.observe(loads.len() as f64);
+        self.timer
+            .time("postgres", "load_files", ledger::load(&self.pool, loads))
+            .await
     }
 }
 

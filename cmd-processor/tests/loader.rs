@@ -61,10 +61,12 @@ fn loader(env: &TestEnv) -> (Loader, Histogram) {
     (loader, per_transaction)
 }
 
-async fn load(loader: &Loader, f: &File) -> Loaded {
-    loader
-        .load(f.meta.clone(), f.company.clone(), Instant::now())
-        .await
+/// Hands all the files over at once, in order, and waits for every answer.
+async fn load_together(loader: &Loader, files: &[&File]) -> Vec<Loaded> {
+    let loads = files
+        .iter()
+        .map(|f| loader.load(f.meta.clone(), f.company.clone(), Instant::now()));
+    futures::future::join_all(loads).await
 }
 
 fn rows(loaded: &Loaded) -> &Rows {
@@ -99,7 +101,7 @@ async fn files_waiting_together_load_in_one_transaction() {
         .map(|n| file(&generated_company(&env.id, n), now))
         .collect();
 
-    let loaded = futures::future::join_all(files.iter().map(|f| load(&loader, f))).await;
+    let loaded = load_together(&loader, &files.iter().collect::<Vec<_>>()).await;
 
     for (f, loaded) in files.iter().zip(&loaded) {
         let rows = rows(loaded);
@@ -129,11 +131,10 @@ async fn a_file_the_database_refuses_fails_alone_and_the_others_of_its_transacti
     let refused = file(&refused_doc, now);
     let also_good = file(&generated_company(&env.id, 2), now);
 
-    let (a, b, c) = tokio::join!(
-        load(&loader, &good),
-        load(&loader, &refused),
-        load(&loader, &also_good)
-    );
+    let [a, b, c]: [Loaded; 3] = load_together(&loader, &[&good, &refused, &also_good])
+        .await
+        .try_into()
+        .unwrap();
 
     assert_eq!(rows(&a)["companies"], 1);
     assert_eq!(rows(&c)["companies"], 1);
@@ -162,11 +163,10 @@ async fn files_of_one_inn_take_turns_and_the_newest_received_keeps_the_company()
     let older = file(&older_doc, now - Duration::seconds(60));
     let other = file(&generated_company(&env.id, 8), now);
 
-    let (n, o, x) = tokio::join!(
-        load(&loader, &newer),
-        load(&loader, &older),
-        load(&loader, &other)
-    );
+    let [n, o, x]: [Loaded; 3] = load_together(&loader, &[&newer, &older, &other])
+        .await
+        .try_into()
+        .unwrap();
 
     assert_eq!(rows(&n)["companies"], 1);
     assert_eq!(rows(&x)["companies"], 1);
@@ -198,7 +198,7 @@ async fn a_file_another_consumer_recorded_first_is_left_out_and_the_others_load(
         .unwrap();
     assert_eq!(recorded, Written::Done(()));
 
-    let loaded = futures::future::join_all(files.iter().map(|f| load(&loader, f))).await;
+    let loaded = load_together(&loader, &files.iter().collect::<Vec<_>>()).await;
 
     assert_eq!(rows(&loaded[0])["companies"], 1);
     assert!(
