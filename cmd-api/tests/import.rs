@@ -10,8 +10,8 @@ use etl_core::events::{Envelope, Event, FileExtractError};
 use etl_core::metrics::DependencyTimer;
 use etl_core::storage::ObjectStore;
 use etl_testkit::{
-    DEADLINE, OwnServer, Service, TestEnv, example, example_json, http, local_listener, metric,
-    readiness_follows, scrape,
+    DEADLINE, OwnKafka, OwnServer, Service, TestEnv, example, example_json, http, local_listener,
+    metric, readiness_follows, scrape,
 };
 
 struct Api {
@@ -267,7 +267,7 @@ async fn probes_report_the_build_and_the_dependencies() {
 #[tokio::test]
 async fn without_s3_readiness_names_it_and_imports_get_503_until_it_is_back() {
     let env = TestEnv::new().await;
-    let mut s3 = OwnServer::s3s_fs(&env.id).await;
+    let mut s3 = OwnServer::seaweedfs(&env.id).await;
     let endpoint = s3.endpoint();
     let api = start_in(
         env,
@@ -306,21 +306,14 @@ async fn without_s3_readiness_names_it_and_imports_get_503_until_it_is_back() {
 
 #[tokio::test]
 async fn without_the_broker_readiness_names_it_until_it_is_back() {
-    let env = TestEnv::new().await;
-    let mut broker = OwnServer::tansu(&env.id).await;
-    let brokers = broker.brokers();
-    let api = start_in(
-        env,
-        &[
-            ("KAFKA_BROKERS", &brokers),
-            ("READINESS_TIMEOUT_MS", "1000"),
-        ],
-    )
-    .await;
+    let mut env = TestEnv::new().await;
+    let mut kafka = OwnKafka::start(&env.id, 1).await;
+    kafka.serve(&mut env);
+    let api = start_in(env, &[("READINESS_TIMEOUT_MS", "1000")]).await;
 
     readiness_follows(
         &api.service,
-        &mut broker,
+        kafka.node(1),
         OwnServer::kill,
         "kafka",
         async || {},

@@ -7,8 +7,8 @@ use etl_core::domain::{CompanySlug, FileId, RequestId};
 use etl_core::events::{Envelope, Event, FileExtractSuccess, FileLoaded};
 use etl_core::metrics::DependencyTimer;
 use etl_testkit::{
-    DEADLINE, OwnServer, Service, TestEnv, eventually, get_json, local_listener, metric, readiness,
-    readiness_follows, scrape,
+    DEADLINE, OwnKafka, OwnServer, Service, TestEnv, eventually, get_json, local_listener, metric,
+    readiness, readiness_follows, scrape,
 };
 
 use cmd_monitoring::{Application, MonitoringSettings};
@@ -23,22 +23,22 @@ async fn start(env: &TestEnv, extra: &[(&str, &str)]) -> Service {
 
 #[tokio::test]
 async fn readiness_names_the_broker_while_it_is_down() {
-    let env = TestEnv::new().await;
-    let mut broker = OwnServer::tansu(&env.id).await;
-    let brokers = broker.brokers();
-    let monitor = start(
-        &env,
-        &[
-            ("KAFKA_BROKERS", &brokers),
-            ("READINESS_TIMEOUT_MS", "1000"),
-        ],
-    )
-    .await;
+    let mut env = TestEnv::new().await;
+    let mut kafka = OwnKafka::start(&env.id, 1).await;
+    kafka.serve(&mut env);
+    let monitor = start(&env, &[("READINESS_TIMEOUT_MS", "1000")]).await;
     let (status, report) = readiness(&monitor).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["checks"]["kafka"]["ok"], true, "{report}");
 
-    readiness_follows(&monitor, &mut broker, OwnServer::kill, "kafka", async || {}).await;
+    readiness_follows(
+        &monitor,
+        kafka.node(1),
+        OwnServer::kill,
+        "kafka",
+        async || {},
+    )
+    .await;
 }
 
 fn publisher(env: &TestEnv) -> EventPublisher {

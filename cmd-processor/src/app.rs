@@ -75,7 +75,13 @@ impl Application {
         )?);
 
         let stopping = CancellationToken::new();
-        let readiness = readiness(&settings, &pool, &store, &consumer, stopping.clone());
+        let readiness = readiness(
+            &settings,
+            &pool,
+            &store,
+            (&consumer, &publisher),
+            stopping.clone(),
+        );
         let http_metrics = HttpMetrics::new(&registry);
         let lag = ConsumerLag::new(&registry);
         let metrics = ProcessorMetrics::new(&registry);
@@ -143,14 +149,20 @@ fn readiness(
     settings: &ProcessorSettings,
     pool: &PgPool,
     store: &ObjectStore,
-    consumer: &Arc<StreamConsumer>,
+    (consumer, publisher): (&Arc<StreamConsumer>, &EventPublisher),
     stopping: CancellationToken,
 ) -> Readiness {
     let timeout = settings.readiness_timeout;
-    let (pool, store, consumer) = (pool.clone(), store.clone(), consumer.clone());
+    let (pool, store) = (pool.clone(), store.clone());
+    let (consumer, publisher) = (consumer.clone(), publisher.clone());
     Readiness::new(timeout, stopping)
+        // It reads files' events and writes their outcomes: both must work.
         .check("kafka", move || {
-            bus::consumer_ready(consumer.clone(), timeout)
+            let (consumer, publisher) = (consumer.clone(), publisher.clone());
+            async move {
+                bus::consumer_ready(consumer, timeout).await?;
+                publisher.check(timeout).await.map_err(|e| e.to_string())
+            }
         })
         .check("s3", move || {
             let store = store.clone();

@@ -869,7 +869,7 @@ async fn a_postgres_outage_holds_files_back_and_loses_none() {
 #[tokio::test]
 async fn an_s3_outage_makes_the_processor_unready_until_it_is_back() {
     let env = TestEnv::new().await;
-    let mut s3 = OwnServer::s3s_fs(&env.id).await;
+    let mut s3 = OwnServer::seaweedfs(&env.id).await;
     let endpoint = s3.endpoint();
     let p = start_in(
         env,

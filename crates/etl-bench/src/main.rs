@@ -187,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
         }
     );
     println!(
-        "concurrency {concurrency}; release builds; local stack (tansu, s3s-fs, PostgreSQL 15)"
+        "concurrency {concurrency}; release builds; local stack (Apache Kafka 4.4, 3 KRaft nodes, RF 3, min ISR 2; SeaweedFS 4.48; PostgreSQL 15)"
     );
     println!();
     println!(

@@ -1,14 +1,14 @@
 //! The Kafka side: topic names, topic creation, an idempotent event
 //! publisher, and consumers that never commit on their own.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use rdkafka::ClientConfig;
 use rdkafka::Offset;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -152,6 +152,8 @@ pub enum BusError {
     },
     #[error("kafka metadata request failed: {0}")]
     Metadata(String),
+    #[error("{0}")]
+    Unwritable(String),
 }
 
 /// Creates the given topics if they do not exist yet.
@@ -264,6 +266,7 @@ impl Pending {
 #[derive(Clone)]
 pub struct EventPublisher {
     producer: FutureProducer,
+    writable: Arc<Writable>,
     topics: Topics,
     timeout: Duration,
     timer: DependencyTimer,
@@ -291,8 +294,13 @@ impl EventPublisher {
             )
             .create()
             .map_err(BusError::Setup)?;
+        let writable = Arc::new(Writable {
+            admin: settings.client_config().create().map_err(BusError::Setup)?,
+            min_isr: Mutex::new(HashMap::new()),
+        });
         Ok(Self {
             producer,
+            writable,
             topics: settings.topics(),
             timeout: settings.produce_timeout,
             timer,
@@ -404,10 +412,31 @@ impl EventPublisher {
         }
     }
 
-    /// Checks the broker answers a metadata request.
+    /// Checks that the cluster takes this publisher's writes now: every
+    /// partition of the contract's topics has a leader that answers, and at
+    /// least `min.insync.replicas` replicas in sync. A broker that answers
+    /// is not enough: with two of three brokers down the third still
+    /// answers, with the metadata it had when the controllers lost their
+    /// quorum, and no `acks=all` write succeeds.
     pub async fn check(&self, timeout: Duration) -> Result<(), BusError> {
+        let topics: Vec<String> = self.topics.all().map(str::to_owned).to_vec();
         let producer = self.producer.clone();
-        metadata_ok(move || producer.client().fetch_metadata(None, timeout).map(|_| ())).await
+        let described = tokio::task::spawn_blocking(move || {
+            topics
+                .into_iter()
+                .map(|topic| {
+                    let states = describe_partitions(producer.client(), &topic, timeout)?;
+                    Ok((topic, states))
+                })
+                .collect::<Result<Vec<_>, BusError>>()
+        })
+        .await
+        .map_err(|e| BusError::Metadata(e.to_string()))??;
+        for (topic, states) in described {
+            let min_isr = self.writable.min_isr(&topic, timeout).await?;
+            writable(&topic, &states, min_isr).map_err(BusError::Unwritable)?;
+        }
+        Ok(())
     }
 
     /// Waits until queued messages are delivered (used at shutdown).
@@ -416,6 +445,113 @@ impl EventPublisher {
             tracing::warn!(error = %e, "producer flush did not complete");
         }
     }
+}
+
+/// What tells whether a topic takes `acks=all` writes: its
+/// `min.insync.replicas`, asked once per topic (it is a topic setting that
+/// hardly ever changes).
+struct Writable {
+    admin: AdminClient<DefaultClientContext>,
+    min_isr: Mutex<HashMap<String, usize>>,
+}
+
+impl Writable {
+    async fn min_isr(&self, topic: &str, timeout: Duration) -> Result<usize, BusError> {
+        if let Some(known) = self.min_isr.lock().expect("not poisoned").get(topic) {
+            return Ok(*known);
+        }
+        let options = AdminOptions::new().request_timeout(Some(timeout));
+        let failed = |e: String| BusError::Metadata(format!("{topic}: {e}"));
+        let described = self
+            .admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let resource = described
+            .into_iter()
+            .next()
+            .ok_or_else(|| failed("no configuration described".into()))?
+            .map_err(|code| failed(code.to_string()))?;
+        let min_isr = resource
+            .get("min.insync.replicas")
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| failed("min.insync.replicas not described".into()))?;
+        self.min_isr
+            .lock()
+            .expect("not poisoned")
+            .insert(topic.to_owned(), min_isr);
+        Ok(min_isr)
+    }
+}
+
+/// One partition of a metadata answer: id, leader, replicas, in-sync replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    pub partition: i32,
+    pub leader: i32,
+    pub replicas: usize,
+    pub in_sync: usize,
+}
+
+/// The partitions of `topic`, each leader asked for its offsets (a
+/// metadata answer can name a leader that is long gone), or what is wrong.
+fn describe_partitions<C: rdkafka::client::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<PartitionState>, BusError> {
+    let metadata = client
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| BusError::Metadata(e.to_string()))?;
+    let unwritable = |why: String| BusError::Unwritable(format!("{topic}: {why}"));
+    let described = metadata
+        .topics()
+        .first()
+        .ok_or_else(|| unwritable("the broker described no such topic".into()))?;
+    if let Some(code) = described.error() {
+        return Err(unwritable(RDKafkaErrorCode::from(code).to_string()));
+    }
+    let states: Vec<PartitionState> = described
+        .partitions()
+        .iter()
+        .map(|p| PartitionState {
+            partition: p.id(),
+            leader: p.leader(),
+            replicas: p.replicas().len(),
+            in_sync: p.isr().len(),
+        })
+        .collect();
+    for p in states.iter().filter(|p| p.leader >= 0) {
+        if let Err(e) = client.fetch_watermarks(topic, p.partition, timeout / 2) {
+            return Err(unwritable(format!(
+                "partition {} has broker {} for leader, which does not answer ({e})",
+                p.partition, p.leader
+            )));
+        }
+    }
+    Ok(states)
+}
+
+/// `Ok` when every partition of `topic` has a leader and at least
+/// `min_isr` replicas in sync; else a sentence saying which does not.
+pub fn writable(topic: &str, partitions: &[PartitionState], min_isr: usize) -> Result<(), String> {
+    if partitions.is_empty() {
+        return Err(format!("{topic} has no partitions"));
+    }
+    for p in partitions {
+        if p.leader < 0 {
+            return Err(format!("{topic} partition {} has no leader", p.partition));
+        }
+        if p.in_sync < min_isr {
+            return Err(format!(
+                "{topic} partition {}: {} of {} replicas in sync, min.insync.replicas is {min_isr}: \
+                 the cluster refuses acks=all writes until a broker returns",
+                p.partition, p.in_sync, p.replicas
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Runs a blocking librdkafka metadata call off the async runtime.
@@ -440,6 +576,10 @@ pub fn consumer(
     let consumer: StreamConsumer = settings
         .client_config()
         .set("group.id", group_id)
+        // The classic protocol keeps the session timeout with the client
+        // (KAFKA_SESSION_TIMEOUT_MS), works with 3.x brokers too, and is
+        // what the rebalance and crash tests prove (docs/local-stack.md).
+        .set("group.protocol", "classic")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
@@ -548,7 +688,7 @@ impl ConsumerLag {
         every: Duration,
         shutdown: CancellationToken,
     ) {
-        // Not tied to `every`: a watermark query takes ~300 ms on tansu.
+        // Not tied to `every`: a short interval must not fail slow brokers.
         let timeout = Duration::from_secs(5);
         tokio::spawn(async move {
             loop {
@@ -617,6 +757,36 @@ pub fn headers_map<H: Headers>(headers: Option<&H>) -> BTreeMap<String, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn partition(partition: i32, leader: i32, in_sync: usize) -> PartitionState {
+        PartitionState {
+            partition,
+            leader,
+            replicas: 3,
+            in_sync,
+        }
+    }
+
+    #[test]
+    fn a_topic_is_writable_only_with_a_leader_and_enough_replicas_in_sync() {
+        let healthy = [partition(0, 1, 3), partition(1, 2, 2), partition(2, 3, 3)];
+        assert_eq!(writable("t", &healthy, 2), Ok(()));
+
+        let two_down = [partition(0, 1, 1), partition(1, 1, 1), partition(2, 1, 1)];
+        let refused = writable("t", &two_down, 2).unwrap_err();
+        assert!(
+            refused.contains("t partition 0: 1 of 3 replicas in sync, min.insync.replicas is 2"),
+            "{refused}"
+        );
+        assert_eq!(writable("t", &two_down, 1), Ok(()));
+
+        let leaderless = [partition(0, 1, 2), partition(1, -1, 1)];
+        assert_eq!(
+            writable("t", &leaderless, 1),
+            Err("t partition 1 has no leader".into())
+        );
+        assert_eq!(writable("t", &[], 1), Err("t has no partitions".into()));
+    }
 
     #[test]
     fn topics_follow_the_contract_and_take_a_prefix() {

@@ -1,4 +1,4 @@
-//! The object store (S3, MinIO or the local s3s-fs server).
+//! The object store (AWS S3, MinIO, or the local SeaweedFS).
 
 use std::time::{Duration, Instant};
 

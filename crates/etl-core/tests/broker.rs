@@ -1,5 +1,5 @@
 //! The broker behaviours the pipeline relies on, checked against the real
-//! local broker (tansu): consumer groups resume exactly where they
+//! local Kafka cluster: consumer groups resume exactly where they
 //! committed, even inside a multi-record producer batch, and clients ride
 //! out a broker restart without losing or repeating records.
 
@@ -11,8 +11,8 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-use etl_core::bus::{self, KafkaSettings};
-use etl_testkit::{DEADLINE, OwnServer, TestEnv};
+use etl_core::bus;
+use etl_testkit::{DEADLINE, OwnKafka, TestEnv};
 
 fn producer(brokers: &str) -> FutureProducer {
     ClientConfig::new()
@@ -148,12 +148,10 @@ async fn a_consumer_group_resumes_exactly_after_its_commit() {
 
 #[tokio::test]
 async fn producers_and_consumers_survive_a_broker_restart() {
-    let env = TestEnv::new().await;
-    let mut broker = OwnServer::tansu(&env.id).await;
-    let kafka = KafkaSettings {
-        brokers: broker.brokers(),
-        ..env.kafka()
-    };
+    let mut env = TestEnv::new().await;
+    let mut cluster = OwnKafka::start(&env.id, 1).await;
+    cluster.serve(&mut env);
+    let kafka = env.kafka();
     let topic = format!("{}restart", kafka.topic_prefix);
     bus::ensure_topics(&kafka, &[&topic]).await.unwrap();
     let producer = producer(&kafka.brokers);
@@ -163,8 +161,8 @@ async fn producers_and_consumers_survive_a_broker_restart() {
     let before = consume(&consumer, 100, "the records produced before the restart").await;
     commit(&consumer, &topic, &before);
 
-    broker.kill();
-    broker.restart().await;
+    cluster.node(1).kill();
+    cluster.restart(1).await;
     eprintln!(
         "injected: kill -9 of the broker after 100 records consumed and committed; restarted on its storage"
     );

@@ -1,10 +1,11 @@
 //! Crashes for real: `kill -9` of the processor in the middle of a large
-//! load. Every acknowledged file must end up loaded exactly once.
+//! load, and a frozen broker. Every acknowledged file must end up loaded
+//! exactly once.
 
 use std::time::Duration;
 
 use etl_testkit::{
-    OwnServer, ServiceProcess, TestEnv, assert_loaded_exactly_once, eventually, files_recorded,
+    OwnKafka, ServiceProcess, TestEnv, assert_loaded_exactly_once, eventually, files_recorded,
     import_generated,
 };
 
@@ -50,24 +51,17 @@ async fn kill_9_of_the_processor_mid_load_loses_nothing_and_loads_nothing_twice(
     );
 }
 
-/// The broker freezes for longer than the session timeout while the
-/// processor is loading: its heartbeat is answered late, the broker drops
-/// the member, and the processor must be able to lead its group again. On
-/// tansu 0.6.0 as published the group kept the dropped member as its leader
-/// and nobody was ever assigned a partition again
-/// (`scripts/tansu/tansu-broker/orphan-leader.patch`, docs/reliability.md).
+/// The broker coordinating the processor's group freezes (a stalled VM or
+/// disk) for longer than the session timeout while the processor is loading:
+/// its heartbeats are answered late or not at all, the cluster fences the
+/// frozen node and moves its partitions and the group elsewhere, and the
+/// group must assign partitions again, on the other two brokers and after
+/// the thaw.
 #[tokio::test]
 async fn a_broker_frozen_past_the_session_timeout_does_not_stall_the_group() {
     let mut env = TestEnv::new().await;
-    let broker = OwnServer::tansu(&env.id).await;
-    // Everything of this test, the services and its own reads, on that broker.
-    env.vars.insert("KAFKA_BROKERS".into(), broker.brokers());
-    // Records in flight wait out the freeze instead of timing out: after a
-    // timed-out batch librdkafka asks for a new producer epoch (KIP-360),
-    // which tansu 0.6.0 does not support — its produces then fail for ever
-    // (docs/local-stack.md). This test is about the group, not that.
-    env.vars
-        .insert("KAFKA_PRODUCE_TIMEOUT_MS".into(), "60000".into());
+    let mut kafka = OwnKafka::start(&env.id, 3).await;
+    kafka.serve(&mut env);
     let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
     let _processor =
         ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, GROUP_DEBUG).await;
@@ -77,11 +71,17 @@ async fn a_broker_frozen_past_the_session_timeout_does_not_stall_the_group() {
     })
     .await;
 
-    // Longer than the tests' session timeout (6 s), with a heartbeat in
-    // flight: the broker drops the member.
-    broker.freeze_for(Duration::from_secs(10)).await;
+    // Longer than the tests' session timeout (6 s) and the brokers' (6 s):
+    // the group drops the member and the controller fences the node.
+    let coordinator = kafka.coordinator_of(&env.vars["PROCESSOR_GROUP_ID"]).await;
+    kafka
+        .node(coordinator)
+        .freeze_for(Duration::from_secs(10))
+        .await;
     let at_thaw = files_recorded(&env).await;
-    eprintln!("injected: tansu frozen for 10 s with {at_thaw} of 300 files loaded");
+    eprintln!(
+        "injected: node {coordinator} of 3, the group's coordinator, frozen for 10 s with {at_thaw} of 300 files loaded"
+    );
     // Posted after the thaw, these reach the processor only through a group
     // that assigns partitions again (the processor may well have fetched
     // all of the first 300 before the freeze).

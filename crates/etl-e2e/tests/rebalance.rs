@@ -12,8 +12,8 @@ use etl_testkit::{
 const FILES: u32 = 2_000;
 const PER_REQUEST: u32 = 100;
 const DEADLINE: Duration = Duration::from_secs(300);
-/// Few lanes, so that the load outlasts the group's rebalances (seconds
-/// on tansu) whatever the machine; more than one, so that offsets are
+/// Few lanes, so that the load outlasts the group's rebalances whatever
+/// the machine; more than one, so that offsets are
 /// committed from several files in flight when partitions change hands.
 const PROCESSOR: &[(&str, &str)] = &[("PROCESSOR_CONCURRENCY", "2")];
 
@@ -83,8 +83,8 @@ async fn two_processors_with_rebalances_mid_load_load_each_file_once() {
 
 /// The member that leads the group (the first to join) is killed while a
 /// second member keeps heartbeating: the survivor must take over every
-/// partition. This is the path that left tansu 0.6.0 with a dead leader for
-/// ever (`scripts/tansu/tansu-broker/orphan-leader.patch`, docs/reliability.md).
+/// partition (the group's coordinator must notice the leader is gone and
+/// let the other member lead).
 #[tokio::test]
 async fn kill_9_of_the_group_leader_hands_everything_to_the_survivor() {
     let env = TestEnv::new().await;

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::Message;
@@ -18,9 +18,14 @@ use etl_core::config::Env;
 use etl_core::events::Envelope;
 
 mod load;
+mod own_kafka;
 mod own_server;
 mod process;
-pub use load::{assert_loaded_exactly_once, count, files_recorded, import_generated};
+mod stale;
+pub use load::{
+    LoadReport, SteadyLoad, assert_loaded_exactly_once, count, files_recorded, import_generated,
+};
+pub use own_kafka::{OwnKafka, PartitionState};
 pub use own_server::OwnServer;
 pub use process::{ServiceProcess, run_binary, workspace_binary};
 
@@ -56,10 +61,13 @@ pub fn stack_vars() -> BTreeMap<String, String> {
             }
         }
     }
-    for var in STACK_VARS
-        .iter()
-        .chain(&["TANSU_BIN", "S3S_FS_BIN", "PG_BIN", "S3_REGION"])
-    {
+    for var in STACK_VARS.iter().chain(&[
+        "KAFKA_REPLICATION_FACTOR",
+        "KAFKA_HOME",
+        "WEED_BIN",
+        "PG_BIN",
+        "S3_REGION",
+    ]) {
         if let Ok(v) = std::env::var(var) {
             vars.insert((*var).to_owned(), v);
         }
@@ -88,8 +96,9 @@ pub struct TestEnv {
 
 impl TestEnv {
     /// Creates the test's database (migrated) and names its bucket, topic
-    /// prefix and consumer groups. Also drops test databases left by runs
-    /// more than an hour old, so the local cluster does not fill up.
+    /// prefix and consumer groups. The first one of a test process also
+    /// removes the databases, buckets and topics of test runs more than an
+    /// hour old, so the local stack does not fill up.
     pub async fn new() -> Self {
         let mut vars = stack_vars();
         let now = SystemTime::now()
@@ -102,11 +111,7 @@ impl TestEnv {
         );
         let admin_url = vars["DATABASE_URL"].clone();
         let admin = connect(&admin_url).await;
-        drop_stale_databases(&admin, now).await;
-        if let Some(dir) = vars.get("STACK_DIR") {
-            let s3 = PathBuf::from(dir).join("s3");
-            STALE_BUCKETS.call_once(|| remove_stale_buckets(&s3, now));
-        }
+        stale::sweep_once(&admin, &vars, now).await;
         sqlx::query(&format!(r#"CREATE DATABASE "{id}""#))
             .execute(&admin)
             .await
@@ -177,72 +182,6 @@ fn replace_database(url: &str, db: &str) -> String {
     match query {
         Some(q) => format!("{host_part}/{db}?{q}"),
         None => format!("{host_part}/{db}"),
-    }
-}
-
-async fn drop_stale_databases(admin: &PgPool, now: u64) {
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'it\\_%'")
-            .fetch_all(admin)
-            .await
-            .unwrap_or_default();
-    for name in names {
-        let created = name.split('_').nth(1).and_then(|s| s.parse::<u64>().ok());
-        if created.is_some_and(|t| t + 3600 < now) {
-            let _ = sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
-                .execute(admin)
-                .await;
-        }
-    }
-}
-
-static STALE_BUCKETS: std::sync::Once = std::sync::Once::new();
-
-/// Buckets of test runs more than an hour old, straight from the local S3
-/// server's folder (once per test process): tests never empty their own,
-/// and `make test` after `make test` filled gigabytes of disk. s3s-fs keeps
-/// each object's metadata beside the buckets, as `.bucket-<name in
-/// URL-safe base64>.*` files.
-fn remove_stale_buckets(s3: &Path, now: u64) {
-    use base64::Engine;
-    let Ok(entries) = std::fs::read_dir(s3) else {
-        return;
-    };
-    let names: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    let stale: BTreeSet<String> = names
-        .iter()
-        .filter(|name| {
-            // Tests' buckets (`it-<epoch>-…`) and `make fuzz`'s (`fuzz-<epoch>-…`).
-            let created = ["it-", "fuzz-"]
-                .iter()
-                .find_map(|prefix| name.strip_prefix(prefix))
-                .and_then(|rest| rest.split('-').next());
-            created
-                .and_then(|t| t.parse::<u64>().ok())
-                .is_some_and(|t| t + 3600 < now)
-        })
-        .cloned()
-        .collect();
-    if stale.is_empty() {
-        return;
-    }
-    let encoded: BTreeSet<String> = stale
-        .iter()
-        .map(|b| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
-        .collect();
-    for name in &names {
-        if stale.contains(name) {
-            let _ = std::fs::remove_dir_all(s3.join(name));
-        } else if let Some(bucket) = name
-            .strip_prefix(".bucket-")
-            .and_then(|rest| rest.split('.').next())
-            && encoded.contains(bucket)
-        {
-            let _ = std::fs::remove_file(s3.join(name));
-        }
     }
 }
 

@@ -103,3 +103,117 @@ pub async fn assert_loaded_exactly_once(
     );
     records.len()
 }
+
+/// Single-company imports posted without pause by a few clients that
+/// behave as a careful client does: a `503` is posted again (the same
+/// content, so the same file id) until it is acknowledged. Runs until
+/// [`SteadyLoad::stop`]; every answer is counted.
+pub struct SteadyLoad {
+    stop: tokio_util::sync::CancellationToken,
+    clients: Vec<tokio::task::JoinHandle<LoadReport>>,
+    acknowledged: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// What the clients of a [`SteadyLoad`] were answered.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// File ids of every import answered 202.
+    pub acknowledged: BTreeSet<String>,
+    /// `503 dependency_unavailable` answers (each posted again after).
+    pub unavailable: usize,
+    /// Every other answer that was not a 202: status and error code.
+    pub unexpected: Vec<(u16, String)>,
+}
+
+impl SteadyLoad {
+    /// `clients` clients posting companies generated for `tag`.
+    pub fn start(api: &impl Endpoint, tag: &str, clients: u32) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let clients = (0..clients)
+            .map(|client| {
+                let (url, tag) = (api.url("/import/companies"), tag.to_owned());
+                let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
+                tokio::spawn(async move {
+                    let mut report = LoadReport::default();
+                    // Numbers of their own per client: distinct companies.
+                    for n in (client * 1_000_000).. {
+                        if stop.is_cancelled() {
+                            break;
+                        }
+                        let body = serde_json::to_vec(&generated_company(&tag, n)).unwrap();
+                        let file_id = post_until_acknowledged(&url, body, &mut report).await;
+                        report.acknowledged.insert(file_id);
+                        acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    report
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            clients,
+            acknowledged,
+        }
+    }
+
+    /// Imports acknowledged so far.
+    pub fn acknowledged(&self) -> usize {
+        self.acknowledged.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `more` imports beyond those acknowledged now are
+    /// acknowledged: the pipeline takes imports at this point.
+    pub async fn wait_for_more(&self, more: usize, deadline: Duration, what: &str) {
+        let target = self.acknowledged() + more;
+        eventually(deadline, what, || async {
+            (self.acknowledged() >= target).then_some(())
+        })
+        .await;
+    }
+
+    /// Lets every client finish the import it is posting and adds up what
+    /// they were answered.
+    pub async fn stop(self) -> LoadReport {
+        self.stop.cancel();
+        let mut total = LoadReport::default();
+        for client in self.clients {
+            let report = client.await.expect("load client");
+            total.acknowledged.extend(report.acknowledged);
+            total.unavailable += report.unavailable;
+            total.unexpected.extend(report.unexpected);
+        }
+        total
+    }
+}
+
+/// Posts `body` until it is answered 202 (a careful client's retry of a
+/// 503), counting every other answer in `report`; the file id.
+async fn post_until_acknowledged(url: &str, body: Vec<u8>, report: &mut LoadReport) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "an import was not acknowledged within 300 s; answers so far: {report:?}"
+        );
+        let response = http()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("the api answers every import (within the client's 30 s)");
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        if status == 202 {
+            return answer["files"][0]["file_id"].as_str().unwrap().to_owned();
+        }
+        let code = answer["error"]["code"].as_str().unwrap_or_default();
+        if status == 503 && code == "dependency_unavailable" {
+            report.unavailable += 1;
+        } else {
+            report.unexpected.push((status, code.to_owned()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

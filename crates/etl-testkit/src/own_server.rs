@@ -1,6 +1,6 @@
-//! A server of the local stack (PostgreSQL, tansu or s3s-fs) owned by one
-//! test, on a free port with its own data folder, so the test can stop, kill
-//! and restart it without disturbing other tests.
+//! A server of the local stack (PostgreSQL, a Kafka node or SeaweedFS)
+//! owned by one test, on free ports with its own data folder, so the test
+//! can stop, kill and restart it without disturbing other tests.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,162 +11,229 @@ use sqlx::Connection;
 use crate::{DEADLINE, eventually, repo_root, stack_vars};
 
 pub struct OwnServer {
-    name: &'static str,
+    name: String,
     /// Program and arguments (behind `runuser` where the server refuses root).
     argv: Vec<String>,
+    /// Environment variables of the program.
+    envs: Vec<(String, String)>,
     dir: PathBuf,
     pub port: u16,
     /// The signal that asks this server to shut down cleanly.
     stop_signal: &'static str,
     /// Where the server writes its own pid, when `child` is a wrapper.
     pid_file: Option<PathBuf>,
+    ready: Ready,
     child: Option<Child>,
+    /// The length of the log when the running process was started: what it
+    /// wrote since is after that.
+    log_start: u64,
+}
+
+/// When a started server counts as up.
+#[derive(Clone, Copy)]
+pub(crate) enum Ready {
+    /// Its port accepts connections.
+    Listening,
+    /// Its port accepts connections and a PostgreSQL session opens (it
+    /// listens before it accepts sessions, during recovery).
+    AcceptsSessions,
+    /// It wrote this line to its log since it was started.
+    Logged(&'static str),
+}
+
+/// Ports for the tests' own servers: below Linux's ephemeral range
+/// (32768–60999), where an outgoing connection of any process could take a
+/// port between our choosing it and the server binding it, or while a
+/// killed server is down; and above the stacks' ports (19000–29194).
+const TEST_PORTS: std::ops::Range<u16> = 30000..32700;
+static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+/// A free loopback port (free when asked: the caller binds it soon after).
+/// Ports are handed out in turn within the process, from a random start, so
+/// that tests running side by side do not pick the same one.
+pub(crate) fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// The first of `count` consecutive free loopback ports.
+pub(crate) fn free_ports(count: u16) -> u16 {
+    use std::sync::atomic::Ordering;
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let _ = NEXT_PORT.compare_exchange(
+        0,
+        fastrand::u16(0..span) + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let offset = NEXT_PORT.fetch_add(count, Ordering::SeqCst) % span;
+        let first = TEST_PORTS.start + offset;
+        if first + count > TEST_PORTS.end {
+            continue;
+        }
+        let all_free =
+            (first..first + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return first;
+        }
+    }
+    panic!("no {count} free ports in {TEST_PORTS:?}");
 }
 
 impl OwnServer {
-    /// A tansu broker with durable (SQLite) storage; `brokers()` is its address.
-    pub async fn tansu(test_id: &str) -> Self {
-        let bin = stack_bin("TANSU_BIN");
-        Self::start("tansu", test_id, "INT", |port, _| {
-            let url = format!("tcp://127.0.0.1:{port}");
-            let mut argv = vec![
-                bin.clone(),
-                "broker".into(),
-                "--listener-url".into(),
-                url.clone(),
-                "--advertised-listener-url".into(),
-                url,
-            ];
-            // tansu resolves this against its working directory, the data folder.
-            argv.extend(["--storage-engine".into(), "sqlite://tansu.db".into()]);
-            (argv, None)
-        })
-        .await
+    /// A SeaweedFS S3 server with the stack's credentials; `endpoint()` is
+    /// its URL.
+    pub async fn seaweedfs(test_id: &str) -> Self {
+        let vars = stack_vars();
+        let envs = ["WEED_BIN", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"]
+            .map(|var| (var.to_owned(), stack_var(&vars, var)))
+            .to_vec();
+        // S3 on the first port, the other parts of SeaweedFS on the nine after it.
+        let port = free_ports(10);
+        let dir = server_dir(test_id, "seaweedfs");
+        let script = repo_root().join("scripts/seaweedfs/server.sh");
+        let argv = vec![
+            script.display().to_string(),
+            dir.display().to_string(),
+            port.to_string(),
+        ];
+        let mut server = Self::new("seaweedfs".into(), dir, port, argv, Ready::Listening);
+        server.envs = envs;
+        server.restart().await;
+        server
     }
 
-    /// An s3s-fs server with the stack's credentials; `endpoint()` is its URL.
-    pub async fn s3s_fs(test_id: &str) -> Self {
-        let bin = stack_bin("S3S_FS_BIN");
-        let vars = stack_vars();
-        let (key, secret) = (
-            vars["S3_ACCESS_KEY_ID"].clone(),
-            vars["S3_SECRET_ACCESS_KEY"].clone(),
-        );
-        Self::start("s3s-fs", test_id, "TERM", move |port, _| {
-            let argv = vec![
-                bin.clone(),
-                "--host".into(),
-                "127.0.0.1".into(),
-                "--port".into(),
-                port.to_string(),
-                "--access-key".into(),
-                key.clone(),
-                "--secret-key".into(),
-                secret.clone(),
-                "data".into(),
-            ];
-            (argv, None)
-        })
-        .await
+    /// One node of a Kafka cluster of the test's own (see [`crate::OwnKafka`]),
+    /// spawned but not yet waited for: a node is ready only once a quorum
+    /// of its cluster runs.
+    pub(crate) fn kafka_node(
+        name: String,
+        dir: PathBuf,
+        port: u16,
+        node_args: Vec<String>,
+    ) -> Self {
+        let script = repo_root().join("scripts/kafka/node.sh");
+        let mut argv = vec![script.display().to_string(), dir.display().to_string()];
+        argv.extend(node_args);
+        let mut server = Self::new(name, dir, port, argv, Ready::Logged("Kafka Server started"));
+        server.envs = vec![("KAFKA_HOME".into(), stack_var(&stack_vars(), "KAFKA_HOME"))];
+        server.stop_signal = "TERM";
+        server.spawn();
+        server
     }
 
     /// A PostgreSQL cluster of its own (trust auth, fsync off);
     /// `database_url()` reaches its `postgres` database.
     pub async fn postgres(test_id: &str) -> Self {
-        let bin = PathBuf::from(stack_bin("PG_BIN"));
-        Self::start("postgres", test_id, "INT", move |port, dir| {
-            let data = dir.join("pgdata");
-            if !data.join("PG_VERSION").exists() {
-                init_cluster(&bin, dir, &data);
-            }
-            let mut argv = as_postgres_user();
-            argv.extend([
-                bin.join("postgres").display().to_string(),
-                "-D".into(),
-                data.display().to_string(),
-                "-p".into(),
-                port.to_string(),
-                "-c".into(),
-                "listen_addresses=127.0.0.1".into(),
-                "-c".into(),
-                "unix_socket_directories=".into(),
-                "-c".into(),
-                "fsync=off".into(),
-            ]);
-            (argv, Some(data.join("postmaster.pid")))
-        })
-        .await
-    }
-
-    async fn start(
-        name: &'static str,
-        test_id: &str,
-        stop_signal: &'static str,
-        command: impl Fn(u16, &Path) -> (Vec<String>, Option<PathBuf>),
-    ) -> Self {
-        let dir = repo_root()
-            .join(".local/itest/tmp")
-            .join(format!("{test_id}-{name}"));
-        std::fs::create_dir_all(dir.join("data")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let (argv, pid_file) = command(port, &dir);
-        let mut server = Self {
-            name,
-            argv,
-            dir,
-            port,
-            stop_signal,
-            pid_file,
-            child: None,
-        };
+        let bin = PathBuf::from(stack_var(&stack_vars(), "PG_BIN"));
+        let dir = server_dir(test_id, "postgres");
+        let data = dir.join("pgdata");
+        if !data.join("PG_VERSION").exists() {
+            init_cluster(&bin, &dir, &data);
+        }
+        let port = free_port();
+        let mut argv = as_postgres_user();
+        argv.extend([
+            bin.join("postgres").display().to_string(),
+            "-D".into(),
+            data.display().to_string(),
+            "-p".into(),
+            port.to_string(),
+            "-c".into(),
+            "listen_addresses=127.0.0.1".into(),
+            "-c".into(),
+            "unix_socket_directories=".into(),
+            "-c".into(),
+            "fsync=off".into(),
+        ]);
+        let mut server = Self::new("postgres".into(), dir, port, argv, Ready::AcceptsSessions);
+        server.stop_signal = "INT";
+        server.pid_file = Some(data.join("postmaster.pid"));
         server.restart().await;
         server
     }
 
-    /// Starts the server (again) on the same port and data, and waits until
-    /// it answers.
-    pub async fn restart(&mut self) {
+    fn new(name: String, dir: PathBuf, port: u16, argv: Vec<String>, ready: Ready) -> Self {
+        Self {
+            name,
+            argv,
+            envs: Vec::new(),
+            dir,
+            port,
+            stop_signal: "TERM",
+            pid_file: None,
+            ready,
+            child: None,
+            log_start: 0,
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.log", self.name))
+    }
+
+    /// Starts the server (again) on the same ports and data, without
+    /// waiting for it.
+    pub(crate) fn spawn(&mut self) {
         self.kill();
         let log = std::fs::File::options()
             .create(true)
             .append(true)
-            .open(self.dir.join(format!("{}.log", self.name)))
+            .open(self.log_path())
             .unwrap();
+        self.log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         let child = Command::new(&self.argv[0])
             .current_dir(&self.dir)
             .args(&self.argv[1..])
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", self.name));
         self.child = Some(child);
+    }
+
+    /// Waits until the server started last is up.
+    pub(crate) async fn wait_ready(&self) {
         let addr = format!("127.0.0.1:{}", self.port);
         eventually(
             DEADLINE,
-            &format!("{} to answer on {addr}", self.name),
+            &format!("{} to be up on {addr}", self.name),
             || {
-                let (addr, url) = (addr.clone(), self.database_url());
-                let postgres = self.name == "postgres";
+                let (addr, url, log) = (addr.clone(), self.database_url(), self.log_path());
+                let (ready, log_start) = (self.ready, self.log_start);
                 async move {
                     tokio::net::TcpStream::connect(addr).await.ok()?;
-                    // PostgreSQL listens before it accepts sessions (recovery).
-                    if postgres {
-                        sqlx::PgConnection::connect(&url)
-                            .await
-                            .ok()?
-                            .close()
-                            .await
-                            .ok()?;
+                    match ready {
+                        Ready::Listening => {}
+                        Ready::AcceptsSessions => {
+                            sqlx::PgConnection::connect(&url)
+                                .await
+                                .ok()?
+                                .close()
+                                .await
+                                .ok()?;
+                        }
+                        Ready::Logged(line) => {
+                            let text = std::fs::read(&log).ok()?;
+                            let since = text.get(log_start as usize..)?;
+                            String::from_utf8_lossy(since)
+                                .contains(line)
+                                .then_some(())?;
+                        }
                     }
                     Some(())
                 }
             },
         )
         .await;
+    }
+
+    /// Starts the server (again) on the same ports and data, and waits
+    /// until it is up.
+    pub async fn restart(&mut self) {
+        self.spawn();
+        self.wait_ready().await;
     }
 
     /// A clean stop (what `systemctl stop` would do); waits until the
@@ -228,10 +295,6 @@ impl OwnServer {
         }
     }
 
-    pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -253,11 +316,19 @@ impl Drop for OwnServer {
     }
 }
 
-fn stack_bin(var: &str) -> String {
-    stack_vars()
-        .get(var)
+fn stack_var(vars: &std::collections::BTreeMap<String, String>, var: &str) -> String {
+    vars.get(var)
         .cloned()
         .unwrap_or_else(|| panic!("{var} missing from the stack env; run `make itest-up`"))
+}
+
+/// `.local/itest/tmp/<test id>-<name>`, created.
+pub(crate) fn server_dir(test_id: &str, name: &str) -> PathBuf {
+    let dir = repo_root()
+        .join(".local/itest/tmp")
+        .join(format!("{test_id}-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 fn running_as_root() -> bool {

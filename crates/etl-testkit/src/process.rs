@@ -131,11 +131,8 @@ impl ServiceProcess {
         let binary = workspace_binary(name);
         let dir = repo_root().join(".local/itest/tmp").join(&env.id);
         std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // Kept across restarts: outside the range outgoing connections take.
+        let port = crate::own_server::free_port();
         let mut vars = env.vars.clone();
         vars.insert(listen_var.into(), format!("127.0.0.1:{port}"));
         vars.insert("LOG_FORMAT".into(), "json".into());
