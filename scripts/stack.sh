@@ -77,9 +77,13 @@ install_kafka() {
   install_java_and_maven
   say "fetching Apache Kafka $KAFKA_VERSION's jars (Maven Central) into $KAFKA_HOME"
   rm -rf "$KAFKA_HOME" && mkdir -p "$KAFKA_HOME"
-  mvn -q -B -Dstyle.color=never -f "$ROOT/scripts/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+  local log="$TOOLS_DIR/kafka-$KAFKA_VERSION-install.log"
+  if ! mvn -B -f "$ROOT/scripts/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
     dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_HOME/lib" \
-    || die "could not fetch Kafka $KAFKA_VERSION with Maven"
+    >"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    die "could not fetch Kafka $KAFKA_VERSION with Maven (whole log: $log)"
+  fi
   touch "$KAFKA_HOME/.installed"
 }
 
@@ -232,7 +236,9 @@ kafka_up() {
 # unfenced, which is when it logs `Kafka Server started`.
 wait_kafka_node() { # node lines-of-its-log-before-this-start
   local log="$LOGS/kafka-$1.log" deadline=$((SECONDS + 120))
-  until tail -n +"$(($2 + 1))" "$log" | grep -q 'Kafka Server started'; do
+  # awk reads the whole log: `tail | grep -q` fails under pipefail once the
+  # log is long enough for tail to be cut off by grep's early exit.
+  until awk -v from="$2" 'NR > from && /Kafka Server started/ {found = 1} END {exit !found}' "$log"; do
     if ! pid_alive "$RUN/kafka-$1.pid"; then
       tail -n 20 "$log" >&2; die "kafka node $1 exited; see $log"
     fi

@@ -15,7 +15,7 @@ use etl_core::metrics::DependencyTimer;
 use etl_core::storage::{ObjectStore, S3Settings};
 use etl_testkit::{
     DEADLINE, OwnServer, Received, Service, TestEnv, eventually, example, example_json,
-    generated_company, http, local_listener, metric, readiness, readiness_follows, scrape,
+    generated_company, local_listener, metric, post_import, readiness, readiness_follows, scrape,
 };
 
 struct Pipeline {
@@ -66,15 +66,9 @@ async fn start_processor(env: &TestEnv, extra: &[(&str, &str)]) -> Service {
 }
 
 async fn post_to(api: &Service, body: Vec<u8>) -> Value {
-    let response = http()
-        .post(api.url("/import/companies"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("api answers");
-    assert_eq!(response.status(), 202);
-    response.json().await.expect("JSON")
+    let (status, answer) = post_import(api, body).await;
+    assert_eq!(status, 202, "{answer}");
+    answer
 }
 
 impl Pipeline {

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use etl_core::metrics::DependencyTimer;
 use etl_core::storage::{ObjectStore, S3Settings};
-use etl_testkit::{DEADLINE, ServiceProcess, TestEnv, eventually, http};
+use etl_testkit::{DEADLINE, ServiceProcess, TestEnv, eventually, http, post_import};
 
 /// Error codes of uploads the api received but could not split into
 /// companies: each of those is also announced as a `FileExtractError`.
@@ -617,20 +617,7 @@ async fn slow_clients_are_cut_off_and_cannot_take_every_slot() {
     )
     .await;
     let addr = api.base_url.trim_start_matches("http://").to_owned();
-    let import = |body: Vec<u8>| {
-        let url = api.url("/import/companies");
-        async move {
-            let r = http()
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .expect("answers");
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
+    let import = |body: Vec<u8>| post_import(&api, body);
 
     // Headers at one byte a second: the connection is closed long before
     // the 60 bytes are through, and others are served meanwhile.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use etl_testkit::{
     LoadReport, OwnKafka, ServiceProcess, SteadyLoad, TestEnv, assert_loaded_exactly_once,
-    eventually, generated_company, http, readiness,
+    eventually, generated_company, post_import, readiness,
 };
 
 /// Loading takes a while on a 2-core machine that also runs three brokers.
@@ -131,23 +131,12 @@ async fn a_rolling_restart_of_every_broker_under_load_loses_nothing_and_doubles_
 #[tokio::test]
 async fn with_two_of_three_brokers_down_the_api_refuses_imports_and_says_why() {
     let mut p = pipeline().await;
+    let (api, tag) = (&p.api, p.env.id.clone());
     let post = |n: u32| {
-        let url = p.api.url("/import/companies");
-        let body = serde_json::to_vec(&generated_company(&p.env.id, n)).unwrap();
-        async move {
-            let r = http()
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .expect("the api answers");
-            let status = r.status().as_u16();
-            (
-                status,
-                r.json::<serde_json::Value>().await.unwrap_or_default(),
-            )
-        }
+        post_import(
+            api,
+            serde_json::to_vec(&generated_company(&tag, n)).unwrap(),
+        )
     };
     assert_eq!(post(0).await.0, 202);
 

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use etl_testkit::{
-    DEADLINE, ServiceProcess, TestEnv, eventually, example, files_recorded, http, repo_root,
+    DEADLINE, ServiceProcess, TestEnv, eventually, example, files_recorded, http, post_import,
+    repo_root,
 };
 
 /// Every `expr` in the dashboard.
@@ -150,13 +151,7 @@ async fn every_metric_the_dashboard_queries_is_exported() {
     let monitor =
         ServiceProcess::start("cmd-monitoring", "MONITORING_LISTEN_ADDR", &env, &[]).await;
     for body in [example("c.json"), b"{broken".to_vec()] {
-        http()
-            .post(api.url("/import/companies"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("api answers");
+        post_import(&api, body).await;
     }
     eventually(DEADLINE, "the file loaded", || async {
         (files_recorded(&env).await == 1).then_some(())

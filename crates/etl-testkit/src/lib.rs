@@ -405,6 +405,20 @@ pub async fn get_json(service: &impl Endpoint, path: &str) -> (u16, serde_json::
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// `POST {service}/import/companies` with a JSON `body`: status and JSON
+/// answer (`null` if the answer is not JSON).
+pub async fn post_import(service: &impl Endpoint, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let r = http()
+        .post(service.url("/import/companies"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("the api answers");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// `GET {service}/readiness`: status and report.
 pub async fn readiness(service: &impl Endpoint) -> (u16, serde_json::Value) {
     get_json(service, "/readiness").await

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{Endpoint, TestEnv, eventually, file_loaded_event_ids, generated_company, http};
+use crate::{
+    Endpoint, TestEnv, eventually, file_loaded_event_ids, generated_company, http, post_import,
+};
 
 /// Imports the companies numbered `numbers` generated for `tag`, `per_request` to a
 /// request, each request acknowledged with 202. The acknowledged file ids.
@@ -132,7 +134,7 @@ impl SteadyLoad {
         let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let clients = (0..clients)
             .map(|client| {
-                let (url, tag) = (api.url("/import/companies"), tag.to_owned());
+                let (api, tag) = (BaseUrl(api.url("")), tag.to_owned());
                 let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
                 tokio::spawn(async move {
                     let mut report = LoadReport::default();
@@ -142,7 +144,7 @@ impl SteadyLoad {
                             break;
                         }
                         let body = serde_json::to_vec(&generated_company(&tag, n)).unwrap();
-                        let file_id = post_until_acknowledged(&url, body, &mut report).await;
+                        let file_id = post_until_acknowledged(&api, body, &mut report).await;
                         report.acknowledged.insert(file_id);
                         acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -187,24 +189,25 @@ impl SteadyLoad {
     }
 }
 
+/// A service's base URL, for the clients' own tasks.
+struct BaseUrl(String);
+
+impl Endpoint for BaseUrl {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.0)
+    }
+}
+
 /// Posts `body` until it is answered 202 (a careful client's retry of a
 /// 503), counting every other answer in `report`; the file id.
-async fn post_until_acknowledged(url: &str, body: Vec<u8>, report: &mut LoadReport) -> String {
+async fn post_until_acknowledged(api: &BaseUrl, body: Vec<u8>, report: &mut LoadReport) -> String {
     let started = std::time::Instant::now();
     loop {
         assert!(
             started.elapsed() < Duration::from_secs(300),
             "an import was not acknowledged within 300 s; answers so far: {report:?}"
         );
-        let response = http()
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .expect("the api answers every import (within the client's 30 s)");
-        let status = response.status().as_u16();
-        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        let (status, answer) = post_import(api, body.clone()).await;
         if status == 202 {
             return answer["files"][0]["file_id"].as_str().unwrap().to_owned();
         }
