@@ -266,7 +266,7 @@ impl Pending {
 #[derive(Clone)]
 pub struct EventPublisher {
     producer: FutureProducer,
-    writable: Arc<Writable>,
+    min_isr: Arc<MinInsyncReplicas>,
     topics: Topics,
     timeout: Duration,
     timer: DependencyTimer,
@@ -294,13 +294,13 @@ impl EventPublisher {
             )
             .create()
             .map_err(BusError::Setup)?;
-        let writable = Arc::new(Writable {
+        let min_isr = Arc::new(MinInsyncReplicas {
             admin: settings.client_config().create().map_err(BusError::Setup)?,
-            min_isr: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
         });
         Ok(Self {
             producer,
-            writable,
+            min_isr,
             topics: settings.topics(),
             timeout: settings.produce_timeout,
             timer,
@@ -433,7 +433,7 @@ impl EventPublisher {
         .await
         .map_err(|e| BusError::Metadata(e.to_string()))??;
         for (topic, states) in described {
-            let min_isr = self.writable.min_isr(&topic, timeout).await?;
+            let min_isr = self.min_isr.of(&topic, timeout).await?;
             writable(&topic, &states, min_isr).map_err(BusError::Unwritable)?;
         }
         Ok(())
@@ -447,17 +447,16 @@ impl EventPublisher {
     }
 }
 
-/// What tells whether a topic takes `acks=all` writes: its
-/// `min.insync.replicas`, asked once per topic (it is a topic setting that
-/// hardly ever changes).
-struct Writable {
+/// Each topic's `min.insync.replicas`, asked once per topic (a topic
+/// setting that hardly ever changes).
+struct MinInsyncReplicas {
     admin: AdminClient<DefaultClientContext>,
-    min_isr: Mutex<HashMap<String, usize>>,
+    known: Mutex<HashMap<String, usize>>,
 }
 
-impl Writable {
-    async fn min_isr(&self, topic: &str, timeout: Duration) -> Result<usize, BusError> {
-        if let Some(known) = self.min_isr.lock().expect("not poisoned").get(topic) {
+impl MinInsyncReplicas {
+    async fn of(&self, topic: &str, timeout: Duration) -> Result<usize, BusError> {
+        if let Some(known) = self.known.lock().expect("not poisoned").get(topic) {
             return Ok(*known);
         }
         let options = AdminOptions::new().request_timeout(Some(timeout));
@@ -477,7 +476,7 @@ impl Writable {
             .and_then(|e| e.value.as_deref())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| failed("min.insync.replicas not described".into()))?;
-        self.min_isr
+        self.known
             .lock()
             .expect("not poisoned")
             .insert(topic.to_owned(), min_isr);
@@ -487,11 +486,11 @@ impl Writable {
 
 /// One partition of a metadata answer: id, leader, replicas, in-sync replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionState {
-    pub partition: i32,
-    pub leader: i32,
-    pub replicas: usize,
-    pub in_sync: usize,
+struct PartitionState {
+    partition: i32,
+    leader: i32,
+    replicas: usize,
+    in_sync: usize,
 }
 
 /// The partitions of `topic`, each leader asked for its offsets (a
@@ -535,7 +534,7 @@ fn describe_partitions<C: rdkafka::client::ClientContext>(
 
 /// `Ok` when every partition of `topic` has a leader and at least
 /// `min_isr` replicas in sync; else a sentence saying which does not.
-pub fn writable(topic: &str, partitions: &[PartitionState], min_isr: usize) -> Result<(), String> {
+fn writable(topic: &str, partitions: &[PartitionState], min_isr: usize) -> Result<(), String> {
     if partitions.is_empty() {
         return Err(format!("{topic} has no partitions"));
     }

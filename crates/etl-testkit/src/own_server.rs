@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 
+use etl_core::config::Env;
+use etl_core::metrics::DependencyTimer;
+use etl_core::storage::{ObjectStore, S3Settings};
+
 use crate::{DEADLINE, eventually, repo_root, stack_vars};
 
 pub struct OwnServer {
@@ -29,16 +33,19 @@ pub struct OwnServer {
     log_start: u64,
 }
 
-/// When a started server counts as up.
+/// When a started server counts as up (each also needs its port to accept
+/// connections).
 #[derive(Clone, Copy)]
 pub(crate) enum Ready {
-    /// Its port accepts connections.
-    Listening,
     /// Its port accepts connections and a PostgreSQL session opens (it
     /// listens before it accepts sessions, during recovery).
     AcceptsSessions,
     /// It wrote this line to its log since it was started.
     Logged(&'static str),
+    /// Its S3 port stores an object: a SeaweedFS just restarted answers
+    /// reads a moment before its volume server has registered again, and
+    /// refuses writes until then.
+    StoresObjects,
 }
 
 /// Ports for the tests' own servers: below Linux's ephemeral range
@@ -97,7 +104,7 @@ impl OwnServer {
             dir.display().to_string(),
             port.to_string(),
         ];
-        let mut server = Self::new("seaweedfs".into(), dir, port, argv, Ready::Listening);
+        let mut server = Self::new("seaweedfs".into(), dir, port, argv, Ready::StoresObjects);
         server.envs = envs;
         server.restart().await;
         server
@@ -202,10 +209,10 @@ impl OwnServer {
             || {
                 let (addr, url, log) = (addr.clone(), self.database_url(), self.log_path());
                 let (ready, log_start) = (self.ready, self.log_start);
+                let (endpoint, envs) = (self.endpoint(), self.envs.clone());
                 async move {
                     tokio::net::TcpStream::connect(addr).await.ok()?;
                     match ready {
-                        Ready::Listening => {}
                         Ready::AcceptsSessions => {
                             sqlx::PgConnection::connect(&url)
                                 .await
@@ -221,6 +228,7 @@ impl OwnServer {
                                 .contains(line)
                                 .then_some(())?;
                         }
+                        Ready::StoresObjects => stores_an_object(endpoint, envs).await?,
                     }
                     Some(())
                 }
@@ -314,6 +322,25 @@ impl Drop for OwnServer {
             std::fs::remove_dir_all(&self.dir).ok();
         }
     }
+}
+
+/// Stores a small object in a probe bucket of the S3 server at `endpoint`,
+/// with the credentials among `envs`.
+async fn stores_an_object(endpoint: String, envs: Vec<(String, String)>) -> Option<()> {
+    let mut vars = envs;
+    vars.extend([
+        ("S3_ENDPOINT".to_owned(), endpoint),
+        ("S3_BUCKET".to_owned(), "ready-probe".to_owned()),
+        ("S3_TIMEOUT_MS".to_owned(), "2000".to_owned()),
+    ]);
+    let settings = S3Settings::from_env(&Env::with_overrides(vars)).ok()?;
+    let store = ObjectStore::new(
+        &settings,
+        DependencyTimer::new(&prometheus::Registry::new()),
+    );
+    store.ensure_bucket().await.ok()?;
+    store.put("probe", b"ready".to_vec()).await.ok()?;
+    Some(())
 }
 
 fn stack_var(vars: &std::collections::BTreeMap<String, String>, var: &str) -> String {
