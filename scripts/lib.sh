@@ -10,11 +10,11 @@ pid_alive() { # pidfile
   [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
 }
 
-start_bg() { # name pidfile log command...   (cwd: START_DIR, default ROOT)
+start_bg() { # name pidfile log command...   (run from ROOT)
   local name=$1 pidfile=$2 log=$3; shift 3
   if pid_alive "$pidfile"; then return 0; fi
   mkdir -p "$(dirname "$pidfile")" "$(dirname "$log")"
-  (cd "${START_DIR:-$ROOT}" && exec setsid nohup "$@" >>"$log" 2>&1 </dev/null) &
+  (cd "$ROOT" && exec setsid nohup "$@" >>"$log" 2>&1 </dev/null) &
   echo $! >"$pidfile"
   say "started $name (pid $!, log $log)"
 }

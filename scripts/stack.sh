@@ -120,13 +120,16 @@ install_all() {
 
 # --- processes ------------------------------------------------------------
 
-wait_port() { # port name log [pidfile]
-  local deadline=$((SECONDS + 60))
-  until port_open "$1"; do
-    [ $SECONDS -lt $deadline ] || die "$2 did not open port $1 within 60 s; see $3"
-    if [ -n "${4:-}" ] && ! pid_alive "$4"; then
-      tail -n 5 "$3" >&2; die "$2 exited; see $3"
+# Runs `check...` until it succeeds; dies, with the end of the log, when the
+# process exits first or `seconds` pass.
+wait_until() { # name pidfile log seconds check...
+  local name=$1 pidfile=$2 log=$3 seconds=$4; shift 4
+  local deadline=$((SECONDS + seconds))
+  until "$@"; do
+    if ! pid_alive "$pidfile"; then
+      tail -n 20 "$log" >&2; die "$name exited; see $log"
     fi
+    [ $SECONDS -lt $deadline ] || die "$name not up within $seconds s; see $log"
     sleep 0.2
   done
 }
@@ -229,22 +232,21 @@ kafka_up() {
       "$(controller_port "$i")" "$(kafka_voters)" "$(cat "$KAFKA_DIR/cluster.id")"
   done
   local entry
-  for entry in "${started[@]}"; do wait_kafka_node "${entry%%:*}" "${entry#*:}"; done
+  local node lines
+  for entry in "${started[@]}"; do
+    node=${entry%%:*} lines=${entry#*:}
+    wait_until "kafka node $node" "$RUN/kafka-$node.pid" "$LOGS/kafka-$node.log" 120 \
+      logged_since "$LOGS/kafka-$node.log" "$lines" 'Kafka Server started'
+  done
 }
 
-# A node is ready once it has caught up with the cluster's metadata and is
-# unfenced, which is when it logs `Kafka Server started`.
-wait_kafka_node() { # node lines-of-its-log-before-this-start
-  local log="$LOGS/kafka-$1.log" deadline=$((SECONDS + 120))
-  # awk reads the whole log: `tail | grep -q` fails under pipefail once the
-  # log is long enough for tail to be cut off by grep's early exit.
-  until awk -v from="$2" 'NR > from && /Kafka Server started/ {found = 1} END {exit !found}' "$log"; do
-    if ! pid_alive "$RUN/kafka-$1.pid"; then
-      tail -n 20 "$log" >&2; die "kafka node $1 exited; see $log"
-    fi
-    [ $SECONDS -lt $deadline ] || die "kafka node $1 not started within 120 s; see $log"
-    sleep 0.3
-  done
+# Whether `log` has `text` after its first `lines` lines. A node is ready
+# once it has caught up with the cluster's metadata and is unfenced, which
+# is when it logs `Kafka Server started`. awk reads the whole log: `tail |
+# grep -q` fails under pipefail once the log is long enough for tail to be
+# cut off by grep's early exit.
+logged_since() { # log lines text
+  awk -v from="$2" -v text="$3" 'NR > from && index($0, text) {found = 1} END {exit !found}' "$1"
 }
 
 # All nodes are asked at once: one by one, the last would wait for a
@@ -265,15 +267,10 @@ s3_up() {
   start_bg seaweedfs "$RUN/seaweedfs.pid" "$LOGS/seaweedfs.log" env WEED_BIN="$WEED_BIN" \
     S3_ACCESS_KEY_ID="$S3_ACCESS_KEY_ID" S3_SECRET_ACCESS_KEY="$S3_SECRET_ACCESS_KEY" \
     "$ROOT/scripts/seaweedfs/server.sh" "$S3_DIR" "$S3_PORT"
-  local deadline=$((SECONDS + 60))
-  until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/")" != 000 ]; do
-    if ! pid_alive "$RUN/seaweedfs.pid"; then
-      tail -n 20 "$LOGS/seaweedfs.log" >&2; die "seaweedfs exited; see $LOGS/seaweedfs.log"
-    fi
-    [ $SECONDS -lt $deadline ] || die "seaweedfs did not answer on port $S3_PORT within 60 s; see $LOGS/seaweedfs.log"
-    sleep 0.2
-  done
+  wait_until seaweedfs "$RUN/seaweedfs.pid" "$LOGS/seaweedfs.log" 60 s3_answers
 }
+
+s3_answers() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/")" != 000 ]; }
 
 s3_down() { stop_bg seaweedfs "$RUN/seaweedfs.pid" TERM 15; }
 

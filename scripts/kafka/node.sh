@@ -32,7 +32,9 @@ java_opts=(${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m} -XX:+UseG1GC -XX:MaxGCPauseMill
 classpath="$KAFKA_HOME/lib/*"
 
 if [ ! -f "$NODE_DIR/data/meta.properties" ]; then
+  # `=`: a cluster id is URL-safe base64 and may start with `-`, which the
+  # tool would otherwise take for an option.
   java "${java_opts[@]}" -cp "$classpath" kafka.tools.StorageTool \
-    format --cluster-id "$CLUSTER_ID" --config "$props" --ignore-formatted >/dev/null
+    format --cluster-id="$CLUSTER_ID" --config "$props" --ignore-formatted >/dev/null
 fi
 exec java "${java_opts[@]}" -cp "$classpath" kafka.Kafka "$props"

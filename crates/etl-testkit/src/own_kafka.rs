@@ -2,13 +2,12 @@
 //! controller at once, on free loopback ports), so the test can kill,
 //! freeze and restart brokers without disturbing other tests.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::metadata::Metadata;
 
 use crate::own_server::{OwnServer, free_port, server_dir};
 use crate::{DEADLINE, TestEnv, eventually};
@@ -16,13 +15,13 @@ use crate::{DEADLINE, TestEnv, eventually};
 pub struct OwnKafka {
     /// Node `id` is `nodes[id - 1]`, as Kafka numbers them from 1.
     nodes: Vec<OwnServer>,
-    brokers: String,
+    /// One client for every look at the cluster's metadata (the tests poll).
+    metadata: Arc<BaseConsumer>,
 }
 
 /// One partition as the cluster's metadata describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionState {
-    pub topic: String,
     pub partition: i32,
     /// The node leading it, `-1` while none does.
     pub leader: i32,
@@ -62,14 +61,14 @@ impl OwnKafka {
                 )
             })
             .collect();
-        let brokers = broker_ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let metadata = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap(&broker_ports))
+            .set("log_level", "3")
+            .create()
+            .expect("a metadata client");
         let cluster = Self {
             nodes: servers,
-            brokers,
+            metadata: Arc::new(metadata),
         };
         for node in &cluster.nodes {
             node.wait_ready().await;
@@ -79,7 +78,8 @@ impl OwnKafka {
 
     /// The bootstrap list of every node.
     pub fn brokers(&self) -> String {
-        self.brokers.clone()
+        let ports: Vec<u16> = self.nodes.iter().map(|n| n.port).collect();
+        bootstrap(&ports)
     }
 
     /// Points everything of `env` (its services and its own reads) at this
@@ -108,9 +108,11 @@ impl OwnKafka {
 
     /// The partitions of `topic`, as the cluster describes them now.
     pub async fn partitions(&self, topic: &str) -> Vec<PartitionState> {
-        let (brokers, topic) = (self.brokers.clone(), topic.to_owned());
+        let (client, topic) = (self.metadata.clone(), topic.to_owned());
         tokio::task::spawn_blocking(move || {
-            let metadata = fetch_metadata(&brokers, &topic)?;
+            let metadata = client
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .ok()?;
             let t = metadata.topics().first()?;
             if t.error().is_some() || t.partitions().is_empty() {
                 return None;
@@ -119,7 +121,6 @@ impl OwnKafka {
                 .partitions()
                 .iter()
                 .map(|p| PartitionState {
-                    topic: topic.clone(),
                     partition: p.id(),
                     leader: p.leader(),
                     replicas: p.replicas().to_vec(),
@@ -187,17 +188,6 @@ impl OwnKafka {
             .await;
         }
     }
-
-    /// For each node, the partitions of `topics` it leads.
-    pub async fn leadership(&self, topics: &[&str]) -> BTreeMap<i32, usize> {
-        let mut led = BTreeMap::new();
-        for topic in topics {
-            for p in self.partitions(topic).await {
-                *led.entry(p.leader).or_default() += 1;
-            }
-        }
-        led
-    }
 }
 
 fn sorted(ids: &[i32]) -> Vec<i32> {
@@ -206,15 +196,13 @@ fn sorted(ids: &[i32]) -> Vec<i32> {
     ids
 }
 
-fn fetch_metadata(brokers: &str, topic: &str) -> Option<Metadata> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("log_level", "3")
-        .create()
-        .ok()?;
-    consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .ok()
+/// `127.0.0.1:<port>,…`: a bootstrap list of the nodes.
+fn bootstrap(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl Drop for OwnKafka {
