@@ -131,8 +131,10 @@ impl Application {
         let stopping = CancellationToken::new();
         let readiness = {
             let (store, publisher) = (store.clone(), publisher.clone());
+            let alive = publisher.clone();
             let timeout = settings.readiness_timeout;
             Readiness::new(timeout, stopping.clone())
+                .vital("kafka-producer", move || alive.alive())
                 .check("s3", move || {
                     let store = store.clone();
                     async move { store.check().await.map_err(|e| e.to_string()) }

@@ -101,6 +101,10 @@ impl ExtractError {
 
 /// Problems listed in one answer; the rest are counted.
 const MAX_PROBLEMS: usize = 20;
+/// Unusable documents after which the rest of the body is not read: the
+/// answer is the same (refused whole) and a body of millions of them would
+/// otherwise cost seconds of a core to count.
+const STOP_AT_PROBLEMS: usize = 100;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SplitLimits {
@@ -241,12 +245,15 @@ impl<F: FnMut(CompanyDoc) -> bool> Collector<F> {
                 if self.problems.len() < MAX_PROBLEMS {
                     self.problems.push(at.problem(message));
                 }
+                if self.problem_count == STOP_AT_PROBLEMS {
+                    return Err(self.refusal("at least ").into());
+                }
             }
         }
         Ok(())
     }
 
-    fn finish(self) -> Result<usize, SplitError> {
+    fn finish(mut self) -> Result<usize, SplitError> {
         if self.documents == 0 {
             return Err(ExtractError::MissingCompany {
                 message: "the array is empty: there is no company to import".into(),
@@ -254,22 +261,26 @@ impl<F: FnMut(CompanyDoc) -> bool> Collector<F> {
             }
             .into());
         }
-        let Some(first) = self.problems.first() else {
+        if self.problems.is_empty() {
             return Ok(self.documents);
-        };
+        }
+        Err(self.refusal("").into())
+    }
+
+    /// The answer to a body with unusable documents; `count_prefix` says
+    /// whether the count is all of them or where reading stopped.
+    fn refusal(&mut self, count_prefix: &str) -> ExtractError {
+        let problems = std::mem::take(&mut self.problems);
+        let first = problems.first().expect("a problem was noted");
         let message = match self.problem_count {
             1 => format!("{}{}", first.where_prefix(), first.message),
             n => format!(
-                "{n} documents are not usable companies; first: {}{}",
+                "{count_prefix}{n} documents are not usable companies; first: {}{}",
                 first.where_prefix(),
                 first.message
             ),
         };
-        Err(ExtractError::MissingCompany {
-            message,
-            problems: self.problems,
-        }
-        .into())
+        ExtractError::MissingCompany { message, problems }
     }
 }
 

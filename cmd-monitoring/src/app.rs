@@ -66,8 +66,10 @@ impl Application {
         let timeout = settings.readiness_timeout;
         let readiness = {
             let consumer = consumer.clone();
+            let alive = consumer.clone();
             let pool = pool.clone();
             Readiness::new(timeout, stopping.clone())
+                .vital("kafka-consumer", move || bus::consumer_alive(&alive))
                 .check("postgres", move || {
                     let pool = pool.clone();
                     async move { etl_core::db::check(&pool, timeout).await }

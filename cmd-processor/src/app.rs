@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use etl_core::bus::{self, ConsumerLag, EventPublisher};
+use etl_core::bus::{self, ConsumerLag, EventPublisher, WaitingRecords};
 use etl_core::http::{
     BindError, HttpMetrics, OpsServer, Readiness, bind, forward_shutdown, ops_router, track_http,
 };
@@ -21,6 +21,7 @@ use etl_core::storage::ObjectStore;
 use crate::company::CompanyValidator;
 use crate::loader::Loader;
 use crate::metrics::ProcessorMetrics;
+use crate::progress::Progress;
 use crate::settings::ProcessorSettings;
 use crate::worker::Worker;
 
@@ -75,15 +76,17 @@ impl Application {
         )?);
 
         let stopping = CancellationToken::new();
+        let lag = ConsumerLag::new(&registry);
+        let progress = Progress::new(settings.stall_after);
         let readiness = readiness(
             &settings,
             &pool,
             &store,
             (&consumer, &publisher),
+            (&progress, lag.waiting()),
             stopping.clone(),
         );
         let http_metrics = HttpMetrics::new(&registry);
-        let lag = ConsumerLag::new(&registry);
         let metrics = ProcessorMetrics::new(&registry);
         // A transaction takes at most one file from each lane.
         let loader = Loader::spawn(
@@ -104,6 +107,7 @@ impl Application {
             retry_base: settings.retry_base,
             retry_max: settings.retry_max,
             concurrency: settings.concurrency,
+            progress,
         };
         let router = ops_router(crate::service_info(), readiness, registry).route_layer(
             axum::middleware::from_fn_with_state(http_metrics, track_http),
@@ -150,12 +154,22 @@ fn readiness(
     pool: &PgPool,
     store: &ObjectStore,
     (consumer, publisher): (&Arc<StreamConsumer>, &EventPublisher),
+    (progress, waiting): (&Progress, WaitingRecords),
     stopping: CancellationToken,
 ) -> Readiness {
     let timeout = settings.readiness_timeout;
-    let (pool, store) = (pool.clone(), store.clone());
+    let (pool, store, progress) = (pool.clone(), store.clone(), progress.clone());
     let (consumer, publisher) = (consumer.clone(), publisher.clone());
+    let (alive_consumer, alive_publisher) = (consumer.clone(), publisher.clone());
     Readiness::new(timeout, stopping)
+        .vital("kafka-producer", move || alive_publisher.alive())
+        .vital("kafka-consumer", move || {
+            bus::consumer_alive(&alive_consumer)
+        })
+        .check("progress", move || {
+            let stalled = progress.check(&waiting, std::time::Instant::now());
+            async move { stalled }
+        })
         // It reads files' events and writes their outcomes: both must work.
         .check("kafka", move || {
             let (consumer, publisher) = (consumer.clone(), publisher.clone());

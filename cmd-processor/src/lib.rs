@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod loader;
 pub mod metrics;
 mod offsets;
+mod progress;
 pub mod redrive;
 pub mod replay;
 pub mod settings;

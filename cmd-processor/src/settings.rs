@@ -22,6 +22,9 @@ pub struct ProcessorSettings {
     pub retry_base: Duration,
     /// `PROCESSOR_RETRY_MAX_MS`: longest delay between retries.
     pub retry_max: Duration,
+    /// `PROCESSOR_STALL_AFTER_MS`: records waiting and nothing committed
+    /// for this long makes the processor unready.
+    pub stall_after: Duration,
     /// `DATABASE_MIGRATE_ON_START`: apply pending migrations at start-up.
     pub migrate_on_start: bool,
     /// `READINESS_TIMEOUT_MS`.
@@ -45,6 +48,7 @@ impl ProcessorSettings {
                 })?,
             retry_base: env.millis("PROCESSOR_RETRY_BASE_MS", 200)?,
             retry_max: env.millis("PROCESSOR_RETRY_MAX_MS", 30_000)?,
+            stall_after: env.millis("PROCESSOR_STALL_AFTER_MS", 90_000)?,
             migrate_on_start: env.bool("DATABASE_MIGRATE_ON_START", false)?,
             readiness_timeout: env.millis("READINESS_TIMEOUT_MS", 2_000)?,
             log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,

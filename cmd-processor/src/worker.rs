@@ -37,6 +37,7 @@ use crate::ledger::{self, FileMeta, LedgerRow, Rejection, Written};
 use crate::loader::Loader;
 use crate::metrics::ProcessorMetrics;
 use crate::offsets::{OffsetTracker, Ticket};
+use crate::progress::Progress;
 
 /// A failure worth retrying: the dependency may come back.
 #[derive(Debug)]
@@ -123,6 +124,7 @@ pub struct Worker {
     pub retry_max: Duration,
     /// Files handled at once, each in its own lane.
     pub concurrency: NonZeroUsize,
+    pub progress: Progress,
 }
 
 /// Records waiting for a lane a record is sent to; more means a full lane
@@ -748,7 +750,10 @@ impl Worker {
         let result =
             tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
         match result {
-            Ok(Ok(())) => offsets.committed(&due),
+            Ok(Ok(())) => {
+                offsets.committed(&due);
+                self.progress.committed();
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "offset commit failed; records may be redelivered")
             }

@@ -706,7 +706,8 @@ async fn metrics_count_what_happened_and_are_all_documented() {
     for file in [
         "crates/etl-core/src/http.rs",
         "crates/etl-core/src/metrics.rs",
-        "crates/etl-core/src/bus.rs",
+        "crates/etl-core/src/bus/mod.rs",
+        "crates/etl-core/src/bus/publisher.rs",
         "cmd-api/src/app.rs",
         "cmd-processor/src/metrics.rs",
         "cmd-monitoring/src/tail.rs",

@@ -55,11 +55,14 @@ macro_rules! service_info {
 }
 
 pub type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+pub type VitalFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// The dependencies a service needs before it can do useful work.
+/// The dependencies a service needs before it can do useful work, and the
+/// states it cannot leave by itself (liveness).
 #[derive(Clone)]
 pub struct Readiness {
     checks: Vec<(&'static str, CheckFn)>,
+    vitals: Vec<(&'static str, VitalFn)>,
     timeout: Duration,
     stopping: CancellationToken,
 }
@@ -69,9 +72,30 @@ impl Readiness {
     pub fn new(timeout: Duration, stopping: CancellationToken) -> Self {
         Self {
             checks: Vec::new(),
+            vitals: Vec::new(),
             timeout,
             stopping,
         }
+    }
+
+    /// A state the service cannot heal from in place (a client that stays
+    /// broken after every replacement): while `f` fails, `/liveness`
+    /// answers 503 and `/readiness` too, so the orchestrator restarts it.
+    /// Must be quick: it reads state, asks no one.
+    pub fn vital<F>(mut self, name: &'static str, f: F) -> Self
+    where
+        F: Fn() -> Result<(), String> + Send + Sync + 'static,
+    {
+        self.vitals.push((name, Arc::new(f)));
+        self
+    }
+
+    /// The failing vitals, by name.
+    fn failing_vitals(&self) -> BTreeMap<&'static str, String> {
+        self.vitals
+            .iter()
+            .filter_map(|(name, vital)| vital().err().map(|e| (*name, e)))
+            .collect()
     }
 
     pub fn check<F, Fut>(mut self, name: &'static str, f: F) -> Self
@@ -96,14 +120,18 @@ impl Readiness {
             (*name, outcome)
         }))
         .await;
-        let ready = results.iter().all(|(_, r)| r.is_ok());
-        let checks: BTreeMap<&str, serde_json::Value> = results
+        let failing = self.failing_vitals();
+        let ready = failing.is_empty() && results.iter().all(|(_, r)| r.is_ok());
+        let mut checks: BTreeMap<&str, serde_json::Value> = results
             .into_iter()
             .map(|(name, r)| match r {
                 Ok(()) => (name, json!({"ok": true})),
                 Err(e) => (name, json!({"ok": false, "error": e})),
             })
             .collect();
+        for (name, e) in failing {
+            checks.insert(name, json!({"ok": false, "error": e}));
+        }
         let status = if ready { "ok" } else { "unavailable" };
         (ready, json!({"status": status, "checks": checks}))
     }
@@ -129,10 +157,21 @@ pub fn ops_router(info: ServiceInfo, readiness: Readiness, registry: Registry) -
         })
 }
 
-async fn liveness(State(s): State<OpsState>) -> Json<serde_json::Value> {
+/// 200 while the process can still heal itself; 503 naming what it
+/// cannot recover from (then only a restart helps).
+async fn liveness(State(s): State<OpsState>) -> Response {
     let mut body = serde_json::to_value(&*s.info).unwrap_or_default();
-    body["status"] = json!("ok");
-    Json(body)
+    let failing = s.readiness.failing_vitals();
+    if failing.is_empty() {
+        body["status"] = json!("ok");
+        return Json(body).into_response();
+    }
+    body["status"] = json!("failing");
+    body["checks"] = failing
+        .into_iter()
+        .map(|(name, e)| (name.to_owned(), json!({"ok": false, "error": e})))
+        .collect();
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 async fn readiness_handler(State(s): State<OpsState>) -> Response {

@@ -158,7 +158,10 @@ fn catalogue() -> Vec<Case> {
         .check(|a| {
             let message = a["error"]["message"].as_str().unwrap_or_default();
             let listed = a["error"]["problems"].as_array().map_or(0, Vec::len);
-            (message.starts_with("1000000 documents") && listed == 20)
+            // Reading stops at the 100th: the answer is the same, cheaply.
+            (message
+                .starts_with("at least 100 documents are not usable companies; first: element 0")
+                && listed == 20)
                 .then_some(())
                 .ok_or(format!("{listed} listed: {message}"))
         }),

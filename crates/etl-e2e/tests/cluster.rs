@@ -186,3 +186,59 @@ async fn with_two_of_three_brokers_down_the_api_refuses_imports_and_says_why() {
     assert_eq!(status, 202, "{body}");
     eprintln!("counted: ready and 202 again with two nodes of three");
 }
+
+/// As `make dev-up` runs Kafka: one broker, killed with `kill -9` and
+/// started again, three times in a row under load. Each time the api must
+/// acknowledge imports again soon after the broker is back (a producer left
+/// broken by the outage would answer 503 for ever), and in the end every
+/// acknowledged file is loaded and announced once and the lag is 0.
+#[tokio::test]
+async fn kill_9_of_the_only_broker_three_times_under_load_recovers_each_time() {
+    /// Far more than librdkafka needs to reconnect; far less than for ever.
+    const BACK_WITHIN: Duration = Duration::from_secs(30);
+    let mut env = TestEnv::new().await;
+    let mut kafka = OwnKafka::start(&env.id, 1).await;
+    kafka.serve(&mut env);
+    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
+    let _processor =
+        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let load = SteadyLoad::start(&api, &env.id, 4);
+    load.wait_for_more(30, LOAD_DEADLINE, "imports before the first kill")
+        .await;
+
+    for round in 1..=3 {
+        kafka.node(1).kill();
+        eventually(
+            LOAD_DEADLINE,
+            "the api's readiness to name kafka",
+            || async {
+                let (status, report) = readiness(&api).await;
+                (status == 503 && report["checks"]["kafka"]["ok"] == false).then_some(())
+            },
+        )
+        .await;
+        kafka.restart(1).await;
+        let back = std::time::Instant::now();
+        load.wait_for_more(1, BACK_WITHIN, "a 202 after the broker's return")
+            .await;
+        eprintln!(
+            "injected: kill -9 of the only broker, round {round}; first 202 {} ms after it was back",
+            back.elapsed().as_millis()
+        );
+        load.wait_for_more(20, LOAD_DEADLINE, "imports after the return")
+            .await;
+    }
+
+    let report = load.stop().await;
+    assert!(
+        report.unexpected.is_empty(),
+        "answers other than 202 and 503 dependency_unavailable: {:?}",
+        report.unexpected
+    );
+    let records = assert_loaded_exactly_once(&env, &report.acknowledged, LOAD_DEADLINE).await;
+    eprintln!(
+        "counted: {} imports acknowledged, each loaded once; {records} FileLoaded records; {} answers 503",
+        report.acknowledged.len(),
+        report.unavailable
+    );
+}

@@ -23,7 +23,8 @@ mod own_server;
 mod process;
 mod stale;
 pub use load::{
-    LoadReport, SteadyLoad, assert_loaded_exactly_once, count, files_recorded, import_generated,
+    LoadReport, SteadyLoad, assert_loaded_exactly_once, count, files_recorded, group_lag,
+    import_generated,
 };
 pub use own_kafka::{OwnKafka, PartitionState};
 pub use own_server::OwnServer;

@@ -103,7 +103,56 @@ pub async fn assert_loaded_exactly_once(
         event_ids.values().all(|ids| ids.len() == 1),
         "a file announced with two event ids"
     );
-    records.len()
+    let records = records.len();
+
+    let group = &env.vars["PROCESSOR_GROUP_ID"];
+    let topic = env.kafka().topics().file_extract_success;
+    eventually(
+        deadline,
+        "the processor's group lag to return to 0",
+        || async { (group_lag(env, group, &topic).await == Some(0)).then_some(()) },
+    )
+    .await;
+    records
+}
+
+/// Records of `topic` that consumer group `group` has not committed yet,
+/// over all partitions (a partition without a commit counts whole); `None`
+/// while the cluster does not answer.
+pub async fn group_lag(env: &TestEnv, group: &str, topic: &str) -> Option<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let brokers = env.kafka().brokers;
+    let (group, topic) = (group.to_owned(), topic.to_owned());
+    let timeout = Duration::from_secs(10);
+    let lag = move || -> Result<i64, rdkafka::error::KafkaError> {
+        // Never subscribes, so it asks for the group's offsets without
+        // joining the group.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("log_level", "3")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let mut partitions = TopicPartitionList::new();
+        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            partitions.add_partition(&topic, p.id());
+        }
+        let committed = consumer.committed_offsets(partitions, timeout)?;
+        let mut lag = 0;
+        for p in committed.elements() {
+            let (low, high) = consumer.fetch_watermarks(&topic, p.partition(), timeout)?;
+            let next = match p.offset() {
+                Offset::Offset(o) => o,
+                _ => low,
+            };
+            lag += (high - next).max(0);
+        }
+        Ok(lag)
+    };
+    tokio::task::spawn_blocking(lag).await.unwrap().ok()
 }
 
 /// Single-company imports posted without pause by a few clients that

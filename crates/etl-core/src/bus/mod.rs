@@ -1,24 +1,30 @@
 //! The Kafka side: topic names, topic creation, an idempotent event
 //! publisher, and consumers that never commit on their own.
 
-use std::collections::{BTreeMap, HashMap};
+mod fault;
+mod producer_health;
+mod publisher;
+
+pub use fault::{PRODUCER_FATAL_VAR, ProducerFault};
+pub use publisher::{Delivered, EventPublisher, Pending};
+
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntGaugeVec, Opts, Registry};
 use rdkafka::ClientConfig;
 use rdkafka::Offset;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{BorrowedMessage, Headers};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Env};
-use crate::events::{Envelope, Event};
-use crate::metrics::{DependencyTimer, register};
+use crate::events::Event;
+use crate::metrics::register;
 use crate::shutdown::sleep_or_cancel;
 
 pub const HEADER_EVENT_TYPE: &str = "event-type";
@@ -51,6 +57,12 @@ pub struct KafkaSettings {
     /// polls while it waits to retry a file, so this bounds a stuck call,
     /// not an outage.
     pub max_poll_interval: Duration,
+    /// `KAFKA_PRODUCER_MAX_REPLACEMENTS`: replacements in a row of a
+    /// producer that librdkafka declared fatal, each going fatal again,
+    /// after which liveness fails so that the pod is restarted.
+    pub producer_max_replacements: u32,
+    /// The test hook [`PRODUCER_FATAL_VAR`]; `None` in every real deployment.
+    pub producer_fault: Option<ProducerFault>,
     /// `KAFKA_DEBUG`: librdkafka debug contexts (`cgrp,fetch`, `all`) to
     /// log at debug level under the `librdkafka` target (so also set
     /// `RUST_LOG=info,librdkafka=debug`); empty for none.
@@ -75,6 +87,11 @@ impl KafkaSettings {
             lag_interval: env.millis("KAFKA_LAG_INTERVAL_MS", 5_000)?,
             session_timeout: env.millis("KAFKA_SESSION_TIMEOUT_MS", 45_000)?,
             max_poll_interval: env.millis("KAFKA_MAX_POLL_INTERVAL_MS", 300_000)?,
+            producer_max_replacements: env.parse("KAFKA_PRODUCER_MAX_REPLACEMENTS", 5)?,
+            producer_fault: env
+                .raw(PRODUCER_FATAL_VAR)
+                .map(|plan| ProducerFault::parse(&plan))
+                .transpose()?,
             debug: env.string("KAFKA_DEBUG", ""),
         })
     }
@@ -154,6 +171,9 @@ pub enum BusError {
     Metadata(String),
     #[error("{0}")]
     Unwritable(String),
+    /// The producer cannot deliver: fatal, or its latest publishes failed.
+    #[error("{0}")]
+    Unhealthy(String),
 }
 
 /// Creates the given topics if they do not exist yet.
@@ -207,6 +227,19 @@ pub async fn provision_topics(settings: &KafkaSettings) {
     .await;
 }
 
+/// Liveness of a consumer: not in librdkafka's fatal state, which no
+/// consumer leaves (without static group membership, which the services do
+/// not use, librdkafka has no fatal consumer error; this guards the day it
+/// does).
+pub fn consumer_alive(consumer: &StreamConsumer) -> Result<(), String> {
+    match consumer.client().fatal_error() {
+        Some((code, reason)) => Err(format!(
+            "the kafka consumer is in librdkafka's fatal state ({code}): {reason}"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Readiness check of a consumer: the broker answers a metadata request.
 pub async fn consumer_ready(
     consumer: Arc<StreamConsumer>,
@@ -215,342 +248,6 @@ pub async fn consumer_ready(
     metadata_ok(move || consumer.fetch_metadata(None, timeout).map(|_| ()))
         .await
         .map_err(|e| e.to_string())
-}
-
-/// Where a published event landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivered {
-    pub partition: i32,
-    pub offset: i64,
-}
-
-/// An event the producer holds until the broker acknowledges it.
-#[must_use = "an event is only published once delivered() says so"]
-pub struct Pending {
-    delivery: DeliveryFuture,
-    topic: String,
-    event_type: &'static str,
-    started: Instant,
-    timer: DependencyTimer,
-    published: IntCounterVec,
-}
-
-impl Pending {
-    /// Waits for the broker's acknowledgement from all in-sync replicas.
-    pub async fn delivered(self) -> Result<Delivered, BusError> {
-        let result = match self.delivery.await {
-            Ok(Ok(d)) => Ok(Delivered {
-                partition: d.partition,
-                offset: d.offset,
-            }),
-            Ok(Err((source, _))) => Err(source),
-            Err(_canceled) => Err(KafkaError::Canceled),
-        };
-        self.timer
-            .observe("kafka", "produce", self.started, result.is_ok());
-        match result {
-            Ok(delivered) => {
-                self.published.with_label_values(&[self.event_type]).inc();
-                Ok(delivered)
-            }
-            Err(source) => Err(BusError::Publish {
-                topic: self.topic,
-                source,
-            }),
-        }
-    }
-}
-
-/// Publishes envelopes to their topic, keyed by company, and waits for the
-/// broker's acknowledgement from all in-sync replicas.
-#[derive(Clone)]
-pub struct EventPublisher {
-    producer: FutureProducer,
-    min_isr: Arc<MinInsyncReplicas>,
-    topics: Topics,
-    timeout: Duration,
-    timer: DependencyTimer,
-    published: IntCounterVec,
-}
-
-impl EventPublisher {
-    /// Registers `events_published_total` in `registry`; publish latency
-    /// goes to `timer`.
-    pub fn new(
-        settings: &KafkaSettings,
-        registry: &Registry,
-        timer: DependencyTimer,
-    ) -> Result<Self, BusError> {
-        let producer: FutureProducer = settings
-            .client_config()
-            // Idempotence gives ordered, de-duplicated retries per partition;
-            // it implies acks=all, stated anyway for the reader.
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set(
-                "message.timeout.ms",
-                settings.produce_timeout.as_millis().to_string(),
-            )
-            .create()
-            .map_err(BusError::Setup)?;
-        let min_isr = Arc::new(MinInsyncReplicas {
-            admin: settings.client_config().create().map_err(BusError::Setup)?,
-            known: Mutex::new(HashMap::new()),
-        });
-        Ok(Self {
-            producer,
-            min_isr,
-            topics: settings.topics(),
-            timeout: settings.produce_timeout,
-            timer,
-            published: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "events_published_total",
-                        "Events acknowledged by the broker, by type.",
-                    ),
-                    &["event_type"],
-                )
-                .expect("valid counter"),
-            ),
-        })
-    }
-
-    pub fn topics(&self) -> &Topics {
-        &self.topics
-    }
-
-    pub async fn publish(&self, envelope: &Envelope) -> Result<Delivered, BusError> {
-        self.enqueue(envelope).await?.delivered().await
-    }
-
-    /// Hands the event to the producer and returns without waiting for the
-    /// broker: events enqueued one after another keep that order on their
-    /// partition. Waits only while the producer's queue is full.
-    pub async fn enqueue(&self, envelope: &Envelope) -> Result<Pending, BusError> {
-        let topic = self.topics.for_event(&envelope.event);
-        let payload = envelope.to_json();
-        let key = envelope.company.as_ref().map(|c| c.as_str()).unwrap_or("");
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: HEADER_EVENT_TYPE,
-                value: Some(envelope.event.type_name()),
-            })
-            .insert(Header {
-                key: HEADER_REQUEST_ID,
-                value: Some(envelope.request_id.as_str()),
-            });
-        let mut record = FutureRecord::to(topic)
-            .key(key)
-            .payload(&payload)
-            .headers(headers);
-        let started = Instant::now();
-        let failed = |source| BusError::Publish {
-            topic: topic.to_owned(),
-            source,
-        };
-        let delivery = loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => break delivery,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again))
-                    if started.elapsed() < self.timeout =>
-                {
-                    record = again;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err((e, _)) => {
-                    self.timer.observe("kafka", "produce", started, false);
-                    return Err(failed(e));
-                }
-            }
-        };
-        Ok(Pending {
-            delivery,
-            topic: topic.to_owned(),
-            event_type: envelope.event.type_name(),
-            started,
-            timer: self.timer.clone(),
-            published: self.published.clone(),
-        })
-    }
-
-    /// Publishes a record as it is (not an envelope of ours): the
-    /// dead-letter re-drive sends an original record back to its topic.
-    pub async fn publish_raw(
-        &self,
-        topic: &str,
-        key: Option<&[u8]>,
-        payload: &[u8],
-        headers: &BTreeMap<String, String>,
-    ) -> Result<Delivered, BusError> {
-        let mut owned = OwnedHeaders::new();
-        for (k, v) in headers {
-            owned = owned.insert(Header {
-                key: k,
-                value: Some(v),
-            });
-        }
-        let mut record = FutureRecord::to(topic).payload(payload).headers(owned);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        let started = Instant::now();
-        let result = self.producer.send(record, self.timeout).await;
-        self.timer
-            .observe("kafka", "produce", started, result.is_ok());
-        match result {
-            Ok(d) => Ok(Delivered {
-                partition: d.partition,
-                offset: d.offset,
-            }),
-            Err((source, _)) => Err(BusError::Publish {
-                topic: topic.to_owned(),
-                source,
-            }),
-        }
-    }
-
-    /// Checks that the cluster takes this publisher's writes now: every
-    /// partition of the contract's topics has a leader that answers, and at
-    /// least `min.insync.replicas` replicas in sync. A broker that answers
-    /// is not enough: with two of three brokers down the third still
-    /// answers, with the metadata it had when the controllers lost their
-    /// quorum, and no `acks=all` write succeeds.
-    pub async fn check(&self, timeout: Duration) -> Result<(), BusError> {
-        let topics: Vec<String> = self.topics.all().map(str::to_owned).to_vec();
-        let producer = self.producer.clone();
-        let described = tokio::task::spawn_blocking(move || {
-            topics
-                .into_iter()
-                .map(|topic| {
-                    let states = describe_partitions(producer.client(), &topic, timeout)?;
-                    Ok((topic, states))
-                })
-                .collect::<Result<Vec<_>, BusError>>()
-        })
-        .await
-        .map_err(|e| BusError::Metadata(e.to_string()))??;
-        for (topic, states) in described {
-            let min_isr = self.min_isr.of(&topic, timeout).await?;
-            writable(&topic, &states, min_isr).map_err(BusError::Unwritable)?;
-        }
-        Ok(())
-    }
-
-    /// Waits until queued messages are delivered (used at shutdown).
-    pub fn flush(&self, timeout: Duration) {
-        if let Err(e) = self.producer.flush(timeout) {
-            tracing::warn!(error = %e, "producer flush did not complete");
-        }
-    }
-}
-
-/// Each topic's `min.insync.replicas`, asked once per topic (a topic
-/// setting that hardly ever changes).
-struct MinInsyncReplicas {
-    admin: AdminClient<DefaultClientContext>,
-    known: Mutex<HashMap<String, usize>>,
-}
-
-impl MinInsyncReplicas {
-    async fn of(&self, topic: &str, timeout: Duration) -> Result<usize, BusError> {
-        if let Some(known) = self.known.lock().expect("not poisoned").get(topic) {
-            return Ok(*known);
-        }
-        let options = AdminOptions::new().request_timeout(Some(timeout));
-        let failed = |e: String| BusError::Metadata(format!("{topic}: {e}"));
-        let described = self
-            .admin
-            .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let resource = described
-            .into_iter()
-            .next()
-            .ok_or_else(|| failed("no configuration described".into()))?
-            .map_err(|code| failed(code.to_string()))?;
-        let min_isr = resource
-            .get("min.insync.replicas")
-            .and_then(|e| e.value.as_deref())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| failed("min.insync.replicas not described".into()))?;
-        self.known
-            .lock()
-            .expect("not poisoned")
-            .insert(topic.to_owned(), min_isr);
-        Ok(min_isr)
-    }
-}
-
-/// One partition of a metadata answer: id, leader, replicas, in-sync replicas.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PartitionState {
-    partition: i32,
-    leader: i32,
-    replicas: usize,
-    in_sync: usize,
-}
-
-/// The partitions of `topic`, each leader asked for its offsets (a
-/// metadata answer can name a leader that is long gone), or what is wrong.
-fn describe_partitions<C: rdkafka::client::ClientContext>(
-    client: &rdkafka::client::Client<C>,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<PartitionState>, BusError> {
-    let metadata = client
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| BusError::Metadata(e.to_string()))?;
-    let unwritable = |why: String| BusError::Unwritable(format!("{topic}: {why}"));
-    let described = metadata
-        .topics()
-        .first()
-        .ok_or_else(|| unwritable("the broker described no such topic".into()))?;
-    if let Some(code) = described.error() {
-        return Err(unwritable(RDKafkaErrorCode::from(code).to_string()));
-    }
-    let states: Vec<PartitionState> = described
-        .partitions()
-        .iter()
-        .map(|p| PartitionState {
-            partition: p.id(),
-            leader: p.leader(),
-            replicas: p.replicas().len(),
-            in_sync: p.isr().len(),
-        })
-        .collect();
-    for p in states.iter().filter(|p| p.leader >= 0) {
-        if let Err(e) = client.fetch_watermarks(topic, p.partition, timeout / 2) {
-            return Err(unwritable(format!(
-                "partition {} has broker {} for leader, which does not answer ({e})",
-                p.partition, p.leader
-            )));
-        }
-    }
-    Ok(states)
-}
-
-/// `Ok` when every partition of `topic` has a leader and at least
-/// `min_isr` replicas in sync; else a sentence saying which does not.
-fn writable(topic: &str, partitions: &[PartitionState], min_isr: usize) -> Result<(), String> {
-    if partitions.is_empty() {
-        return Err(format!("{topic} has no partitions"));
-    }
-    for p in partitions {
-        if p.leader < 0 {
-            return Err(format!("{topic} partition {} has no leader", p.partition));
-        }
-        if p.in_sync < min_isr {
-            return Err(format!(
-                "{topic} partition {}: {} of {} replicas in sync, min.insync.replicas is {min_isr}: \
-                 the cluster refuses acks=all writes until a broker returns",
-                p.partition, p.in_sync, p.replicas
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Runs a blocking librdkafka metadata call off the async runtime.
@@ -663,6 +360,28 @@ pub async fn next_record<'c>(
 /// that it keeps moving while the consumer is stuck, which is when it matters.
 pub struct ConsumerLag {
     gauge: IntGaugeVec,
+    waiting: WaitingRecords,
+}
+
+/// The records of the assigned partitions not committed yet, as last
+/// measured by [`ConsumerLag`], and since when there have been some.
+#[derive(Clone, Default)]
+pub struct WaitingRecords(Arc<Mutex<Option<(i64, Instant)>>>);
+
+impl WaitingRecords {
+    /// `(records, waiting since)`; `None` while nothing waits.
+    pub fn get(&self) -> Option<(i64, Instant)> {
+        *self.0.lock().expect("not poisoned")
+    }
+
+    fn set(&self, records: i64) {
+        let mut waiting = self.0.lock().expect("not poisoned");
+        *waiting = match *waiting {
+            _ if records <= 0 => None,
+            Some((_, since)) => Some((records, since)),
+            None => Some((records, Instant::now())),
+        };
+    }
 }
 
 impl ConsumerLag {
@@ -677,7 +396,12 @@ impl ConsumerLag {
         .expect("valid gauge");
         Self {
             gauge: register(registry, gauge),
+            waiting: WaitingRecords::default(),
         }
+    }
+
+    pub fn waiting(&self) -> WaitingRecords {
+        self.waiting.clone()
     }
 
     /// Refreshes the gauge every `every` until `shutdown`.
@@ -696,6 +420,7 @@ impl ConsumerLag {
                     Ok(Ok(lags)) => {
                         // Partitions revoked since the last round disappear.
                         self.gauge.reset();
+                        self.waiting.set(lags.iter().map(|(_, _, lag)| lag).sum());
                         for (topic, partition, lag) in lags {
                             self.gauge
                                 .with_label_values(&[&topic, &partition.to_string()])
@@ -756,36 +481,6 @@ pub fn headers_map<H: Headers>(headers: Option<&H>) -> BTreeMap<String, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn partition(partition: i32, leader: i32, in_sync: usize) -> PartitionState {
-        PartitionState {
-            partition,
-            leader,
-            replicas: 3,
-            in_sync,
-        }
-    }
-
-    #[test]
-    fn a_topic_is_writable_only_with_a_leader_and_enough_replicas_in_sync() {
-        let healthy = [partition(0, 1, 3), partition(1, 2, 2), partition(2, 3, 3)];
-        assert_eq!(writable("t", &healthy, 2), Ok(()));
-
-        let two_down = [partition(0, 1, 1), partition(1, 1, 1), partition(2, 1, 1)];
-        let refused = writable("t", &two_down, 2).unwrap_err();
-        assert!(
-            refused.contains("t partition 0: 1 of 3 replicas in sync, min.insync.replicas is 2"),
-            "{refused}"
-        );
-        assert_eq!(writable("t", &two_down, 1), Ok(()));
-
-        let leaderless = [partition(0, 1, 2), partition(1, -1, 1)];
-        assert_eq!(
-            writable("t", &leaderless, 1),
-            Err("t partition 1 has no leader".into())
-        );
-        assert_eq!(writable("t", &[], 1), Err("t has no partitions".into()));
-    }
 
     #[test]
     fn topics_follow_the_contract_and_take_a_prefix() {
