@@ -20,10 +20,27 @@ fn bodies() -> Vec<(&'static str, usize, BodyFormat, Vec<u8>)> {
         }
         body
     };
+    // Small elements: the per-element cost, not the per-byte one.
+    let tiny = |n: u32, separator: &[u8]| {
+        let items: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!("{{\"name\":\"c{i}\"}}").into_bytes())
+            .collect();
+        items.join(separator)
+    };
+    let mut tiny_array = b"[".to_vec();
+    tiny_array.extend(tiny(10_000, b","));
+    tiny_array.push(b']');
     vec![
         ("one company", 1, BodyFormat::Json, array(1)),
         ("array of 1000", 1_000, BodyFormat::Json, array(1_000)),
         ("ndjson of 1000", 1_000, BodyFormat::NdJson, ndjson(1_000)),
+        ("array of 10000 tiny", 10_000, BodyFormat::Json, tiny_array),
+        (
+            "ndjson of 10000 tiny",
+            10_000,
+            BodyFormat::NdJson,
+            tiny(10_000, b"\n"),
+        ),
     ]
 }
 

@@ -5,19 +5,18 @@
 //! document after the first problem is handed on, the caller announces
 //! none of them, and the client gets every position to fix (up to a limit).
 
+mod elements;
 mod shape;
 mod text;
 
 pub use shape::DEPTH_CEILING;
 
-use std::cell::RefCell;
 use std::io::{BufRead, Read};
-use std::rc::Rc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use shape::StreamFailure;
+use elements::{Elements, Next};
 use text::TextReader;
 
 use etl_core::domain::{CompanySlug, SlugError};
@@ -130,21 +129,10 @@ pub enum SplitError {
     Stopped,
 }
 
-/// Raised by the recorder when one document outgrows its limit.
-#[derive(Debug, thiserror::Error)]
-#[error("a company document is larger than its limit")]
-struct CompanyTooBig;
-
 impl SplitError {
-    /// Takes errors of the splitter's own layers back out of an
+    /// Takes an error of the text layer (an encoding error) back out of an
     /// `io::Error`; anything else is the reader's.
-    fn from_io(e: std::io::Error, place: impl FnOnce() -> String, limit: usize) -> Self {
-        if e.get_ref().is_some_and(|inner| inner.is::<CompanyTooBig>()) {
-            return SplitError::CompanyTooLarge {
-                place: place(),
-                limit,
-            };
-        }
+    fn from_read(e: std::io::Error) -> Self {
         if e.get_ref().is_some_and(|inner| inner.is::<ExtractError>()) {
             let inner = e.into_inner().expect("checked: it has an inner error");
             let extract = inner
@@ -226,29 +214,47 @@ struct Collector<F> {
 }
 
 impl<F: FnMut(CompanyDoc) -> bool> Collector<F> {
-    fn take(&mut self, at: Location, text: &str) -> Result<(), SplitError> {
+    /// Takes the next document; whether it is a usable company, or why not.
+    fn take(&mut self, at: Location, text: &str) -> Result<Result<(), String>, SplitError> {
         self.documents += 1;
         match company_of(text) {
-            Ok(company) if self.problem_count == 0 => {
-                let doc = CompanyDoc {
-                    company,
-                    bytes: text.as_bytes().to_vec(),
-                };
-                if !(self.sink)(doc) {
-                    return Err(SplitError::Stopped);
+            Ok(company) => {
+                // After a problem the body is refused: no point storing more.
+                if self.problem_count == 0 {
+                    let doc = CompanyDoc {
+                        company,
+                        bytes: text.as_bytes().to_vec(),
+                    };
+                    if !(self.sink)(doc) {
+                        return Err(SplitError::Stopped);
+                    }
                 }
+                Ok(Ok(()))
             }
-            // The body is refused: no point storing more of it.
-            Ok(_) => {}
             Err(message) => {
-                self.problem_count += 1;
-                if self.problems.len() < MAX_PROBLEMS {
-                    self.problems.push(at.problem(message));
-                }
-                if self.problem_count == STOP_AT_PROBLEMS {
-                    return Err(self.refusal("at least ").into());
-                }
+                self.problem(at, message.clone())?;
+                Ok(Err(message))
             }
+        }
+    }
+
+    /// A document identical to one taken before: the same company (one
+    /// file, handed on once) or the same problem, at another place.
+    fn again(&mut self, at: Location, usable: &Result<(), String>) -> Result<(), SplitError> {
+        self.documents += 1;
+        match usable {
+            Ok(()) => Ok(()),
+            Err(message) => self.problem(at, message.clone()),
+        }
+    }
+
+    fn problem(&mut self, at: Location, message: String) -> Result<(), SplitError> {
+        self.problem_count += 1;
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(at.problem(message));
+        }
+        if self.problem_count == STOP_AT_PROBLEMS {
+            return Err(self.refusal("at least ").into());
         }
         Ok(())
     }
@@ -284,112 +290,78 @@ impl<F: FnMut(CompanyDoc) -> bool> Collector<F> {
     }
 }
 
-/// The bytes the JSON walk reads while an element is being read: that
-/// element's exact text, plus separators around it.
-struct Recording {
-    on: bool,
-    bytes: Vec<u8>,
-    limit: usize,
-}
-
-/// Hands the walk its bytes one read at a time and records them.
-struct Tee<'r, R> {
-    inner: &'r mut R,
-    recording: Rc<RefCell<Recording>>,
-}
-
-impl<R: Read> Read for Tee<'_, R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(out)?;
-        let mut recording = self.recording.borrow_mut();
-        if recording.on {
-            let mut read = &out[..n];
-            // What precedes an element is not part of it, however long.
-            if recording.bytes.is_empty() {
-                let start = read
-                    .iter()
-                    .position(|b| !b.is_ascii_whitespace() && *b != b',')
-                    .unwrap_or(read.len());
-                read = &read[start..];
-            }
-            if recording.bytes.len() + read.len() > recording.limit {
-                return Err(std::io::Error::other(CompanyTooBig));
-            }
-            recording.bytes.extend_from_slice(read);
-        }
-        Ok(n)
-    }
-}
-
-struct JsonElements<'c, F> {
-    collector: &'c mut Collector<F>,
-    recording: Rc<RefCell<Recording>>,
-    /// Elements of the top-level array completed so far.
-    completed: usize,
-    failure: Option<SplitError>,
-}
-
-impl<F: FnMut(CompanyDoc) -> bool> shape::Elements for JsonElements<'_, F> {
-    fn starts(&mut self) {
-        let mut recording = self.recording.borrow_mut();
-        recording.on = true;
-        recording.bytes.clear();
-    }
-
-    fn ends(&mut self, index: Option<usize>) -> Result<(), ()> {
-        let mut bytes = {
-            let mut recording = self.recording.borrow_mut();
-            recording.on = false;
-            std::mem::take(&mut recording.bytes)
-        };
-        self.completed += 1;
-        let at = index.map_or(Location::Whole, Location::Index);
-        // The walk checked the element, so its text starts and ends on
-        // ASCII: it is UTF-8 (TextReader checked) and cut only around it.
-        // The Tee left out what preceded it; what follows it is at most
-        // whitespace or, after a number, the byte the parser peeked at.
-        let text = std::str::from_utf8(bytes.trim_ascii_end())
-            .map_err(|e| SplitError::Read(std::io::Error::other(e)))
-            .and_then(|text| self.collector.take(at, text));
-        // The buffer is kept for the next element.
-        bytes.clear();
-        self.recording.borrow_mut().bytes = bytes;
-        text.map_err(|e| self.failure = Some(e))
-    }
-}
-
 fn split_json<R: Read, F: FnMut(CompanyDoc) -> bool>(
     text: &mut TextReader<R>,
     limits: SplitLimits,
     collector: &mut Collector<F>,
 ) -> Result<(), SplitError> {
-    let recording = Rc::new(RefCell::new(Recording {
-        on: false,
-        bytes: Vec::new(),
-        limit: limits.max_company_bytes,
-    }));
-    let mut elements = JsonElements {
-        collector,
-        recording: recording.clone(),
-        completed: 0,
-        failure: None,
-    };
-    let tee = Tee {
-        inner: text,
-        recording,
-    };
-    match shape::check_json_stream(tee, limits.max_depth, &mut elements) {
-        Ok(()) => Ok(()),
-        Err(StreamFailure::Extract(e)) => Err(e.into()),
-        Err(StreamFailure::Stopped) => Err(elements.failure.take().unwrap_or(SplitError::Stopped)),
-        Err(StreamFailure::Io(e)) => {
-            let completed = elements.completed;
-            Err(SplitError::from_io(
-                e,
-                || format!("element {completed} of the array (or the body's one company)"),
-                limits.max_company_bytes,
-            ))
+    let mut elements = Elements::new(text, limits.max_depth, limits.max_company_bytes);
+    let mut seen = SeenElements::default();
+    loop {
+        let Next::Value(value) = elements.next()? else {
+            return Ok(());
+        };
+        let (bytes, index) = (value.bytes, value.index);
+        let at = index.map_or(Location::Whole, Location::Index);
+        if let Some(usable) = seen.get(bytes) {
+            collector.again(at, usable)?;
+            continue;
         }
+        if !value.checked {
+            shape::check_value(bytes, limits.max_depth, index, value.start)?;
+        }
+        // Checked UTF-8 (TextReader), cut only around ASCII brackets,
+        // quotes and delimiters.
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| SplitError::Read(std::io::Error::other(e)))?;
+        let usable = collector.take(at, text)?;
+        seen.insert(bytes, usable);
+    }
+}
+
+/// The last few small elements (or NDJSON lines) of this body, and whether
+/// each was a usable company. An element repeated byte for byte is the
+/// same file (stored and announced once anyway) or the same problem, so it
+/// is neither checked nor parsed again: a gzip body of a few elements
+/// repeated millions of times (a few hundred KiB that inflate past
+/// `MAX_BODY_BYTES`) costs a pass over its bytes, not a parse of each copy.
+#[derive(Default)]
+struct SeenElements {
+    recent: Vec<(Vec<u8>, Result<(), String>)>,
+    /// The entry the next new element replaces, once `recent` is full.
+    next: usize,
+}
+
+impl SeenElements {
+    /// Longer elements are not remembered: repeats of them are rare, and
+    /// each costs little next to its size.
+    const MAX_ELEMENT_BYTES: usize = 256;
+    /// Compared one by one: a few, so that a miss costs little.
+    const ENTRIES: usize = 2;
+
+    fn get(&self, bytes: &[u8]) -> Option<&Result<(), String>> {
+        if bytes.len() > Self::MAX_ELEMENT_BYTES {
+            return None;
+        }
+        self.recent
+            .iter()
+            .find(|(known, _)| known.as_slice() == bytes)
+            .map(|(_, usable)| usable)
+    }
+
+    fn insert(&mut self, bytes: &[u8], usable: Result<(), String>) {
+        if bytes.len() > Self::MAX_ELEMENT_BYTES {
+            return;
+        }
+        if self.recent.len() < Self::ENTRIES {
+            self.recent.push((bytes.to_vec(), usable));
+            return;
+        }
+        let (known, old) = &mut self.recent[self.next];
+        known.clear();
+        known.extend_from_slice(bytes);
+        *old = usable;
+        self.next = (self.next + 1) % Self::ENTRIES;
     }
 }
 
@@ -400,12 +372,13 @@ fn split_ndjson<R: Read, F: FnMut(CompanyDoc) -> bool>(
 ) -> Result<(), SplitError> {
     let limit = limits.max_company_bytes;
     let mut line = Vec::new();
+    let mut seen = SeenElements::default();
     for number in 1.. {
         line.clear();
         let read = (&mut *text)
             .take((limit as u64).saturating_add(1))
             .read_until(b'\n', &mut line)
-            .map_err(|e| SplitError::from_io(e, || format!("line {number}"), limit))?;
+            .map_err(SplitError::from_read)?;
         if read == 0 {
             return Ok(());
         }
@@ -419,10 +392,16 @@ fn split_ndjson<R: Read, F: FnMut(CompanyDoc) -> bool>(
         if content.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        let at = Location::Line(number as usize);
+        if let Some(usable) = seen.get(content) {
+            collector.again(at, usable)?;
+            continue;
+        }
         shape::check_json(content, limits.max_depth, number)?;
-        let raw: &RawValue =
-            serde_json::from_slice(content).map_err(|e| invalid_json(&e, number))?;
-        collector.take(Location::Line(number as usize), raw.get())?;
+        let raw: &RawValue = serde_json::from_slice(content)
+            .map_err(|e| invalid_json(&e, number, e.column() as u64))?;
+        let usable = collector.take(at, raw.get())?;
+        seen.insert(content, usable);
     }
     unreachable!("more lines than a u64 counts")
 }
@@ -459,8 +438,8 @@ impl Problem {
     }
 }
 
-/// `line`: where the error is in the whole body.
-fn invalid_json(e: &serde_json::Error, line: u64) -> ExtractError {
+/// `line` and `column`: where the error is in the whole body.
+fn invalid_json(e: &serde_json::Error, line: u64, column: u64) -> ExtractError {
     let text = e.to_string();
     // serde_json appends " at line L column C"; we report those as fields.
     let message = text
@@ -470,7 +449,7 @@ fn invalid_json(e: &serde_json::Error, line: u64) -> ExtractError {
     ExtractError::InvalidJson {
         message,
         line,
-        column: e.column() as u64,
+        column,
     }
 }
 

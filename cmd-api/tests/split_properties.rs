@@ -43,6 +43,34 @@ fn format() -> impl Strategy<Value = BodyFormat> {
     prop_oneof![Just(BodyFormat::Json), Just(BodyFormat::NdJson)]
 }
 
+fn same_verdict_as_serde_json(body: &[u8]) -> Result<(), TestCaseError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    match (
+        split(body, BodyFormat::Json, 64),
+        serde_json::from_slice::<Value>(body),
+    ) {
+        (Err(ExtractError::InvalidJson { line, column, .. }), Err(e)) => {
+            prop_assert_eq!(
+                (line, column),
+                (e.line() as u64, e.column() as u64),
+                "{}",
+                e
+            );
+        }
+        (Err(e @ ExtractError::InvalidJson { .. }), Ok(_)) => {
+            prop_assert!(false, "refused JSON that serde_json reads: {e:?}");
+        }
+        (Ok(_) | Err(ExtractError::MissingCompany { .. }), Err(e)) => {
+            prop_assert!(false, "accepted what serde_json refuses: {e}");
+        }
+        // Too deep, a duplicate key, or an outcome both agree on.
+        _ => {}
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1_000))]
 
@@ -65,6 +93,32 @@ proptest! {
         format in format(),
     ) {
         let _ = split(body.as_bytes(), format, 64);
+    }
+
+    /// serde_json's parser is the reference for what JSON is: the split
+    /// calls invalid exactly what it refuses, at the same place.
+    #[test]
+    fn json_noise_is_refused_where_serde_json_refuses_it(
+        body in "[\\[\\]{}\",:0-9a-z\\\\ \\n.eE+-]{0,300}",
+    ) {
+        same_verdict_as_serde_json(body.as_bytes())?;
+    }
+
+    #[test]
+    fn json_with_one_byte_changed_is_refused_where_serde_json_refuses_it(
+        value in json_value(),
+        at in any::<prop::sample::Index>(),
+        byte in prop::sample::select(b"[]{},:\"0a \n-.e\\".to_vec()),
+        remove in any::<bool>(),
+    ) {
+        let mut body = serde_json::to_vec(&json!([value])).unwrap();
+        let at = at.index(body.len());
+        if remove {
+            body.remove(at);
+        } else {
+            body[at] = byte;
+        }
+        same_verdict_as_serde_json(&body)?;
     }
 
     #[test]

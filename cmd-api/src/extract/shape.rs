@@ -14,6 +14,9 @@ use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess,
 
 use super::ExtractError;
 
+/// Keys of an object checked for repeats by a list; a set beyond.
+const FEW_KEYS: usize = 16;
+
 /// Highest `MAX_JSON_DEPTH` accepted: below serde_json's recursion limit,
 /// which would otherwise answer first with a less helpful message.
 pub const DEPTH_CEILING: usize = 100;
@@ -25,123 +28,36 @@ pub fn check_json(text: &[u8], max_depth: usize, first_line: u64) -> Result<(), 
     let mut de = serde_json::Deserializer::from_slice(text);
     let result = Walk(&mut walk).deserialize(&mut de).and_then(|()| de.end());
     let Err(e) = result else { return Ok(()) };
-    Err(walk.failure(&e, e.line() as u64 + first_line - 1))
+    Err(walk.failure(&e, e.line() as u64 + first_line - 1, e.column() as u64))
 }
 
-/// Told about the elements of a top-level array as the streaming walk
-/// reads them (or about the top-level value, when it is not an array).
-pub trait Elements {
-    /// An element is about to be read.
-    fn starts(&mut self);
-    /// It was read and passed the checks; `index` is its place in the
-    /// top-level array, `None` for a top-level value that is not one.
-    /// An error stops the walk.
-    fn ends(&mut self, index: Option<usize>) -> Result<(), ()>;
+/// Where a value cut out of a body starts: the line, and the column of
+/// its first byte (columns count bytes, as serde_json's do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub line: u64,
+    pub column: u64,
 }
 
-pub enum StreamFailure {
-    Extract(ExtractError),
-    /// The reader failed, with what it said.
-    Io(std::io::Error),
-    /// [`Elements::ends`] asked to stop.
-    Stopped,
-}
-
-/// [`check_json`] of a whole body read from `reader`, which is never held
-/// whole: elements are reported to `elements` as they complete.
-pub fn check_json_stream<R: std::io::Read>(
-    reader: R,
+/// Checks one value cut out of a JSON body: `index` is its place in the
+/// top-level array (`None` for the body's one value), `at` where its first
+/// byte is, so that a finding names its place in the whole body.
+pub fn check_value(
+    text: &[u8],
     max_depth: usize,
-    elements: &mut dyn Elements,
-) -> Result<(), StreamFailure> {
+    index: Option<usize>,
+    at: Position,
+) -> Result<(), ExtractError> {
     let mut walk = WalkState::new(max_depth);
-    let mut stopped = false;
-    elements.starts();
-    let mut de = serde_json::Deserializer::from_reader(reader);
-    let top = Top {
-        walk: &mut walk,
-        elements: &mut *elements,
-        stopped: &mut stopped,
+    walk.path.extend(index.map(Segment::Index));
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let result = Walk(&mut walk).deserialize(&mut de).and_then(|()| de.end());
+    let Err(e) = result else { return Ok(()) };
+    let (line, column) = match e.line() as u64 {
+        1 => (at.line, at.column - 1 + e.column() as u64),
+        n => (at.line + n - 1, e.column() as u64),
     };
-    let result = top.deserialize(&mut de).and_then(|is_array| {
-        // Before the trailing whitespace is read: it is not the value's.
-        if !is_array && elements.ends(None).is_err() {
-            stopped = true;
-            return Err(serde_json::Error::custom("stopped by the caller"));
-        }
-        de.end()
-    });
-    match result {
-        Ok(()) => Ok(()),
-        Err(_) if stopped => Err(StreamFailure::Stopped),
-        Err(e) if e.is_io() => Err(StreamFailure::Io(e.into())),
-        Err(e) => Err(StreamFailure::Extract(walk.failure(&e, e.line() as u64))),
-    }
-}
-
-/// The top-level value: an array is walked element by element, anything
-/// else as one value. Yields whether it was an array.
-struct Top<'a> {
-    walk: &'a mut WalkState,
-    elements: &'a mut dyn Elements,
-    stopped: &'a mut bool,
-}
-
-impl<'de> DeserializeSeed<'de> for Top<'_> {
-    type Value = bool;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Top<'_> {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_unit<E>(self) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
-        Walk(self.walk).visit_map(map).map(|()| false)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        self.walk.enter()?;
-        let mut index = 0;
-        loop {
-            self.elements.starts();
-            self.walk.path.push(Segment::Index(index));
-            let more = seq.next_element_seed(Walk(&mut *self.walk))?;
-            self.walk.path.pop();
-            if more.is_none() {
-                return Ok(true);
-            }
-            if self.elements.ends(Some(index)).is_err() {
-                *self.stopped = true;
-                return Err(A::Error::custom("stopped by the caller"));
-            }
-            index += 1;
-        }
-    }
+    Err(walk.failure(&e, line, column))
 }
 
 enum Finding {
@@ -149,19 +65,20 @@ enum Finding {
     DuplicateKey { key: String },
 }
 
-enum Segment {
+enum Segment<'de> {
     Index(usize),
-    Key(String),
+    /// Borrowed from the text unless it holds escapes.
+    Key(Cow<'de, str>),
 }
 
-struct WalkState {
+struct WalkState<'de> {
     /// Where the walk is; left in place when it stops at a finding.
-    path: Vec<Segment>,
+    path: Vec<Segment<'de>>,
     max_depth: usize,
     finding: Option<Finding>,
 }
 
-impl WalkState {
+impl WalkState<'_> {
     fn new(max_depth: usize) -> Self {
         Self {
             path: Vec::new(),
@@ -170,9 +87,8 @@ impl WalkState {
         }
     }
 
-    /// What stopped the walk, `line` being where in the whole body.
-    fn failure(&mut self, e: &serde_json::Error, line: u64) -> ExtractError {
-        let column = e.column() as u64;
+    /// What stopped the walk, at `line` and `column` of the whole body.
+    fn failure(&mut self, e: &serde_json::Error, line: u64, column: u64) -> ExtractError {
         match self.finding.take() {
             Some(Finding::TooDeep) => ExtractError::TooDeep {
                 limit: self.max_depth,
@@ -185,7 +101,7 @@ impl WalkState {
                 line,
                 column,
             },
-            None => super::invalid_json(e, line),
+            None => super::invalid_json(e, line, column),
         }
     }
 
@@ -217,16 +133,16 @@ impl WalkState {
     }
 }
 
-struct Walk<'s>(&'s mut WalkState);
+struct Walk<'s, 'de>(&'s mut WalkState<'de>);
 
-impl<'de> DeserializeSeed<'de> for Walk<'_> {
+impl<'de> DeserializeSeed<'de> for Walk<'_, 'de> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Walk<'_> {
+impl<'de> Visitor<'de> for Walk<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -268,18 +184,32 @@ impl<'de> Visitor<'de> for Walk<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         self.0.enter()?;
-        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+        // Most objects have a few keys: a list is cheaper than a set.
+        let mut seen: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: HashSet<Cow<'de, str>> = HashSet::new();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            if seen.contains(&key) {
+            let repeated = if many.is_empty() && seen.len() < FEW_KEYS {
+                seen.contains(&key)
+            } else {
+                if many.is_empty() {
+                    many.extend(seen.drain(..));
+                }
+                many.contains(&key)
+            };
+            if repeated {
                 self.0.finding = Some(Finding::DuplicateKey {
                     key: key.into_owned(),
                 });
                 return Err(A::Error::custom("duplicate key"));
             }
-            self.0.path.push(Segment::Key(key.clone().into_owned()));
+            self.0.path.push(Segment::Key(key.clone()));
             map.next_value_seed(Walk(&mut *self.0))?;
             self.0.path.pop();
-            seen.insert(key);
+            if many.is_empty() {
+                seen.push(key);
+            } else {
+                many.insert(key);
+            }
         }
         Ok(())
     }
@@ -361,6 +291,16 @@ mod tests {
     }
 
     #[test]
+    fn a_key_repeated_after_many_others_is_found() {
+        let keys: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        let body = format!("{{{},\"k3\":0}}", keys.join(","));
+        let err = check_json(body.as_bytes(), 64, 1).unwrap_err();
+        assert!(matches!(err, ExtractError::DuplicateKey { key, .. } if key == "k3"));
+        let body = format!("{{{}}}", keys.join(","));
+        assert!(check_json(body.as_bytes(), 64, 1).is_ok());
+    }
+
+    #[test]
     fn the_same_key_in_sibling_objects_is_fine() {
         assert!(check_json(br#"[{"a":1},{"a":2},{"a":{"a":3}}]"#, 64, 1).is_ok());
     }
@@ -381,39 +321,36 @@ mod tests {
         assert!(matches!(err, ExtractError::DuplicateKey { line: 7, .. }));
     }
 
-    struct Seen(Vec<Option<usize>>);
-
-    impl Elements for Seen {
-        fn starts(&mut self) {}
-        fn ends(&mut self, index: Option<usize>) -> Result<(), ()> {
-            self.0.push(index);
-            if index == Some(2) { Err(()) } else { Ok(()) }
-        }
-    }
-
     #[test]
-    fn the_stream_walk_reports_each_element_and_the_whole_body_position() {
-        let mut seen = Seen(Vec::new());
-        let body = &b"[{\"a\":1},\n{\"a\":2}]"[..];
-        assert!(check_json_stream(body, 64, &mut seen).is_ok());
-        assert_eq!(seen.0, [Some(0), Some(1)]);
-
-        let body =
-            &b"[{\"name\":\"A\"},\n{\"name\":\"B\",\"address\":{\"city\":\"x\",\"city\":\"y\"}}]"[..];
-        let Err(StreamFailure::Extract(ExtractError::DuplicateKey { path, line, .. })) =
-            check_json_stream(body, 64, &mut Seen(Vec::new()))
+    fn a_value_cut_out_of_a_body_is_reported_where_it_is_in_the_body() {
+        let at = Position { line: 3, column: 5 };
+        let body = br#"{"name":"B","address":{"city":"x","city":"y"}}"#;
+        let Err(ExtractError::DuplicateKey {
+            path, line, column, ..
+        }) = check_value(body, 64, Some(1), at)
         else {
             panic!("expected a duplicate key")
         };
-        assert_eq!((path.as_str(), line), ("/1/address", 2));
+        assert_eq!((path.as_str(), line), ("/1/address", 3));
+        let Err(ExtractError::DuplicateKey { column: alone, .. }) = check_json(body, 64, 1) else {
+            panic!("expected a duplicate key")
+        };
+        // The value's own column, moved to where the value starts.
+        assert_eq!(column, 5 - 1 + alone);
 
-        let mut seen = Seen(Vec::new());
-        let stopped = check_json_stream(&b"[1,2,3,4]"[..], 64, &mut seen);
-        assert!(matches!(stopped, Err(StreamFailure::Stopped)));
-        assert_eq!(seen.0, [Some(0), Some(1), Some(2)]);
+        let Err(ExtractError::InvalidJson { line, column, .. }) =
+            check_value(b"{\n  \"a\" 1}", 64, Some(0), at)
+        else {
+            panic!("expected invalid JSON")
+        };
+        assert_eq!((line, column), (4, 7), "the second line of the value");
 
-        let mut seen = Seen(Vec::new());
-        assert!(check_json_stream(&b" {\"a\":[1]} "[..], 64, &mut seen).is_ok());
-        assert_eq!(seen.0, [None]);
+        // Inside the top-level array, the value's own nesting starts at 2.
+        assert!(check_value(&deep(63), 64, Some(0), at).is_ok());
+        assert!(matches!(
+            check_value(&deep(64), 64, Some(0), at),
+            Err(ExtractError::TooDeep { .. })
+        ));
+        assert!(check_value(&deep(64), 64, None, at).is_ok());
     }
 }

@@ -12,6 +12,7 @@
 
 mod limits;
 mod pipeline;
+mod refusals;
 mod run;
 mod stats;
 mod streaming;
@@ -161,6 +162,9 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
 
+    eprintln!("[bench] api: hostile bodies and a good import beside them");
+    let refused = refusals::hostile_bodies(&env, &knobs).await;
+
     let streamed_keys = std::mem::take(&mut streamed.keys);
     match limits::clean_up(&env, &store, raw_ops, streamed_keys).await {
         Ok(n) => eprintln!("[bench] deleted the run's {n} objects and its bucket"),
@@ -249,6 +253,15 @@ async fn main() -> anyhow::Result<()> {
         streamed.peak_rss_bytes as f64 / 1_048_576.0,
         streamed.files
     );
+    let ms = |d: std::time::Duration| d.as_millis();
+    println!(
+        "refusals: gzip inflating past MAX_BODY_BYTES 413 in {} ms, 40 MiB of numbers 422 in {} ms   (targets ≤ 2000 ms); \
+         a good import beside them {} ms, alone {} ms   (target ≤ alone + 1000 ms)",
+        ms(refused.bomb),
+        ms(refused.numbers),
+        ms(refused.good_beside),
+        ms(refused.good_alone)
+    );
     println!();
     println!(
         "a processor file waited on (its own dependency_request_duration_seconds; files run PROCESSOR_CONCURRENCY at a time, wall time {:.1} ms per file):",
@@ -272,6 +285,7 @@ async fn main() -> anyhow::Result<()> {
         "streamed_files": streamed.files,
         "processor_ms_per_file": breakdown,
         "processor_files_per_transaction": per_transaction,
+        "refusals_ms": {"inflating_gzip": ms(refused.bomb) as u64, "numbers_40_mib": ms(refused.numbers) as u64, "good_beside": ms(refused.good_beside) as u64, "good_alone": ms(refused.good_alone) as u64},
     });
     let out = repo_root().join("target/bench");
     std::fs::create_dir_all(&out)?;

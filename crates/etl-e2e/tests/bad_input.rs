@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use etl_core::metrics::DependencyTimer;
 use etl_core::storage::{ObjectStore, S3Settings};
-use etl_testkit::{DEADLINE, ServiceProcess, TestEnv, eventually, http, post_import};
+use etl_testkit::{DEADLINE, ServiceProcess, TestEnv, eventually, hostile, http, post_import};
 
 /// Error codes of uploads the api received but could not split into
 /// companies: each of those is also announced as a `FileExtractError`.
@@ -697,5 +697,61 @@ async fn slow_clients_are_cut_off_and_cannot_take_every_slot() {
         (status, answer["error"]["code"].as_str()),
         (413, Some("payload_too_large")),
         "{answer}"
+    );
+}
+
+/// Two bodies built to cost the api much before they are refused: 300 KiB
+/// of gzip that inflate past `MAX_BODY_BYTES` (one company repeated), and a
+/// 40 MiB array of numbers. Each is refused as soon as it is known to be,
+/// and a good import posted while both are in flight is acknowledged.
+#[tokio::test]
+async fn hostile_bodies_are_refused_cheaply_and_do_not_hold_up_good_ones() {
+    /// Well above what either takes (printed), far below the 33 s and 21 s
+    /// they took when every element was parsed and every number counted.
+    /// The 2 s goal is `make bench`'s (crates/etl-bench/src/refusals.rs).
+    const CEILING: Duration = Duration::from_secs(10);
+    let env = TestEnv::new().await;
+    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
+
+    let bomb = hostile::inflating_gzip(65 << 20);
+    let numbers = hostile::array_of_numbers(40 << 20);
+
+    let (bomb_size, numbers_size) = (bomb.len(), numbers.len());
+    let good = async {
+        let (status, _, took) = hostile::post_timed(&api, company("Good Neighbour"), false).await;
+        (status, took)
+    };
+    let (
+        (bomb_status, bomb_answer, bomb_took),
+        (n_status, n_answer, n_took),
+        (good_status, good_took),
+    ) = tokio::join!(
+        hostile::post_timed(&api, bomb, true),
+        hostile::post_timed(&api, numbers, false),
+        good,
+    );
+    eprintln!(
+        "counted: {bomb_size} B of gzip inflating past 64 MiB answered {bomb_status} in {} ms; \
+         {numbers_size} B of numbers answered {n_status} in {} ms; a good import alongside {good_status} in {} ms",
+        bomb_took.as_millis(),
+        n_took.as_millis(),
+        good_took.as_millis()
+    );
+    assert_eq!(
+        (bomb_status, bomb_answer["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{bomb_answer}"
+    );
+    assert_eq!(
+        (n_status, n_answer["error"]["code"].as_str()),
+        (422, Some("missing_company")),
+        "{n_answer}"
+    );
+    let message = n_answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("at least 100 documents"), "{message}");
+    assert_eq!(good_status, 202);
+    assert!(
+        bomb_took < CEILING && n_took < CEILING,
+        "refusals took {bomb_took:?} and {n_took:?}"
     );
 }

@@ -17,6 +17,7 @@ use etl_core::bus::{KafkaSettings, headers_map};
 use etl_core::config::Env;
 use etl_core::events::Envelope;
 
+pub mod hostile;
 mod load;
 mod own_kafka;
 mod own_server;
