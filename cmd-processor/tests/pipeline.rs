@@ -878,3 +878,57 @@ async fn an_s3_outage_makes_the_processor_unready_until_it_is_back() {
     let loaded = p.outcomes(&topic, "FileLoaded", |r| !r.is_empty()).await;
     assert_eq!(loaded_ids(&loaded), vec![file_id]);
 }
+
+/// A load that never returns (a lock someone holds on `companies`, as a
+/// long migration or a forgotten manual transaction would): every
+/// dependency answers its probe, yet nothing is committed while files
+/// wait, and readiness says so under `progress` once that outlasts its
+/// bound.
+#[tokio::test]
+async fn records_waiting_with_nothing_committed_make_the_processor_unready() {
+    let p = start_in(
+        TestEnv::new().await,
+        &[
+            ("PROCESSOR_STALL_AFTER_MS", "3000"),
+            ("KAFKA_LAG_INTERVAL_MS", "500"),
+        ],
+    )
+    .await;
+    let mut lock = p.env.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE companies IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let companies: Vec<Value> = (0..3).map(|n| generated_company(&p.env.id, n)).collect();
+    p.post(serde_json::to_vec(&companies).unwrap()).await;
+    eprintln!("injected: companies locked by another transaction with 3 files posted");
+
+    let report = eventually(DEADLINE, "readiness to name the stall", || async {
+        let (status, report) = readiness(&p.processor).await;
+        (status == 503).then_some(report)
+    })
+    .await;
+    for (name, result) in report["checks"].as_object().unwrap() {
+        assert_eq!(result["ok"], name != "progress", "{report}");
+    }
+    let why = report["checks"]["progress"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.starts_with("no commit for "), "{report}");
+    assert!(why.contains(" while 3 records wait"), "{report}");
+
+    lock.rollback().await.unwrap();
+    let loaded = p
+        .outcomes(
+            &p.env.kafka().topics().file_loaded,
+            "three FileLoaded",
+            |r| r.len() >= 3,
+        )
+        .await;
+    assert_eq!(loaded_ids(&loaded).len(), 3);
+    eventually(DEADLINE, "readiness 200 again", || async {
+        (readiness(&p.processor).await.0 == 200).then_some(())
+    })
+    .await;
+    eprintln!("counted: readiness said {why:?} while locked; 3 files loaded and 200 after");
+}
