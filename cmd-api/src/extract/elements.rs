@@ -237,12 +237,7 @@ impl<'r, R: BufRead> Elements<'r, R> {
     fn container(&mut self, index: Option<usize>) -> Result<(), SplitError> {
         let mut depth = 0usize;
         let mut string: Option<InString> = None;
-        loop {
-            let buf = self.text.fill_buf().map_err(SplitError::from_read)?;
-            if buf.is_empty() {
-                return Ok(());
-            }
-            let mut end = None;
+        self.cut(index, |buf| {
             for (i, &b) in buf.iter().enumerate() {
                 if let Some(s) = &mut string {
                     if s.closed_by(b) {
@@ -256,30 +251,20 @@ impl<'r, R: BufRead> Elements<'r, R> {
                     b'}' | b']' => {
                         depth -= 1;
                         if depth == 0 {
-                            end = Some(i + 1);
-                            break;
+                            return Some(i + 1);
                         }
                     }
                     _ => {}
                 }
             }
-            let taken = end.unwrap_or(buf.len());
-            self.record(taken, index)?;
-            if end.is_some() {
-                return Ok(());
-            }
-        }
+            None
+        })
     }
 
     /// A string, up to its closing quote.
     fn string(&mut self) -> Result<(), SplitError> {
         let mut string: Option<InString> = None;
-        loop {
-            let buf = self.text.fill_buf().map_err(SplitError::from_read)?;
-            if buf.is_empty() {
-                return Ok(());
-            }
-            let mut end = None;
+        self.cut(None, |buf| {
             for (i, &b) in buf.iter().enumerate() {
                 let Some(s) = &mut string else {
                     // The opening quote.
@@ -287,31 +272,39 @@ impl<'r, R: BufRead> Elements<'r, R> {
                     continue;
                 };
                 if s.closed_by(b) {
-                    end = Some(i + 1);
-                    break;
+                    return Some(i + 1);
                 }
             }
-            let taken = end.unwrap_or(buf.len());
-            self.record(taken, None)?;
-            if end.is_some() {
-                return Ok(());
-            }
-        }
+            None
+        })
     }
 
     /// A number or a literal: up to the next byte that cannot be part of one.
     fn scalar(&mut self) -> Result<(), SplitError> {
+        self.cut(None, |buf| {
+            buf.iter().position(|b| {
+                WHITESPACE[*b as usize]
+                    || matches!(b, b',' | b']' | b'}' | b'[' | b'{' | b':' | b'"')
+            })
+        })
+    }
+
+    /// Moves the value in front into the element, one read buffer at a
+    /// time: `ends` is given each buffer and says how many of its bytes
+    /// complete the value, if it ends there (or the body ends first).
+    fn cut(
+        &mut self,
+        index: Option<usize>,
+        mut ends: impl FnMut(&[u8]) -> Option<usize>,
+    ) -> Result<(), SplitError> {
         loop {
             let buf = self.text.fill_buf().map_err(SplitError::from_read)?;
             if buf.is_empty() {
                 return Ok(());
             }
-            let end = buf.iter().position(|b| {
-                WHITESPACE[*b as usize]
-                    || matches!(b, b',' | b']' | b'}' | b'[' | b'{' | b':' | b'"')
-            });
+            let end = ends(buf);
             let taken = end.unwrap_or(buf.len());
-            self.record(taken, None)?;
+            self.record(taken, index)?;
             if end.is_some() {
                 return Ok(());
             }

@@ -121,7 +121,7 @@ pub async fn assert_loaded_exactly_once(
 /// while the cluster does not answer.
 pub async fn group_lag(env: &TestEnv, group: &str, topic: &str) -> Option<i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    use rdkafka::{ClientConfig, TopicPartitionList};
 
     let brokers = env.kafka().brokers;
     let (group, topic) = (group.to_owned(), topic.to_owned());
@@ -140,17 +140,8 @@ pub async fn group_lag(env: &TestEnv, group: &str, topic: &str) -> Option<i64> {
         for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
             partitions.add_partition(&topic, p.id());
         }
-        let committed = consumer.committed_offsets(partitions, timeout)?;
-        let mut lag = 0;
-        for p in committed.elements() {
-            let (low, high) = consumer.fetch_watermarks(&topic, p.partition(), timeout)?;
-            let next = match p.offset() {
-                Offset::Offset(o) => o,
-                _ => low,
-            };
-            lag += (high - next).max(0);
-        }
-        Ok(lag)
+        let lags = etl_core::bus::uncommitted(&consumer, partitions, timeout)?;
+        Ok(lags.into_iter().map(|(_, _, lag)| lag).sum())
     };
     tokio::task::spawn_blocking(lag).await.unwrap().ok()
 }

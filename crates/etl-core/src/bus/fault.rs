@@ -63,6 +63,11 @@ impl Injector {
         }
     }
 
+    /// Whether a fault is planned at all (never, outside tests).
+    pub(crate) fn planned(&self) -> bool {
+        self.plan.is_some()
+    }
+
     pub(crate) fn after_delivery<C: ClientContext>(&self, client: &Client<C>) {
         let Some(plan) = self.plan else { return };
         if self.delivered.fetch_add(1, Ordering::Relaxed) + 1 == plan.after {

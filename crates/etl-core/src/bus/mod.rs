@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use prometheus::{IntGaugeVec, Opts, Registry};
 use rdkafka::ClientConfig;
-use rdkafka::Offset;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Env};
@@ -448,7 +448,18 @@ fn partition_lags(
     if assignment.count() == 0 {
         return Ok(Vec::new());
     }
-    let committed = consumer.committed_offsets(assignment, timeout)?;
+    uncommitted(consumer, assignment, timeout)
+}
+
+/// For each of `partitions`, the records its consumer group (the one
+/// `consumer` was made with) has not committed yet: high watermark minus
+/// committed offset.
+pub fn uncommitted<K: Consumer>(
+    consumer: &K,
+    partitions: TopicPartitionList,
+    timeout: Duration,
+) -> Result<Vec<(String, i32, i64)>, KafkaError> {
+    let committed = consumer.committed_offsets(partitions, timeout)?;
     committed
         .elements()
         .iter()

@@ -310,7 +310,9 @@ impl Shared {
 
     fn delivered(&self) {
         self.health.lock().expect("not poisoned").delivered();
-        self.fault.after_delivery(self.current().client());
+        if self.fault.planned() {
+            self.fault.after_delivery(self.current().client());
+        }
     }
 
     fn failed(&self, topic: &str, source: KafkaError) -> BusError {
