@@ -121,7 +121,9 @@ impl Application {
             self.lag_interval,
             shutdown.clone(),
         );
+        let consumer = self.tail.consumer.clone();
         self.tail.run(shutdown).await;
+        bus::release_consumer(consumer);
         server.stop().await
     }
 }

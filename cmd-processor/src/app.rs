@@ -108,6 +108,7 @@ impl Application {
             retry_max: settings.retry_max,
             concurrency: settings.concurrency,
             progress,
+            consumer_fault: settings.kafka.consumer_fault(),
         };
         let router = ops_router(crate::service_info(), readiness, registry).route_layer(
             axum::middleware::from_fn_with_state(http_metrics, track_http),
@@ -140,7 +141,9 @@ impl Application {
             self.lag_interval,
             shutdown.clone(),
         );
+        let consumer = self.worker.consumer.clone();
         self.worker.run(shutdown).await;
+        bus::release_consumer(consumer);
         let publisher = self.publisher;
         tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(5)))
             .await

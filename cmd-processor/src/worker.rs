@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use etl_core::bus::{
-    BusError, EventPublisher, HEADER_REQUEST_ID, Pending, ReceiveBackoff, headers_map,
+    BusError, EventPublisher, HEADER_REQUEST_ID, Injector, Pending, ReceiveBackoff, headers_map,
 };
 use etl_core::domain::{CompanySlug, RequestId};
 use etl_core::events::{
@@ -125,6 +125,8 @@ pub struct Worker {
     /// Files handled at once, each in its own lane.
     pub concurrency: NonZeroUsize,
     pub progress: Progress,
+    /// Nothing, unless a test puts the consumer into the fatal state.
+    pub consumer_fault: Injector,
 }
 
 /// Records waiting for a lane a record is sent to; more means a full lane
@@ -241,6 +243,7 @@ impl Worker {
                 received = worker.consumer.recv() => match received {
                     Ok(message) => {
                         receive_backoff.received();
+                        worker.consumer_fault.count(worker.consumer.client());
                         let record = message.detach();
                         let ticket = offsets.dispatched(record.topic(), record.partition(), record.offset());
                         let lane = lane_of(&record, lane_count);

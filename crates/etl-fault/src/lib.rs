@@ -3,8 +3,8 @@
 //! or expired producer id, or an out-of-order sequence), so librdkafka
 //! offers `rd_kafka_test_fatal_error`, which raises one as if the cluster
 //! had. The services call it only when a test asks them to through
-//! `ETL_TEST_KAFKA_PRODUCER_FATAL` (docs/reliability.md); their crates keep
-//! `unsafe_code = "forbid"`.
+//! `ETL_TEST_KAFKA_PRODUCER_FATAL` or `ETL_TEST_KAFKA_CONSUMER_FATAL`
+//! (docs/reliability.md); their crates keep `unsafe_code = "forbid"`.
 
 use std::ffi::CString;
 

@@ -1,8 +1,13 @@
-//! The test hook `ETL_TEST_KAFKA_PRODUCER_FATAL=after=N[,times=M]`: after
-//! the N-th acknowledged publish of the process, the producer is put into
-//! librdkafka's fatal state, and so are the first M-1 producers that replace
-//! it, as soon as they are built (a cluster that keeps fencing it). Unset,
-//! nothing is ever injected. See docs/reliability.md.
+//! The test hooks that put a client into librdkafka's fatal state (no
+//! broker reaches it on demand; see docs/reliability.md). Unset, nothing is
+//! ever injected.
+//!
+//! - `ETL_TEST_KAFKA_PRODUCER_FATAL=after=N[,times=M]`: after the N-th
+//!   acknowledged publish of the process the producer goes fatal, and so do
+//!   the first M-1 producers that replace it, as soon as they are built (a
+//!   cluster that keeps fencing it).
+//! - `ETL_TEST_KAFKA_CONSUMER_FATAL=after=N`: after the N-th record
+//!   received the consumer goes fatal (it is never replaced: liveness fails).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -12,20 +17,22 @@ use rdkafka::client::Client;
 use crate::config::ConfigError;
 
 pub const PRODUCER_FATAL_VAR: &str = "ETL_TEST_KAFKA_PRODUCER_FATAL";
+pub const CONSUMER_FATAL_VAR: &str = "ETL_TEST_KAFKA_CONSUMER_FATAL";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProducerFault {
+pub struct FaultPlan {
     pub after: u64,
     pub times: u32,
 }
 
-impl ProducerFault {
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+impl FaultPlan {
+    /// `after=N[,times=M]`, from the variable `var`.
+    pub fn parse(var: &str, text: &str) -> Result<Self, ConfigError> {
         let bad = |problem: &str| ConfigError {
-            var: PRODUCER_FATAL_VAR.into(),
+            var: var.into(),
             problem: format!("{problem} (expected after=N[,times=M], got {text:?})"),
         };
-        let mut fault = ProducerFault { after: 0, times: 1 };
+        let mut fault = FaultPlan { after: 0, times: 1 };
         let mut after = None;
         for part in text.split(',') {
             match part.trim().split_once('=') {
@@ -46,31 +53,35 @@ impl ProducerFault {
     }
 }
 
-/// Counts deliveries and raises the planned fatal errors.
+/// Counts deliveries (or records) and raises the planned fatal errors.
 #[derive(Debug)]
-pub(crate) struct Injector {
-    plan: Option<ProducerFault>,
-    delivered: AtomicU64,
+pub struct Injector {
+    plan: Option<FaultPlan>,
+    var: &'static str,
+    counted: AtomicU64,
     raised: AtomicU32,
 }
 
 impl Injector {
-    pub(crate) fn new(plan: Option<ProducerFault>) -> Self {
+    pub(crate) fn new(plan: Option<FaultPlan>, var: &'static str) -> Self {
         Self {
             plan,
-            delivered: AtomicU64::new(0),
+            var,
+            counted: AtomicU64::new(0),
             raised: AtomicU32::new(0),
         }
     }
 
     /// Whether a fault is planned at all (never, outside tests).
-    pub(crate) fn planned(&self) -> bool {
+    pub fn planned(&self) -> bool {
         self.plan.is_some()
     }
 
-    pub(crate) fn after_delivery<C: ClientContext>(&self, client: &Client<C>) {
+    /// One more delivery or record: the planned one puts `client` into the
+    /// fatal state.
+    pub fn count<C: ClientContext>(&self, client: &Client<C>) {
         let Some(plan) = self.plan else { return };
-        if self.delivered.fetch_add(1, Ordering::Relaxed) + 1 == plan.after {
+        if self.counted.fetch_add(1, Ordering::Relaxed) + 1 == plan.after {
             self.raise(client);
         }
     }
@@ -84,11 +95,12 @@ impl Injector {
 
     fn raise<C: ClientContext>(&self, client: &Client<C>) {
         let n = self.raised.fetch_add(1, Ordering::Relaxed) + 1;
+        let var = self.var;
         tracing::warn!(
             injected = n,
-            "{PRODUCER_FATAL_VAR}: putting the kafka producer into the fatal state"
+            "{var}: putting the kafka client into the fatal state"
         );
-        etl_fault::raise_fatal(client, &format!("injected by {PRODUCER_FATAL_VAR} ({n})"));
+        etl_fault::raise_fatal(client, &format!("injected by {var} ({n})"));
     }
 }
 
@@ -98,16 +110,17 @@ mod tests {
 
     #[test]
     fn the_plan_names_its_parts() {
+        let parse = |text| FaultPlan::parse(PRODUCER_FATAL_VAR, text);
         assert_eq!(
-            ProducerFault::parse("after=20").unwrap(),
-            ProducerFault {
+            parse("after=20").unwrap(),
+            FaultPlan {
                 after: 20,
                 times: 1
             }
         );
         assert_eq!(
-            ProducerFault::parse("after=5,times=3").unwrap(),
-            ProducerFault { after: 5, times: 3 }
+            parse("after=5,times=3").unwrap(),
+            FaultPlan { after: 5, times: 3 }
         );
         for wrong in [
             "",
@@ -116,7 +129,7 @@ mod tests {
             "after=1,times=0",
             "after=1,when=2",
         ] {
-            assert!(ProducerFault::parse(wrong).is_err(), "{wrong:?} accepted");
+            assert!(parse(wrong).is_err(), "{wrong:?} accepted");
         }
     }
 }

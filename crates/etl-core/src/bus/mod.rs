@@ -5,7 +5,7 @@ mod fault;
 mod producer_health;
 mod publisher;
 
-pub use fault::{PRODUCER_FATAL_VAR, ProducerFault};
+pub use fault::{CONSUMER_FATAL_VAR, FaultPlan, Injector, PRODUCER_FATAL_VAR};
 pub use publisher::{Delivered, EventPublisher, Pending};
 
 use std::collections::BTreeMap;
@@ -61,12 +61,31 @@ pub struct KafkaSettings {
     /// producer that librdkafka declared fatal, each going fatal again,
     /// after which liveness fails so that the pod is restarted.
     pub producer_max_replacements: u32,
-    /// The test hook [`PRODUCER_FATAL_VAR`]; `None` in every real deployment.
-    pub producer_fault: Option<ProducerFault>,
+    /// The test hooks [`PRODUCER_FATAL_VAR`] and [`CONSUMER_FATAL_VAR`];
+    /// `None` in every real deployment.
+    pub producer_fault: Option<FaultPlan>,
+    pub consumer_fault: Option<FaultPlan>,
     /// `KAFKA_DEBUG`: librdkafka debug contexts (`cgrp,fetch`, `all`) to
     /// log at debug level under the `librdkafka` target (so also set
     /// `RUST_LOG=info,librdkafka=debug`); empty for none.
     pub debug: String,
+}
+
+fn fault_plan(env: &Env, var: &str) -> Result<Option<FaultPlan>, ConfigError> {
+    env.raw(var)
+        .map(|plan| FaultPlan::parse(var, &plan))
+        .transpose()
+}
+
+fn consumer_fault_plan(env: &Env) -> Result<Option<FaultPlan>, ConfigError> {
+    let plan = fault_plan(env, CONSUMER_FATAL_VAR)?;
+    if plan.is_some_and(|p| p.times != 1) {
+        return Err(ConfigError {
+            var: CONSUMER_FATAL_VAR.into(),
+            problem: "times does not apply: a fatal consumer is not replaced".into(),
+        });
+    }
+    Ok(plan)
 }
 
 impl KafkaSettings {
@@ -88,12 +107,16 @@ impl KafkaSettings {
             session_timeout: env.millis("KAFKA_SESSION_TIMEOUT_MS", 45_000)?,
             max_poll_interval: env.millis("KAFKA_MAX_POLL_INTERVAL_MS", 300_000)?,
             producer_max_replacements: env.parse("KAFKA_PRODUCER_MAX_REPLACEMENTS", 5)?,
-            producer_fault: env
-                .raw(PRODUCER_FATAL_VAR)
-                .map(|plan| ProducerFault::parse(&plan))
-                .transpose()?,
+            producer_fault: fault_plan(env, PRODUCER_FATAL_VAR)?,
+            consumer_fault: consumer_fault_plan(env)?,
             debug: env.string("KAFKA_DEBUG", ""),
         })
+    }
+
+    /// What puts a consumer of these settings into the fatal state in a
+    /// test: nothing, unless [`CONSUMER_FATAL_VAR`] is set.
+    pub fn consumer_fault(&self) -> Injector {
+        Injector::new(self.consumer_fault, CONSUMER_FATAL_VAR)
     }
 
     pub fn topics(&self) -> Topics {
@@ -237,6 +260,17 @@ pub fn consumer_alive(consumer: &StreamConsumer) -> Result<(), String> {
             "the kafka consumer is in librdkafka's fatal state ({code}): {reason}"
         )),
         None => Ok(()),
+    }
+}
+
+/// Call once the consumer's work is done, on shutdown. A consumer in the
+/// fatal state never finishes closing (dropping it waits for ever in
+/// librdkafka), so it is leaked instead, for the exit to reclaim; a healthy
+/// one is dropped as usual when its last handle goes.
+pub fn release_consumer(consumer: Arc<StreamConsumer>) {
+    if let Err(why) = consumer_alive(&consumer) {
+        tracing::warn!("not closing the kafka consumer: {why}");
+        std::mem::forget(consumer);
     }
 }
 

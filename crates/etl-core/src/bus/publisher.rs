@@ -14,7 +14,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tokio::sync::Notify;
 
-use super::fault::Injector;
+use super::fault::{Injector, PRODUCER_FATAL_VAR};
 use super::producer_health::ProducerHealth;
 use super::{BusError, HEADER_EVENT_TYPE, HEADER_REQUEST_ID, KafkaSettings, Topics};
 use crate::events::Envelope;
@@ -124,7 +124,7 @@ impl EventPublisher {
             settings: settings.clone(),
             wake: wake.clone(),
             health: Mutex::new(ProducerHealth::new()),
-            fault: Injector::new(settings.producer_fault),
+            fault: Injector::new(settings.producer_fault, PRODUCER_FATAL_VAR),
             min_isr: MinInsyncReplicas {
                 admin: settings.client_config().create().map_err(BusError::Setup)?,
                 known: Mutex::new(HashMap::new()),
@@ -311,7 +311,7 @@ impl Shared {
     fn delivered(&self) {
         self.health.lock().expect("not poisoned").delivered();
         if self.fault.planned() {
-            self.fault.after_delivery(self.current().client());
+            self.fault.count(self.current().client());
         }
     }
 

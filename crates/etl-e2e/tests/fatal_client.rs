@@ -1,8 +1,10 @@
-//! librdkafka's fatal producer state, raised inside the api's and the
-//! processor's producer through the test hook `ETL_TEST_KAFKA_PRODUCER_FATAL`
-//! (no broker reaches it on demand): the service replaces its producer by
-//! itself, says so in its readiness meanwhile, and loses and doubles
-//! nothing; a producer that cannot be replaced fails liveness.
+//! librdkafka's fatal state, raised inside the services' clients through
+//! the test hooks `ETL_TEST_KAFKA_PRODUCER_FATAL` and
+//! `ETL_TEST_KAFKA_CONSUMER_FATAL` (no broker reaches it on demand): a
+//! service replaces its producer by itself, says so in its readiness
+//! meanwhile, and loses and doubles nothing; a producer that cannot be
+//! replaced, or a fatal consumer, fails liveness, and the pod restarted in
+//! its place finishes the work.
 
 use std::time::Duration;
 
@@ -155,4 +157,41 @@ async fn a_producer_that_goes_fatal_after_every_replacement_fails_liveness() {
     let (ready, report) = readiness(&api).await;
     assert_eq!(ready, 503, "{report}");
     eprintln!("counted: liveness 503 ({why}); imports 503; readiness 503");
+}
+
+#[tokio::test]
+async fn a_fatal_consumer_fails_liveness_and_the_restarted_processor_loads_every_file_once() {
+    let env = TestEnv::new().await;
+    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
+    let fault = [("ETL_TEST_KAFKA_CONSUMER_FATAL", "after=50")];
+    let mut processor =
+        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &fault).await;
+
+    let acknowledged = import_generated(&api, &env.id, 0..300, 50).await;
+    let body = eventually(DEADLINE, "liveness to fail", || async {
+        let (status, body) = get_json(&processor, "/liveness").await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(body["status"], "failing", "{body}");
+    let why = body["checks"]["kafka-consumer"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("fatal state"), "{body}");
+    assert!(why.contains("ETL_TEST_KAFKA_CONSUMER_FATAL"), "{body}");
+    let (ready, report) = readiness(&processor).await;
+    assert_eq!(ready, 503, "{report}");
+
+    // What Kubernetes does once liveness fails: SIGTERM, then SIGKILL after
+    // the grace period (30 s by default). The pod must go on SIGTERM.
+    processor.signal("TERM");
+    let exit = processor.wait(Duration::from_secs(30)).await;
+    assert!(exit.success(), "the processor exited with {exit}");
+
+    let _restarted =
+        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let records = assert_loaded_exactly_once(&env, &acknowledged, DEADLINE).await;
+    eprintln!(
+        "counted: liveness 503 ({why}); exited on SIGTERM; 300 files loaded once by the next processor ({records} FileLoaded records); lag 0"
+    );
 }
