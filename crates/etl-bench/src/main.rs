@@ -6,13 +6,17 @@
 //! S3 and broker operations, 5000), `BENCH_FILES` (files the api ingests
 //! and the processor drains, 20000), `BENCH_E2E_SECONDS` (20),
 //! `BENCH_STREAM_CLIENTS` (16) uploads of `BENCH_STREAM_MIB` (200) each made
-//! of companies of `BENCH_STREAM_COMPANY_KIB` (64) for the api's memory. The tuning
+//! of companies of `BENCH_STREAM_COMPANY_KIB` (64) for the api's memory;
+//! `BENCH_PROFILE` (`api` or `processor`, unset) to profile one service. The tuning
 //! settings in `SERVICE_KNOBS`, when set, are passed on to the services
 //! (which otherwise run with their defaults).
 
+mod cpu;
 mod limits;
 mod pipeline;
+mod profile;
 mod refusals;
+mod report;
 mod run;
 mod stats;
 mod streaming;
@@ -22,7 +26,6 @@ use etl_testkit::{ServiceProcess, TestEnv, repo_root};
 use serde_json::json;
 
 use crate::limits::ROWS_PER_COMPANY;
-use crate::stats::Phase;
 
 /// Service settings worth trying other values of; the rest stay default.
 const SERVICE_KNOBS: [&str; 4] = [
@@ -46,6 +49,13 @@ fn setting(name: &str, default: u64) -> anyhow::Result<u64> {
             .with_context(|| format!("{name}={v} is not a whole number")),
         Err(_) => Ok(default),
     }
+}
+
+/// Where `scripts/stack.sh` keeps the itest stack (its pid files).
+fn stack_dir() -> std::path::PathBuf {
+    std::env::var_os("STACK_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| repo_root().join(".local/itest"))
 }
 
 fn machine() -> serde_json::Value {
@@ -85,22 +95,6 @@ fn machine() -> serde_json::Value {
     })
 }
 
-fn row(p: &Phase) {
-    let pct = |q| {
-        p.percentile_ms(q)
-            .map_or("-".to_owned(), |v| format!("{v:.1}"))
-    };
-    println!(
-        "| {:<58} | {:>9.0} {:<8} | {:>6} | {:>8} | {:>8} |",
-        p.name,
-        p.rate(),
-        format!("{}/s", p.unit),
-        p.failed,
-        pct(0.50),
-        pct(0.99)
-    );
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let concurrency = setting("BENCH_CONCURRENCY", 32)? as usize;
@@ -114,14 +108,24 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("[bench] {machine}");
 
     let env = TestEnv::new().await;
+    let meter = cpu::Meter::of_stack(&stack_dir())?;
+    let idle = meter.idle(std::time::Duration::from_secs(5)).await;
     let store = limits::store(&env);
     eprintln!(
         "[bench] raw limits: {raw_ops} S3 PUTs and GETs, {raw_ops} produces, {files} companies by COPY"
     );
-    let put = limits::s3_put(&store, raw_ops, concurrency).await;
-    let get = limits::s3_get(&store, raw_ops, concurrency).await;
-    let produce = limits::produce(&env, raw_ops, concurrency).await;
-    let copy = limits::pg_copy(&env, files, 500, concurrency.min(8)).await;
+    let put = meter
+        .measure(&[], limits::s3_put(&store, raw_ops, concurrency))
+        .await;
+    let get = meter
+        .measure(&[], limits::s3_get(&store, raw_ops, concurrency))
+        .await;
+    let produce = meter
+        .measure(&[], limits::produce(&env, raw_ops, concurrency))
+        .await;
+    let copy = meter
+        .measure(&[], limits::pg_copy(&env, files, 500, concurrency.min(8)))
+        .await;
     // The loaded companies must come from the processor alone.
     sqlx::query("TRUNCATE companies CASCADE")
         .execute(&env.pool)
@@ -134,11 +138,20 @@ async fn main() -> anyhow::Result<()> {
     }
     let knobs: Vec<(&str, &str)> = knobs.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &knobs).await;
-    let ingest = pipeline::api_ingest(&api, &env.id, files, concurrency).await;
+    let recording = profile::start("api", api.pid());
+    let ingest = meter
+        .measure(
+            &[("api", api.pid())],
+            pipeline::api_ingest(&api, &env.id, files, concurrency),
+        )
+        .await;
+    if let Some(recording) = recording {
+        recording.finish();
+    }
     let api_rss = api.peak_memory_bytes();
 
     eprintln!("[bench] processor: draining {} files", ingest.done);
-    let (drain, processor) = pipeline::processor_drain(&env, ingest.done, &knobs).await;
+    let (drain, processor) = pipeline::processor_drain(&env, &meter, ingest.done, &knobs).await;
     let processor_rss = processor.peak_memory_bytes();
     let breakdown = pipeline::time_per_file(&processor, &drain).await;
     let per_transaction = pipeline::files_per_transaction(&processor).await;
@@ -148,7 +161,12 @@ async fn main() -> anyhow::Result<()> {
     // only measure a growing queue.
     let half = ingest.rate().min(drain.rate()) / 2.0;
     eprintln!("[bench] end to end: {half:.1} files/s for {e2e_seconds} s");
-    let e2e = pipeline::end_to_end(&env, &api, &env.id, files + 1, half, e2e_seconds).await;
+    let e2e = meter
+        .measure(
+            &[("api", api.pid()), ("processor", processor.pid())],
+            pipeline::end_to_end(&env, &api, &env.id, files + 1, half, e2e_seconds),
+        )
+        .await;
     drop(processor);
     drop(api);
 
@@ -194,19 +212,7 @@ async fn main() -> anyhow::Result<()> {
         "concurrency {concurrency}; release builds; local stack (Apache Kafka 4.4, 3 KRaft nodes, RF 3, min ISR 2; SeaweedFS 4.48; PostgreSQL 15)"
     );
     println!();
-    println!(
-        "| {:<58} | {:>18} | {:>6} | {:>8} | {:>8} |",
-        "phase", "rate", "failed", "p50 ms", "p99 ms"
-    );
-    println!(
-        "|{}|{}|{}|{}|{}|",
-        "-".repeat(60),
-        "-".repeat(20),
-        "-".repeat(8),
-        "-".repeat(10),
-        "-".repeat(10)
-    );
-    for p in [
+    let phases = [
         &put,
         &produce,
         &ingest,
@@ -215,9 +221,19 @@ async fn main() -> anyhow::Result<()> {
         &drain,
         &e2e,
         &streamed.phase,
-    ] {
-        row(p);
-    }
+    ];
+    report::phase_table(&phases);
+    println!();
+    report::cpu_table(&phases);
+    report::idle_row(&idle);
+    let dependency_cpu = report::dependency_ratios(&report::Phases {
+        put: &put,
+        get: &get,
+        produce: &produce,
+        ingest: &ingest,
+        drain: &drain,
+    });
+    report::print_ratios(&dependency_cpu);
     println!();
     println!(
         "api_ratio       = api ingest / min(S3 PUT, produce) = {api_ratio:.2}   (target ≥ 0.7)"
@@ -276,6 +292,8 @@ async fn main() -> anyhow::Result<()> {
         "machine": machine,
         "settings": {"concurrency": concurrency, "raw_ops": raw_ops, "files": files, "e2e_seconds": e2e_seconds, "stream_clients": stream_clients, "stream_mib": stream_mib, "stream_company_kib": stream_company_kib, "services": knobs.iter().copied().collect::<std::collections::BTreeMap<_, _>>()},
         "phases": [put.to_json(), produce.to_json(), ingest.to_json(), get.to_json(), copy.to_json(), drain.to_json(), e2e.to_json(), streamed.phase.to_json()],
+        "dependency_cpu_ratios": dependency_cpu,
+        "idle_cpu_us_per_s": idle.to_json(),
         "api_ratio": api_ratio,
         "api_vs_shared_ceiling": ingest.rate() / api_shared_ceiling,
         "processor_ratio": processor_ratio,
@@ -293,6 +311,7 @@ async fn main() -> anyhow::Result<()> {
         out.join("results.json"),
         serde_json::to_string_pretty(&results)?,
     )?;
+    profile::print_top();
     println!("\nwritten: target/bench/results.json");
     Ok(())
 }

@@ -12,6 +12,7 @@ use etl_testkit::{
 };
 use serde_json::Value;
 
+use crate::cpu::Meter;
 use crate::run::closed_loop;
 use crate::stats::Phase;
 
@@ -27,10 +28,18 @@ pub async fn accepted(request: reqwest::RequestBuilder) -> Result<Value, String>
 }
 
 /// POSTs one company and returns its file id once the api answered 202.
-async fn post_company(api_url: &str, tag: &str, n: u64) -> Result<String, String> {
+/// One client for a whole phase: it keeps its connections alive, as a load
+/// generator does, and building one per request (its TLS roots) cost more
+/// CPU than the api spent on the request.
+async fn post_company(
+    client: &reqwest::Client,
+    api_url: &str,
+    tag: &str,
+    n: u64,
+) -> Result<String, String> {
     let doc = generated_company(tag, u32::try_from(n).map_err(|e| e.to_string())?);
     let body = accepted(
-        http()
+        client
             .post(api_url)
             .header("content-type", "application/json")
             .body(serde_json::to_vec(&doc).expect("JSON")),
@@ -46,14 +55,15 @@ async fn post_company(api_url: &str, tag: &str, n: u64) -> Result<String, String
 /// api stored in S3 and announced on the broker.
 pub async fn api_ingest(api: &ServiceProcess, tag: &str, files: u64, concurrency: usize) -> Phase {
     let url = api.url("/import/companies");
+    let client = http();
     closed_loop(
         "api ingest (1 company per POST)",
         "files",
         files,
         concurrency,
         |n| {
-            let url = url.clone();
-            async move { post_company(&url, tag, n).await.map(|_| ()) }
+            let (client, url) = (client.clone(), url.clone());
+            async move { post_company(&client, &url, tag, n).await.map(|_| ()) }
         },
     )
     .await
@@ -62,13 +72,19 @@ pub async fn api_ingest(api: &ServiceProcess, tag: &str, files: u64, concurrency
 /// Starts the processor on `files` waiting events and times it until the
 /// ledger holds all of them. Returns the phase and the process (still
 /// running, for the latency phase) .
+///
+/// The processor's CPU counts from its start: it drains from the moment it
+/// is assigned its partitions, before it answers ready.
 pub async fn processor_drain(
     env: &TestEnv,
+    meter: &Meter,
     files: u64,
     settings: &[(&str, &str)],
 ) -> (Phase, ServiceProcess) {
+    let before = meter.sample(&[]);
     let processor =
         ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", env, settings).await;
+    let recording = crate::profile::start("processor", processor.pid());
     let started = Instant::now();
     let deadline = Duration::from_secs(3_600);
     let mut recorded = files_recorded(env).await;
@@ -77,6 +93,12 @@ pub async fn processor_drain(
         recorded = files_recorded(env).await;
     }
     let elapsed = started.elapsed();
+    if let Some(recording) = recording {
+        recording.finish();
+    }
+    let cpu = meter
+        .sample(&[("processor", processor.pid())])
+        .cost_since(&before, recorded as u64);
     let phase = Phase {
         name: "processor drain (files from the topic into Postgres)",
         unit: "files",
@@ -84,6 +106,7 @@ pub async fn processor_drain(
         failed: files.saturating_sub(recorded as u64),
         elapsed,
         latencies: Vec::new(),
+        cpu: Some(cpu),
     };
     (phase, processor)
 }
@@ -100,6 +123,7 @@ pub async fn end_to_end(
     seconds: u64,
 ) -> Phase {
     let url = api.url("/import/companies");
+    let client = http();
     let total = ((rate * seconds as f64).round() as u64).max(1);
     let acked: Arc<Mutex<BTreeMap<String, DateTime<Utc>>>> = Arc::default();
     let mut tail = env.tail(&env.kafka().topics().file_loaded);
@@ -109,9 +133,10 @@ pub async fn end_to_end(
     for i in 0..total {
         let due = started + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
-        let (url, acked, tag) = (url.clone(), acked.clone(), tag.to_owned());
+        let (client, url, acked, tag) =
+            (client.clone(), url.clone(), acked.clone(), tag.to_owned());
         tasks.push(tokio::spawn(async move {
-            let id = post_company(&url, &tag, first + i).await?;
+            let id = post_company(&client, &url, &tag, first + i).await?;
             acked.lock().unwrap().insert(id, Utc::now());
             Ok::<(), String>(())
         }));
@@ -154,6 +179,7 @@ pub async fn end_to_end(
         failed,
         elapsed: posting,
         latencies,
+        cpu: None,
     }
 }
 

@@ -40,6 +40,7 @@ where
         failed: 0,
         elapsed,
         latencies: Vec::with_capacity(results.len()),
+        cpu: None,
     };
     let mut first_error = None;
     for (latency, result) in results {

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::cpu::Cost;
+
 #[derive(Debug, Clone)]
 pub struct Phase {
     pub name: &'static str,
@@ -13,6 +15,8 @@ pub struct Phase {
     pub elapsed: Duration,
     /// Per-operation latencies, when the phase measures them.
     pub latencies: Vec<Duration>,
+    /// CPU per operation of each process, when measured.
+    pub cpu: Option<Cost>,
 }
 
 impl Phase {
@@ -34,6 +38,7 @@ impl Phase {
             "rate_per_s": self.rate(),
             "p50_ms": self.percentile_ms(0.50),
             "p99_ms": self.percentile_ms(0.99),
+            "cpu_us_per_op": self.cpu.as_ref().map(Cost::to_json),
         })
     }
 }

@@ -133,6 +133,7 @@ pub async fn api_streaming(
             failed,
             elapsed,
             latencies,
+            cpu: None,
         },
         files: keys.len() as u64,
         keys,

@@ -198,6 +198,11 @@ impl ServiceProcess {
         }
     }
 
+    /// The running process's id (for reading its `/proc` entries).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("process running").id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }
