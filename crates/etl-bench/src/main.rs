@@ -28,11 +28,13 @@ use serde_json::json;
 use crate::limits::ROWS_PER_COMPANY;
 
 /// Service settings worth trying other values of; the rest stay default.
-const SERVICE_KNOBS: [&str; 4] = [
+/// They apply to the raw phases' clients too (the services' own).
+const SERVICE_KNOBS: [&str; 5] = [
     "PROCESSOR_CONCURRENCY",
     "DATABASE_MAX_CONNECTIONS",
     "MAX_CONCURRENT_IMPORTS",
     "S3_PUT_CONCURRENCY",
+    "KAFKA_LINGER_MS",
 ];
 
 fn service_knobs() -> Vec<(&'static str, String)> {
@@ -107,7 +109,15 @@ async fn main() -> anyhow::Result<()> {
     let machine = machine();
     eprintln!("[bench] {machine}");
 
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    let knobs = service_knobs();
+    if !knobs.is_empty() {
+        eprintln!("[bench] service settings: {knobs:?}");
+    }
+    // The raw phases' clients are the services' own, with their settings.
+    for (name, value) in &knobs {
+        env.vars.insert((*name).to_owned(), value.clone());
+    }
     let meter = cpu::Meter::of_stack(&stack_dir())?;
     let idle = meter.idle(std::time::Duration::from_secs(5)).await;
     let store = limits::store(&env);
@@ -132,10 +142,6 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     eprintln!("[bench] api: {files} single-company imports");
-    let knobs = service_knobs();
-    if !knobs.is_empty() {
-        eprintln!("[bench] service settings: {knobs:?}");
-    }
     let knobs: Vec<(&str, &str)> = knobs.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &knobs).await;
     let recording = profile::start("api", api.pid());

@@ -61,6 +61,19 @@ impl Endpoint for BaseUrl {
     }
 }
 
+/// Waits for `/liveness` to answer 503 `failing`; returns what it says of
+/// `check`, and the whole answer.
+async fn liveness_failing(service: &impl Endpoint, check: &str) -> (String, serde_json::Value) {
+    let body = eventually(DEADLINE, "liveness to fail", || async {
+        let (status, body) = get_json(service, "/liveness").await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(body["status"], "failing", "{body}");
+    let why = body["checks"][check]["error"].as_str().unwrap_or_default();
+    (why.to_owned(), body)
+}
+
 async fn replacements(service: &impl Endpoint) -> f64 {
     metric(
         &scrape(service).await,
@@ -136,15 +149,7 @@ async fn a_producer_that_goes_fatal_after_every_replacement_fails_liveness() {
 
     let first = serde_json::to_vec(&generated_company(&env.id, 0)).unwrap();
     assert_eq!(post_import(&api, first).await.0, 202);
-    let body = eventually(DEADLINE, "liveness to fail", || async {
-        let (status, body) = get_json(&api, "/liveness").await;
-        (status == 503).then_some(body)
-    })
-    .await;
-    assert_eq!(body["status"], "failing", "{body}");
-    let why = body["checks"]["kafka-producer"]["error"]
-        .as_str()
-        .unwrap_or_default();
+    let (why, body) = liveness_failing(&api, "kafka-producer").await;
     assert!(why.contains("after 2 replacements in a row"), "{body}");
 
     let next = serde_json::to_vec(&generated_company(&env.id, 1)).unwrap();
@@ -168,15 +173,7 @@ async fn a_fatal_consumer_fails_liveness_and_the_restarted_processor_loads_every
         ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &fault).await;
 
     let acknowledged = import_generated(&api, &env.id, 0..300, 50).await;
-    let body = eventually(DEADLINE, "liveness to fail", || async {
-        let (status, body) = get_json(&processor, "/liveness").await;
-        (status == 503).then_some(body)
-    })
-    .await;
-    assert_eq!(body["status"], "failing", "{body}");
-    let why = body["checks"]["kafka-consumer"]["error"]
-        .as_str()
-        .unwrap_or_default();
+    let (why, body) = liveness_failing(&processor, "kafka-consumer").await;
     assert!(why.contains("fatal state"), "{body}");
     assert!(why.contains("ETL_TEST_KAFKA_CONSUMER_FATAL"), "{body}");
     let (ready, report) = readiness(&processor).await;

@@ -45,6 +45,9 @@ pub struct KafkaSettings {
     /// `KAFKA_PRODUCE_TIMEOUT_MS`: how long a publish may wait for the
     /// broker's acknowledgement before the caller sees an error.
     pub produce_timeout: Duration,
+    /// `KAFKA_LINGER_MS`: how long the producer waits for more records to
+    /// send with one before it sends a batch (librdkafka's `linger.ms`).
+    pub linger: Duration,
     /// `KAFKA_LAG_INTERVAL_MS`: how often consumers refresh the
     /// `consumer_lag_records` gauge.
     pub lag_interval: Duration,
@@ -103,6 +106,7 @@ impl KafkaSettings {
             partitions,
             replication_factor: env.parse("KAFKA_REPLICATION_FACTOR", 1)?,
             produce_timeout: env.millis("KAFKA_PRODUCE_TIMEOUT_MS", 10_000)?,
+            linger: env.millis("KAFKA_LINGER_MS", 20)?,
             lag_interval: env.millis("KAFKA_LAG_INTERVAL_MS", 5_000)?,
             session_timeout: env.millis("KAFKA_SESSION_TIMEOUT_MS", 45_000)?,
             max_poll_interval: env.millis("KAFKA_MAX_POLL_INTERVAL_MS", 300_000)?,

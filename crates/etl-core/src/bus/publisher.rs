@@ -397,7 +397,7 @@ fn build_producer(settings: &KafkaSettings, wake: &Arc<Notify>) -> Result<Produc
         // it implies acks=all, stated anyway for the reader.
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
+        .set("linger.ms", settings.linger.as_millis().to_string())
         .set(
             "message.timeout.ms",
             settings.produce_timeout.as_millis().to_string(),
