@@ -10,7 +10,7 @@ use etl_core::storage::{ObjectStore, S3Settings};
 use etl_testkit::TestEnv;
 use prometheus::Registry;
 
-use crate::run::closed_loop;
+use crate::run::{Pace, closed_loop, drive};
 use crate::stats::Phase;
 
 pub fn store(env: &TestEnv) -> Arc<ObjectStore> {
@@ -21,18 +21,26 @@ pub fn store(env: &TestEnv) -> Arc<ObjectStore> {
     ))
 }
 
+/// The shape of the api's keys (`<company>/files/<file id>.json`), one
+/// company each as in the api phase: SeaweedFS's filer makes a directory
+/// per new prefix, a cost every new company's first file pays.
 pub fn raw_key(i: u64) -> String {
-    format!("bench/raw/{i:08}.bin")
+    format!("bench-raw-{i:08}/files/{i:08}.json")
 }
 
-/// PUTs of 2 KiB objects.
-pub async fn s3_put(store: &Arc<ObjectStore>, total: u64, concurrency: usize) -> Phase {
+/// PUTs of 2 KiB objects, each under a new company's prefix, keys
+/// `first..first + total`.
+pub async fn s3_put(store: &Arc<ObjectStore>, first: u64, total: u64, pace: Pace) -> Phase {
     store.ensure_bucket().await.expect("bucket");
-    closed_loop("raw S3 PUT (2 KiB)", "objects", total, concurrency, |i| {
+    let name = match pace {
+        Pace::Flat(_) => "raw S3 PUT (2 KiB, new company prefix)",
+        Pace::Rate(_) => "raw S3 PUT at the api ingest rate",
+    };
+    drive(name, "objects", total, pace, |i| {
         let store = store.clone();
         async move {
             store
-                .put(&raw_key(i), vec![b'x'; 2_048])
+                .put(&raw_key(first + i), vec![b'x'; 2_048])
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -57,7 +65,7 @@ pub async fn s3_get(store: &Arc<ObjectStore>, total: u64, concurrency: usize) ->
 }
 
 /// Idempotent, acks=all produces of 1 KiB records to a 3-partition topic.
-pub async fn produce(env: &TestEnv, total: u64, concurrency: usize) -> Phase {
+pub async fn produce(env: &TestEnv, total: u64, pace: Pace) -> Phase {
     let settings = env.kafka();
     let topic = format!("{}bench.raw", settings.topic_prefix);
     bus::ensure_topics(&settings, &[&topic])
@@ -70,28 +78,26 @@ pub async fn produce(env: &TestEnv, total: u64, concurrency: usize) -> Phase {
     );
     let payload = vec![b'x'; 1_024];
     let headers = BTreeMap::new();
-    closed_loop(
-        "raw produce (1 KiB, acks=all)",
-        "records",
-        total,
-        concurrency,
-        |i| {
-            let (publisher, topic, payload, headers) = (
-                publisher.clone(),
-                topic.clone(),
-                payload.clone(),
-                headers.clone(),
-            );
-            async move {
-                let key = format!("company-{}", i % 97);
-                publisher
-                    .publish_raw(&topic, Some(key.as_bytes()), &payload, &headers)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        },
-    )
+    let name = match pace {
+        Pace::Flat(_) => "raw produce (1 KiB, acks=all)",
+        Pace::Rate(_) => "raw produce at the api ingest rate",
+    };
+    drive(name, "records", total, pace, |i| {
+        let (publisher, topic, payload, headers) = (
+            publisher.clone(),
+            topic.clone(),
+            payload.clone(),
+            headers.clone(),
+        );
+        async move {
+            let key = format!("company-{}", i % 97);
+            publisher
+                .publish_raw(&topic, Some(key.as_bytes()), &payload, &headers)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
     .await
 }
 
@@ -180,7 +186,7 @@ async fn copy_batch(pool: &sqlx::PgPool, range: std::ops::Range<u64>) -> Result<
 pub async fn clean_up(
     env: &TestEnv,
     store: &ObjectStore,
-    raw_ops: u64,
+    raw_puts: u64,
     streamed: Vec<String>,
 ) -> Result<usize, String> {
     use aws_sdk_s3::types::{Delete, ObjectIdentifier};
@@ -188,7 +194,7 @@ pub async fn clean_up(
         .fetch_all(&env.pool)
         .await
         .map_err(|e| format!("reading the ledger: {e}"))?;
-    let keys: Vec<String> = (0..raw_ops)
+    let keys: Vec<String> = (0..raw_puts)
         .map(raw_key)
         .chain(ledger)
         .chain(streamed)

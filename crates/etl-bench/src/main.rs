@@ -26,6 +26,10 @@ use etl_testkit::{ServiceProcess, TestEnv, repo_root};
 use serde_json::json;
 
 use crate::limits::ROWS_PER_COMPANY;
+use crate::run::Pace;
+
+/// How long the raw phases paced at the api's rate run.
+const PACED_SECONDS: f64 = 10.0;
 
 /// Service settings worth trying other values of; the rest stay default.
 /// They apply to the raw phases' clients too (the services' own).
@@ -125,13 +129,16 @@ async fn main() -> anyhow::Result<()> {
         "[bench] raw limits: {raw_ops} S3 PUTs and GETs, {raw_ops} produces, {files} companies by COPY"
     );
     let put = meter
-        .measure(&[], limits::s3_put(&store, raw_ops, concurrency))
+        .measure(
+            &[],
+            limits::s3_put(&store, 0, raw_ops, Pace::Flat(concurrency)),
+        )
         .await;
     let get = meter
         .measure(&[], limits::s3_get(&store, raw_ops, concurrency))
         .await;
     let produce = meter
-        .measure(&[], limits::produce(&env, raw_ops, concurrency))
+        .measure(&[], limits::produce(&env, raw_ops, Pace::Flat(concurrency)))
         .await;
     let copy = meter
         .measure(&[], limits::pg_copy(&env, files, 500, concurrency.min(8)))
@@ -155,6 +162,27 @@ async fn main() -> anyhow::Result<()> {
         recording.finish();
     }
     let api_rss = api.peak_memory_bytes();
+
+    // What the dependencies cost per operation at the rate the api asked
+    // of them: at a lower rate there is less to batch, per record and per
+    // replica fetch.
+    let paced_ops = (ingest.rate() * PACED_SECONDS).round() as u64;
+    eprintln!(
+        "[bench] raw S3 PUTs and produces at the api's {:.0}/s for {PACED_SECONDS} s",
+        ingest.rate()
+    );
+    let put_paced = meter
+        .measure(
+            &[],
+            limits::s3_put(&store, raw_ops, paced_ops, Pace::Rate(ingest.rate())),
+        )
+        .await;
+    let produce_paced = meter
+        .measure(
+            &[],
+            limits::produce(&env, paced_ops, Pace::Rate(ingest.rate())),
+        )
+        .await;
 
     eprintln!("[bench] processor: draining {} files", ingest.done);
     let (drain, processor) = pipeline::processor_drain(&env, &meter, ingest.done, &knobs).await;
@@ -190,7 +218,7 @@ async fn main() -> anyhow::Result<()> {
     let refused = refusals::hostile_bodies(&env, &knobs).await;
 
     let streamed_keys = std::mem::take(&mut streamed.keys);
-    match limits::clean_up(&env, &store, raw_ops, streamed_keys).await {
+    match limits::clean_up(&env, &store, raw_ops + paced_ops, streamed_keys).await {
         Ok(n) => eprintln!("[bench] deleted the run's {n} objects and its bucket"),
         Err(e) => eprintln!(
             "[bench] could not empty bucket {} ({e}); delete it by hand",
@@ -222,6 +250,8 @@ async fn main() -> anyhow::Result<()> {
         &put,
         &produce,
         &ingest,
+        &put_paced,
+        &produce_paced,
         &get,
         &copy,
         &drain,
@@ -236,6 +266,8 @@ async fn main() -> anyhow::Result<()> {
         put: &put,
         get: &get,
         produce: &produce,
+        put_paced: &put_paced,
+        produce_paced: &produce_paced,
         ingest: &ingest,
         drain: &drain,
     });
@@ -297,7 +329,7 @@ async fn main() -> anyhow::Result<()> {
     let results = json!({
         "machine": machine,
         "settings": {"concurrency": concurrency, "raw_ops": raw_ops, "files": files, "e2e_seconds": e2e_seconds, "stream_clients": stream_clients, "stream_mib": stream_mib, "stream_company_kib": stream_company_kib, "services": knobs.iter().copied().collect::<std::collections::BTreeMap<_, _>>()},
-        "phases": [put.to_json(), produce.to_json(), ingest.to_json(), get.to_json(), copy.to_json(), drain.to_json(), e2e.to_json(), streamed.phase.to_json()],
+        "phases": [put.to_json(), produce.to_json(), ingest.to_json(), put_paced.to_json(), produce_paced.to_json(), get.to_json(), copy.to_json(), drain.to_json(), e2e.to_json(), streamed.phase.to_json()],
         "dependency_cpu_ratios": dependency_cpu,
         "idle_cpu_us_per_s": idle.to_json(),
         "api_ratio": api_ratio,

@@ -104,6 +104,8 @@ pub fn dependency_ratios(phases: &Phases<'_>) -> Value {
     json!({
         "api_s3_per_file_vs_raw_put": ratio(phases.ingest, phases.put, "s3"),
         "api_broker_per_file_vs_raw_record": ratio(phases.ingest, phases.produce, "broker"),
+        "api_s3_per_file_vs_raw_put_same_rate": ratio(phases.ingest, phases.put_paced, "s3"),
+        "api_broker_per_file_vs_raw_record_same_rate": ratio(phases.ingest, phases.produce_paced, "broker"),
         "processor_s3_per_file_vs_raw_get": ratio(phases.drain, phases.get, "s3"),
         "processor_broker_per_file_vs_raw_record": ratio(phases.drain, phases.produce, "broker"),
     })
@@ -114,6 +116,8 @@ pub struct Phases<'a> {
     pub put: &'a Phase,
     pub get: &'a Phase,
     pub produce: &'a Phase,
+    pub put_paced: &'a Phase,
+    pub produce_paced: &'a Phase,
     pub ingest: &'a Phase,
     pub drain: &'a Phase,
 }
@@ -125,10 +129,12 @@ pub fn print_ratios(ratios: &Value) {
             .map_or("-".to_owned(), |r| format!("{r:.2}"))
     };
     println!(
-        "dependency CPU per file / per raw operation (target ≤ 1.1): api: S3 {} (vs a PUT), broker {} (vs a produced record); \
-         processor: S3 {} (vs a GET), broker {} (vs a produced record; a file is also a fetch)",
+        "dependency CPU per file / per raw operation (target ≤ 1.1): api: S3 {} (vs a PUT), broker {} (vs a produced record), \
+         at the api's rate S3 {} and broker {}; processor: S3 {} (vs a GET), broker {} (vs a produced record; a file is also a fetch)",
         shown("api_s3_per_file_vs_raw_put"),
         shown("api_broker_per_file_vs_raw_record"),
+        shown("api_s3_per_file_vs_raw_put_same_rate"),
+        shown("api_broker_per_file_vs_raw_record_same_rate"),
         shown("processor_s3_per_file_vs_raw_get"),
         shown("processor_broker_per_file_vs_raw_record"),
     );
