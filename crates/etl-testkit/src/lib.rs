@@ -233,6 +233,21 @@ pub fn file_loaded_event_ids(records: &[Received]) -> BTreeMap<String, BTreeSet<
 }
 
 /// Reads a topic from the beginning in a consumer group of its own.
+fn received(m: &impl Message) -> Received {
+    let envelope = Envelope::from_json(m.payload().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("a record on {} is not an envelope: {e}", m.topic()));
+    Received {
+        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        headers: headers_map(m.headers()),
+        partition: m.partition(),
+        offset: m.offset(),
+        envelope,
+    }
+}
+
+/// Records a tail takes at most before it asks its caller's `done` again.
+const TAIL_BATCH: usize = 1_000;
+
 pub struct TopicTail {
     consumer: StreamConsumer,
     seen: Vec<Received>,
@@ -262,20 +277,17 @@ impl TopicTail {
                 self.seen.len(),
                 self.seen.iter().map(|r| &r.envelope).collect::<Vec<_>>()
             );
-            let next =
-                tokio::time::timeout(left.min(Duration::from_millis(500)), self.consumer.recv())
-                    .await;
-            let Ok(result) = next else { continue };
-            let m = result.expect("kafka receive");
-            let envelope = Envelope::from_json(m.payload().unwrap_or_default())
-                .unwrap_or_else(|e| panic!("a record on {} is not an envelope: {e}", m.topic()));
-            self.seen.push(Received {
-                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                headers: headers_map(m.headers()),
-                partition: m.partition(),
-                offset: m.offset(),
-                envelope,
-            });
+            // `done` reads every record so far: asked after each one, a
+            // long tail cost time quadratic in its length. What has
+            // arrived is taken first (a zero timeout still polls once).
+            let mut wait = left.min(Duration::from_millis(500));
+            for _ in 0..TAIL_BATCH {
+                let Ok(result) = tokio::time::timeout(wait, self.consumer.recv()).await else {
+                    break;
+                };
+                self.seen.push(received(&result.expect("kafka receive")));
+                wait = Duration::ZERO;
+            }
         }
         &self.seen
     }
