@@ -232,7 +232,6 @@ pub fn file_loaded_event_ids(records: &[Received]) -> BTreeMap<String, BTreeSet<
     ids
 }
 
-/// Reads a topic from the beginning in a consumer group of its own.
 fn received(m: &impl Message) -> Received {
     let envelope = Envelope::from_json(m.payload().unwrap_or_default())
         .unwrap_or_else(|e| panic!("a record on {} is not an envelope: {e}", m.topic()));
@@ -248,6 +247,7 @@ fn received(m: &impl Message) -> Received {
 /// Records a tail takes at most before it asks its caller's `done` again.
 const TAIL_BATCH: usize = 1_000;
 
+/// Reads a topic from the beginning in a consumer group of its own.
 pub struct TopicTail {
     consumer: StreamConsumer,
     seen: Vec<Received>,

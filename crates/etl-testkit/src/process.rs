@@ -209,9 +209,8 @@ impl ServiceProcess {
 
     /// Sends `signal` (`TERM`, `INT`, `KILL`) to the process.
     pub fn signal(&self, signal: &str) {
-        let child = self.child.as_ref().expect("process running");
         let ok = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
+            .args([&format!("-{signal}"), &self.pid().to_string()])
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "kill -{signal} {}", self.name);
@@ -244,7 +243,7 @@ impl ServiceProcess {
     /// The most memory the process has held so far (VmHWM: peak resident
     /// set), for tests that a hostile input cannot blow it up.
     pub fn peak_memory_bytes(&self) -> u64 {
-        let pid = self.child.as_ref().expect("process running").id();
+        let pid = self.pid();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
         let kib: u64 = status
             .lines()

@@ -73,7 +73,7 @@ impl Injector {
     }
 
     /// Whether a fault is planned at all (never, outside tests).
-    pub fn planned(&self) -> bool {
+    pub(crate) fn planned(&self) -> bool {
         self.plan.is_some()
     }
 
