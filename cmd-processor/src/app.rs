@@ -174,11 +174,17 @@ fn readiness(
             async move { stalled }
         })
         // It reads files' events and writes their outcomes: both must work.
+        // Asked together, so that a producer's fatal state (read at once)
+        // is not missed while the consumer's metadata round trip runs.
         .check("kafka", move || {
             let (consumer, publisher) = (consumer.clone(), publisher.clone());
             async move {
-                bus::consumer_ready(consumer, timeout).await?;
-                publisher.check(timeout).await.map_err(|e| e.to_string())
+                let (consumer, producer) = tokio::join!(
+                    bus::consumer_ready(consumer, timeout),
+                    publisher.check(timeout)
+                );
+                consumer?;
+                producer.map_err(|e| e.to_string())
             }
         })
         .check("s3", move || {
