@@ -69,6 +69,7 @@ fuzz: itest-up ## schemathesis against a live api, driven by api/openapi.yaml (a
 	@scripts/fuzz.sh
 
 bench: itest-up ## release builds, then the pipeline's rates against the raw rates of S3, the broker and Postgres (docs/performance.md)
+	@scripts/bench.sh install
 	@cargo build --release --quiet -p cmd-api -p cmd-processor -p etl-bench
 	@$(call with_env,$(ITEST_ENV)) target/release/etl-bench
 	@$(MAKE) --no-print-directory microbench

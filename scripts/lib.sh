@@ -1,8 +1,26 @@
-# Shared by scripts/stack.sh and scripts/dev.sh: messages and background
+# Shared by the scripts: messages, Debian packages, and background
 # processes tracked by pid files. Set LOG_TAG before sourcing.
 
 say() { printf '[%s] %s\n' "$LOG_TAG" "$*"; }
 die() { printf '[%s] error: %s\n' "$LOG_TAG" "$*" >&2; exit 1; }
+
+# Installs those of the given Debian packages that are missing, without
+# their recommended extras. The package lists are refreshed only when an
+# install fails without it (a new machine's lists may be empty or stale).
+apt_install() {
+  local missing=() pkg sudo=""
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null || die "please install: ${missing[*]}"
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  say "installing ${missing[*]} (apt, once)"
+  local install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}")
+  $sudo "${install[@]}" >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo "${install[@]}" >/dev/null; } \
+    || die "apt-get could not install ${missing[*]}"
+}
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

@@ -44,21 +44,6 @@ LOG_TAG=$STACK
 
 # --- installing what is missing -------------------------------------------
 
-APT_UPDATED=0
-apt_install() {
-  local missing=() pkg
-  for pkg in "$@"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  command -v apt-get >/dev/null || die "please install: ${missing[*]}"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  say "installing ${missing[*]} (apt)"
-  if [ "$APT_UPDATED" -eq 0 ]; then $sudo apt-get update -qq; APT_UPDATED=1; fi
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-}
-
 java_major() {
   java -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print v[1]; exit}'
 }

@@ -1,8 +1,9 @@
-//! At most `MAX_CONCURRENT_IMPORTS` imports at once. Each holds its body in
-//! memory, so the limit bounds memory as well as work. A request waits up to
-//! `IMPORT_SLOT_WAIT_MS` for a slot (a burst is absorbed; its body is not
-//! read meanwhile), then gets `503 overloaded` instead of a queue that
-//! grows unseen.
+//! At most `MAX_CONCURRENT_IMPORTS` imports at once. Bodies are streamed,
+//! but each import holds the companies it is storing (`import::HOLD_BYTES`
+//! before storing starts), so the limit bounds memory as well as work. A
+//! request waits up to `IMPORT_SLOT_WAIT_MS` for a slot (a burst is
+//! absorbed; its body is not read meanwhile), then gets `503 overloaded`
+//! instead of a queue that grows unseen.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -20,7 +20,6 @@ use crate::stats::Phase;
 #[derive(Debug, Clone, Default)]
 pub struct Meter {
     roles: Vec<Role>,
-    ticks_per_second: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -59,10 +58,6 @@ impl Meter {
             })
             .map(|name| pid(&format!("run/{name}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let ticks = std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()?;
-        let ticks_per_second: f64 = String::from_utf8_lossy(&ticks.stdout).trim().parse()?;
         let role = |name, pids, tree| Role { name, pids, tree };
         Ok(Self {
             roles: vec![
@@ -71,7 +66,6 @@ impl Meter {
                 role("postgres", vec![pid("pg/postmaster.pid")?], true),
                 role("bench client", vec![std::process::id()], false),
             ],
-            ticks_per_second,
         })
     }
 
@@ -96,7 +90,7 @@ impl Meter {
                     }
                 })
                 .sum();
-            ticks as f64 / self.ticks_per_second
+            ticks as f64 / ticks_per_second()
         };
         Sample(
             self.roles
@@ -118,6 +112,17 @@ impl Meter {
         let mut phase = phase.await;
         phase.cpu = Some(self.sample(services).cost_since(&before, phase.done));
         phase
+    }
+
+    /// CPU seconds this process's children spent that it has waited for
+    /// (a load generator it ran to the end); a live child shows only once
+    /// it is reaped.
+    pub fn reaped_children_seconds() -> f64 {
+        let ticks = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|stat| parse_stat(&stat))
+            .map_or(0, |(_, ticks)| ticks.reaped);
+        ticks as f64 / ticks_per_second()
     }
 
     /// µs of CPU per second each process spends while nothing is asked of
@@ -151,6 +156,11 @@ impl Sample {
 }
 
 impl Cost {
+    /// Adds `us` per operation to `role`'s.
+    pub fn add(&mut self, role: &'static str, us: f64) {
+        *self.0.entry(role).or_default() += us;
+    }
+
     pub fn of(&self, role: &str) -> Option<f64> {
         self.0.get(role).copied()
     }
@@ -158,6 +168,20 @@ impl Cost {
     pub fn to_json(&self) -> Value {
         json!(self.0)
     }
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 on Linux
+/// nearly everywhere, which is the fallback).
+fn ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// Every process's parent and CPU ticks, read once.

@@ -13,10 +13,13 @@ use prometheus::Registry;
 use crate::run::{Pace, closed_loop, drive};
 use crate::stats::Phase;
 
+pub fn s3_settings(env: &TestEnv) -> S3Settings {
+    S3Settings::from_env(&env.env(&[])).expect("S3 settings")
+}
+
 pub fn store(env: &TestEnv) -> Arc<ObjectStore> {
-    let settings = S3Settings::from_env(&env.env(&[])).expect("S3 settings");
     Arc::new(ObjectStore::new(
-        &settings,
+        &s3_settings(env),
         DependencyTimer::new(&Registry::new()),
     ))
 }

@@ -106,6 +106,7 @@ pub async fn processor_drain(
         failed: files.saturating_sub(recorded as u64),
         elapsed,
         latencies: Vec::new(),
+        reported_ms: None,
         cpu: Some(cpu),
     };
     (phase, processor)
@@ -179,6 +180,7 @@ pub async fn end_to_end(
         failed,
         elapsed: posting,
         latencies,
+        reported_ms: None,
         cpu: None,
     }
 }

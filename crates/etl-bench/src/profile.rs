@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 
 use etl_testkit::repo_root;
 
+mod by_crate;
+
 /// Which service to profile, from `BENCH_PROFILE`.
 pub fn wanted() -> Option<String> {
     std::env::var("BENCH_PROFILE")
@@ -36,7 +38,10 @@ pub fn start(service: &'static str, pid: u32) -> Option<Recording> {
     std::fs::create_dir_all(out_dir()).ok()?;
     let data = out_dir().join(format!("{service}.perf.data"));
     let perf = Command::new("perf")
-        .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-o"])
+        // DWARF unwinding: release builds keep no frame pointers, and the
+        // call chains are what the report by crate is read from.
+        .args(["record", "-e", "cpu-clock", "-F", "999"])
+        .args(["--call-graph", "dwarf,16384", "-o"])
         .arg(&data)
         .args(["-p", &pid.to_string()])
         .stdout(Stdio::null())
@@ -80,10 +85,18 @@ impl Recording {
             .args(["--sort", "dso,symbol", "-g", "none", "-i"])
             .arg(&self.data)
             .output();
-        let text = match report {
+        let mut text = match report {
             Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
             Err(e) => format!("perf report failed: {e}"),
         };
+        let script = Command::new("perf")
+            .args(["script", "-F", "comm,ip,sym,dso", "--no-inline", "-i"])
+            .arg(&self.data)
+            .output();
+        match script {
+            Ok(out) => text = by_crate::table(&String::from_utf8_lossy(&out.stdout)) + "\n" + &text,
+            Err(e) => eprintln!("[bench] perf script failed: {e}"),
+        }
         std::fs::write(report_path(self.service), text).ok();
     }
 }
@@ -111,7 +124,7 @@ profile of the {service} (perf, cpu-clock at 999 Hz; {}):",
     for line in text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .take(30)
+        .take(45)
     {
         println!("  {line}");
     }

@@ -139,3 +139,51 @@ pub fn print_ratios(ratios: &Value) {
         shown("processor_broker_per_file_vs_raw_record"),
     );
 }
+
+/// The flat load phase against its targets, and its load generator's cost
+/// beside the api's.
+pub fn flat_load_line(phase: &Phase, connections: u64) {
+    let cpu = |role| {
+        phase
+            .cpu
+            .as_ref()
+            .and_then(|c| c.of(role))
+            .map_or("-".to_owned(), |us| format!("{us:.0}"))
+    };
+    let ms = |p| phase.percentile_ms(p).unwrap_or(f64::NAN);
+    println!(
+        "flat load, {connections} connections: {:.0} imports/s, p50/p99 {:.1}/{:.1} ms, {} failed (non-2xx or socket errors)   \
+         (target ≥ 2500/s, 0 failed); CPU per request: api {} µs (target ≤ 150), wrk {} µs",
+        phase.rate(),
+        ms(0.50),
+        ms(0.99),
+        phase.failed,
+        cpu("api"),
+        cpu("bench client"),
+    );
+}
+
+/// What the S3 client itself spends per PUT, the SDK's against the
+/// minimal SigV4 client's, in the same run (the bench client's column).
+pub fn s3_client_line(sdk: &Phase, lean: &Phase) {
+    let client = |p: &Phase| {
+        p.cpu
+            .as_ref()
+            .and_then(|c| c.of("bench client"))
+            .map_or("-".to_owned(), |us| format!("{us:.0}"))
+    };
+    println!(
+        "S3 client CPU per 2 KiB PUT: aws-sdk-s3 {} µs, minimal SigV4 client (reqwest + hmac) {} µs; \
+         S3 server per PUT: {:.0} µs and {:.0} µs",
+        client(sdk),
+        client(lean),
+        sdk.cpu
+            .as_ref()
+            .and_then(|c| c.of("s3"))
+            .map_or(f64::NAN, |v| v),
+        lean.cpu
+            .as_ref()
+            .and_then(|c| c.of("s3"))
+            .map_or(f64::NAN, |v| v),
+    );
+}

@@ -79,6 +79,7 @@ where
         failed: 0,
         elapsed,
         latencies: Vec::with_capacity(results.len()),
+        reported_ms: None,
         cpu: None,
     };
     let mut first_error = None;

@@ -15,6 +15,9 @@ pub struct Phase {
     pub elapsed: Duration,
     /// Per-operation latencies, when the phase measures them.
     pub latencies: Vec<Duration>,
+    /// p50 and p99 in ms as another program reported them (wrk), for a
+    /// phase whose latencies this one did not see.
+    pub reported_ms: Option<(f64, f64)>,
     /// CPU per operation of each process, when measured.
     pub cpu: Option<Cost>,
 }
@@ -25,7 +28,12 @@ impl Phase {
     }
 
     pub fn percentile_ms(&self, p: f64) -> Option<f64> {
-        percentile_ms(&self.latencies, p)
+        match self.reported_ms {
+            Some((p50, _)) if p == 0.50 => Some(p50),
+            Some((_, p99)) if p == 0.99 => Some(p99),
+            Some(_) => None,
+            None => percentile_ms(&self.latencies, p),
+        }
     }
 
     pub fn to_json(&self) -> Value {

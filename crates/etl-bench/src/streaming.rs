@@ -133,6 +133,7 @@ pub async fn api_streaming(
             failed,
             elapsed,
             latencies,
+            reported_ms: None,
             cpu: None,
         },
         files: keys.len() as u64,
