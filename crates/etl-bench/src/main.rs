@@ -41,6 +41,20 @@ const WRK_FIRST: u64 = 100_000_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let interrupted = etl_core::shutdown::on_signal();
+    // Out of the select, the run is dropped and with it the services it
+    // started (each is killed when dropped), so none is left behind.
+    let finished = tokio::select! {
+        result = run() => Some(result),
+        () = interrupted.cancelled() => None,
+    };
+    finished.unwrap_or_else(|| {
+        eprintln!("[bench] interrupted; the services it started are stopped");
+        std::process::exit(130)
+    })
+}
+
+async fn run() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let machine = settings::machine();
     eprintln!("[bench] {machine}");
