@@ -13,7 +13,7 @@ use etl_testkit::{
 use serde_json::Value;
 
 use crate::cpu::Meter;
-use crate::run::closed_loop;
+use crate::run::{Pace, closed_loop, drive};
 use crate::stats::Phase;
 
 /// Sends an import and returns the api's answer if it was 202.
@@ -128,28 +128,16 @@ pub async fn end_to_end(
     let total = ((rate * seconds as f64).round() as u64).max(1);
     let acked: Arc<Mutex<BTreeMap<String, DateTime<Utc>>>> = Arc::default();
     let mut tail = env.tail(&env.kafka().topics().file_loaded);
-    let interval = Duration::from_secs_f64(1.0 / rate.max(0.1));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..total {
-        let due = started + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(due.into()).await;
-        let (client, url, acked, tag) =
-            (client.clone(), url.clone(), acked.clone(), tag.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let id = post_company(&client, &url, &tag, first + i).await?;
+    let posted = drive("end to end posts", "files", total, Pace::Rate(rate), |i| {
+        let (client, url, acked) = (&client, &url, acked.clone());
+        async move {
+            let id = post_company(client, url, tag, first + i).await?;
             acked.lock().unwrap().insert(id, Utc::now());
-            Ok::<(), String>(())
-        }));
-    }
-    // The rate offered, not the time until the last FileLoaded was read.
-    let posting = started.elapsed();
-    let mut failed = 0;
-    for t in tasks {
-        if !matches!(t.await, Ok(Ok(()))) {
-            failed += 1;
+            Ok(())
         }
-    }
+    })
+    .await;
+    let (posting, failed) = (posted.elapsed, posted.failed);
     let acked = acked.lock().unwrap().clone();
     let want = acked.len();
     let seen = tail
