@@ -94,12 +94,10 @@ fn singular(unit: &str) -> &str {
 /// What a file costs a dependency against what one raw operation costs it
 /// in the same run (target ≤ 1.1 each).
 pub fn dependency_ratios(phases: &Phases<'_>) -> Value {
-    let ratio = |file: &Phase, raw: &Phase, role: &str| {
-        let per = |p: &Phase| p.cpu.as_ref().and_then(|c| c.of(role));
-        match (per(file), per(raw)) {
-            (Some(f), Some(r)) if r > 0.0 => Some(f / r),
-            _ => None,
-        }
+    let ratio = |file: &Phase, raw: &Phase, role: &str| match (file.cpu_of(role), raw.cpu_of(role))
+    {
+        (Some(f), Some(r)) if r > 0.0 => Some(f / r),
+        _ => None,
     };
     json!({
         "api_s3_per_file_vs_raw_put": ratio(phases.ingest, phases.put, "s3"),
@@ -140,16 +138,14 @@ pub fn print_ratios(ratios: &Value) {
     );
 }
 
+/// µs for a table cell, `-` when not measured.
+fn us(value: Option<f64>) -> String {
+    value.map_or("-".to_owned(), |us| format!("{us:.0}"))
+}
+
 /// The flat load phase against its targets, and its load generator's cost
 /// beside the api's.
 pub fn flat_load_line(phase: &Phase, connections: u64) {
-    let cpu = |role| {
-        phase
-            .cpu
-            .as_ref()
-            .and_then(|c| c.of(role))
-            .map_or("-".to_owned(), |us| format!("{us:.0}"))
-    };
     let ms = |p| phase.percentile_ms(p).unwrap_or(f64::NAN);
     println!(
         "flat load, {connections} connections: {:.0} imports/s, p50/p99 {:.1}/{:.1} ms, {} failed (non-2xx or socket errors)   \
@@ -158,32 +154,20 @@ pub fn flat_load_line(phase: &Phase, connections: u64) {
         ms(0.50),
         ms(0.99),
         phase.failed,
-        cpu("api"),
-        cpu("bench client"),
+        us(phase.cpu_of("api")),
+        us(phase.cpu_of("bench client")),
     );
 }
 
 /// What the S3 client itself spends per PUT, the SDK's against the
 /// minimal SigV4 client's, in the same run (the bench client's column).
 pub fn s3_client_line(sdk: &Phase, lean: &Phase) {
-    let client = |p: &Phase| {
-        p.cpu
-            .as_ref()
-            .and_then(|c| c.of("bench client"))
-            .map_or("-".to_owned(), |us| format!("{us:.0}"))
-    };
     println!(
         "S3 client CPU per 2 KiB PUT: aws-sdk-s3 {} µs, minimal SigV4 client (reqwest + hmac) {} µs; \
-         S3 server per PUT: {:.0} µs and {:.0} µs",
-        client(sdk),
-        client(lean),
-        sdk.cpu
-            .as_ref()
-            .and_then(|c| c.of("s3"))
-            .map_or(f64::NAN, |v| v),
-        lean.cpu
-            .as_ref()
-            .and_then(|c| c.of("s3"))
-            .map_or(f64::NAN, |v| v),
+         S3 server per PUT: {} µs and {} µs",
+        us(sdk.cpu_of("bench client")),
+        us(lean.cpu_of("bench client")),
+        us(sdk.cpu_of("s3")),
+        us(lean.cpu_of("s3")),
     );
 }

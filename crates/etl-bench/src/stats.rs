@@ -27,6 +27,11 @@ impl Phase {
         self.done as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// `role`'s CPU µs per operation, when the phase measured it.
+    pub fn cpu_of(&self, role: &str) -> Option<f64> {
+        self.cpu.as_ref().and_then(|c| c.of(role))
+    }
+
     pub fn percentile_ms(&self, p: f64) -> Option<f64> {
         match self.reported_ms {
             Some((p50, _)) if p == 0.50 => Some(p50),
