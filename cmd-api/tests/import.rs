@@ -94,23 +94,7 @@ impl Api {
     }
 
     async fn stored_keys(&self) -> Vec<String> {
-        let mut pages = self
-            .store
-            .client()
-            .list_objects_v2()
-            .bucket(self.store.bucket())
-            .into_paginator()
-            .send();
-        let mut keys = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.expect("list the bucket");
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_owned)),
-            );
-        }
-        keys
+        self.store.list("").await.expect("list the bucket")
     }
 }
 

@@ -496,14 +496,7 @@ async fn a_file_deleted_before_processing_is_dead_lettered_and_later_files_still
         &S3Settings::from_env(&env.env(&[])).unwrap(),
         DependencyTimer::new(&Registry::new()),
     );
-    store
-        .client()
-        .delete_object()
-        .bucket(store.bucket())
-        .key(&key)
-        .send()
-        .await
-        .expect("delete the stored file");
+    store.delete(&key).await.expect("delete the stored file");
     eprintln!("injected: the stored file {key} deleted before the processor runs");
     let processor = start_processor(&env, &[]).await;
     let p = Pipeline {

@@ -8,6 +8,7 @@ use etl_core::bus::{self, EventPublisher};
 use etl_core::metrics::DependencyTimer;
 use etl_core::storage::{ObjectStore, S3Settings};
 use etl_testkit::TestEnv;
+use futures::StreamExt;
 use prometheus::Registry;
 
 use crate::run::{Pace, closed_loop, drive};
@@ -181,6 +182,9 @@ async fn copy_batch(pool: &sqlx::PgPool, range: std::ops::Range<u64>) -> Result<
     tx.commit().await
 }
 
+/// Deletes in flight at once while cleaning up.
+const DELETE_CONCURRENCY: usize = 64;
+
 /// Deletes the objects the run stored, then its bucket: a run stores tens
 /// of thousands of files and gigabytes of streamed companies, which would
 /// otherwise pile up run after run in the local S3 server's folder. The
@@ -192,7 +196,6 @@ pub async fn clean_up(
     raw_puts: u64,
     streamed: Vec<String>,
 ) -> Result<usize, String> {
-    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
     let ledger: Vec<String> = sqlx::query_scalar("SELECT s3_key FROM import_files")
         .fetch_all(&env.pool)
         .await
@@ -202,33 +205,16 @@ pub async fn clean_up(
         .chain(ledger)
         .chain(streamed)
         .collect();
-    for chunk in keys.chunks(1_000) {
-        let ids = chunk
-            .iter()
-            .map(|k| ObjectIdentifier::builder().key(k).build())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        let delete = Delete::builder()
-            .set_objects(Some(ids))
-            .build()
-            .map_err(|e| e.to_string())?;
-        store
-            .client()
-            .delete_objects()
-            .bucket(store.bucket())
-            .delete(delete)
-            .send()
-            .await
-            .map_err(|e| format!("deleting: {e}"))?;
+    let deleted = futures::stream::iter(keys.iter())
+        .map(|key| store.delete(key))
+        .buffer_unordered(DELETE_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    if let Some(Err(e)) = deleted.into_iter().find(Result::is_err) {
+        return Err(format!("deleting: {e}"));
     }
-    store
-        .client()
-        .delete_bucket()
-        .bucket(store.bucket())
-        .send()
-        .await
-        .map_err(|e| {
-            format!("deleting the bucket (objects the run did not record are left): {e}")
-        })?;
+    store.delete_bucket().await.map_err(|e| {
+        format!("deleting the bucket (objects the run did not record are left): {e}")
+    })?;
     Ok(keys.len())
 }

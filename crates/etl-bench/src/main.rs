@@ -13,7 +13,6 @@
 //! passed on to the services (which otherwise run with their defaults).
 
 mod cpu;
-mod lean_s3;
 mod limits;
 mod pipeline;
 mod profile;
@@ -82,17 +81,6 @@ async fn run() -> anyhow::Result<()> {
             limits::s3_put(&store, 0, raw_ops, Pace::Flat(concurrency)),
         )
         .await;
-    let lean_put = match lean_s3::LeanS3::new(&limits::s3_settings(&env)) {
-        Some(lean) => Some(
-            meter
-                .measure(
-                    &[],
-                    lean_s3::s3_put(&std::sync::Arc::new(lean), raw_ops, raw_ops, concurrency),
-                )
-                .await,
-        ),
-        None => None,
-    };
     let get = meter
         .measure(&[], limits::s3_get(&store, raw_ops, concurrency))
         .await;
@@ -132,7 +120,7 @@ async fn run() -> anyhow::Result<()> {
     let put_paced = meter
         .measure(
             &[],
-            limits::s3_put(&store, 2 * raw_ops, paced_ops, Pace::Rate(ingest.rate())),
+            limits::s3_put(&store, raw_ops, paced_ops, Pace::Rate(ingest.rate())),
         )
         .await;
     let produce_paced = meter
@@ -186,7 +174,7 @@ async fn run() -> anyhow::Result<()> {
     let refused = refusals::hostile_bodies(&env, &knobs).await;
 
     let streamed_keys = std::mem::take(&mut streamed.keys);
-    match limits::clean_up(&env, &store, 2 * raw_ops + paced_ops, streamed_keys).await {
+    match limits::clean_up(&env, &store, raw_ops + paced_ops, streamed_keys).await {
         Ok(n) => eprintln!("[bench] deleted the run's {n} objects and its bucket"),
         Err(e) => eprintln!(
             "[bench] could not empty bucket {} ({e}); delete it by hand",
@@ -196,7 +184,6 @@ async fn run() -> anyhow::Result<()> {
 
     let results = Results {
         put,
-        lean_put,
         get,
         produce,
         copy,

@@ -158,16 +158,3 @@ pub fn flat_load_line(phase: &Phase, connections: u64) {
         us(phase.cpu_of("bench client")),
     );
 }
-
-/// What the S3 client itself spends per PUT, the SDK's against the
-/// minimal SigV4 client's, in the same run (the bench client's column).
-pub fn s3_client_line(sdk: &Phase, lean: &Phase) {
-    println!(
-        "S3 client CPU per 2 KiB PUT: aws-sdk-s3 {} µs, minimal SigV4 client (reqwest + hmac) {} µs; \
-         S3 server per PUT: {} µs and {} µs",
-        us(sdk.cpu_of("bench client")),
-        us(lean.cpu_of("bench client")),
-        us(sdk.cpu_of("s3")),
-        us(lean.cpu_of("s3")),
-    );
-}

@@ -14,8 +14,6 @@ use crate::streaming::Streamed;
 
 pub struct Results {
     pub put: Phase,
-    /// `None` when there is no `S3_ENDPOINT` to send to.
-    pub lean_put: Option<Phase>,
     pub get: Phase,
     pub produce: Phase,
     pub copy: Phase,
@@ -40,14 +38,13 @@ pub struct Results {
 impl Results {
     /// The phases in the order they ran.
     fn phases(&self) -> Vec<&Phase> {
-        let mut phases = vec![&self.put];
-        phases.extend(self.lean_put.as_ref());
-        phases.extend([
+        let mut phases = vec![
+            &self.put,
             &self.produce,
             &self.ingest,
             &self.put_paced,
             &self.produce_paced,
-        ]);
+        ];
         phases.extend(self.flat_load.as_ref());
         phases.extend([
             &self.get,
@@ -113,9 +110,6 @@ impl Results {
         report::cpu_table(&phases);
         report::idle_row(&self.idle);
         report::print_ratios(&self.dependency_cpu());
-        if let Some(lean) = &self.lean_put {
-            report::s3_client_line(&self.put, lean);
-        }
         println!();
         self.print_targets(settings);
         println!();

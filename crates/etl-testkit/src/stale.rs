@@ -62,13 +62,11 @@ async fn delete_buckets(vars: &BTreeMap<String, String>, stale: &impl Fn(&str) -
     };
     let timer = DependencyTimer::new(&prometheus::Registry::new());
     let store = ObjectStore::new(&settings, timer);
-    let Ok(listed) = store.client().list_buckets().send().await else {
+    let Ok(buckets) = store.list_buckets().await else {
         return;
     };
-    for bucket in listed.buckets().iter().filter_map(|b| b.name()) {
-        if stale(bucket) {
-            let _ = store.client().delete_bucket().bucket(bucket).send().await;
-        }
+    for bucket in buckets.iter().filter(|b| stale(b)) {
+        let _ = store.with_bucket(bucket).delete_bucket().await;
     }
 }
 
