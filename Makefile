@@ -10,7 +10,7 @@ with_env = set -a && . $(1) && set +a &&
 
 .PHONY: help dev-up dev-down dev-status dev-migrate dev-rollback \
         itest-up itest-down itest-migrate itest-rollback \
-        test chaos fuzz redrive replay fmt lint unit build deploy-check bench microbench
+        test chaos fuzz redrive replay fmt lint unit check build deploy-check bench microbench
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -83,8 +83,10 @@ deploy-check: ## offline validation of deployments/ (compose, kustomize + Kubern
 build: ## build the three Docker images (needs a Docker engine; says so clearly without one)
 	@scripts/images.sh
 
-unit: ## unit tests only (no stack needed)
-	cargo test --workspace --lib --quiet
+unit: ## unit and property tests (no stack needed)
+	cargo test --workspace --lib --bins --test slug_properties --test split_properties --quiet
+
+check: lint unit ## the quick loop while coding, no stack needed: formatting, clippy, unit and property tests
 
 test: lint itest-up ## the whole suite against the real local stack (and headless Chromium), then the fuzz run
 	@scripts/deploy-check.sh

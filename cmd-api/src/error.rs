@@ -2,15 +2,19 @@
 //!
 //! Policy: every error is JSON `{"error": {"code", "message", ...}, "request_id"}`
 //! with a message a person can act on. Dependency failures are logged with
-//! their cause here, once, and answered as `503 dependency_unavailable`
-//! without internals: nothing was acknowledged, so retrying is safe.
+//! their causes here, once, and answered as `503 dependency_unavailable`
+//! without internals: nothing was acknowledged, so retrying is safe. A
+//! failure of the api itself is `500 internal_error`, logged the same way:
+//! "retry later" would be a false promise for a bug.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use etl_core::bus::BusError;
 use etl_core::domain::RequestId;
+use etl_core::storage::StoreError;
 
 use crate::extract::ExtractError;
 
@@ -30,7 +34,16 @@ pub enum ApiError {
     #[error("{dependency} is unavailable; nothing was acknowledged, retry later")]
     DependencyUnavailable {
         dependency: &'static str,
-        cause: String,
+        source: BoxError,
+    },
+    /// The api's own failure (a bug): `what` and the causes are logged,
+    /// the answer names neither.
+    #[error(
+        "the api failed on its side and acknowledged nothing; this is logged, report it with the request id"
+    )]
+    Internal {
+        what: &'static str,
+        source: Option<BoxError>,
     },
     #[error("{0}")]
     InvalidIdempotencyKey(String),
@@ -57,6 +70,38 @@ pub enum ApiError {
     MethodNotAllowed(String),
 }
 
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::DependencyUnavailable {
+            dependency: "s3",
+            source: e.into(),
+        }
+    }
+}
+
+impl From<BusError> for ApiError {
+    fn from(e: BusError) -> Self {
+        ApiError::DependencyUnavailable {
+            dependency: "kafka",
+            source: e.into(),
+        }
+    }
+}
+
+/// An error and its causes on one line, for the one log line about it.
+fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
+}
+
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECS: &str = "5";
 
@@ -73,6 +118,7 @@ impl ApiError {
             }
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::DependencyUnavailable { .. } => "dependency_unavailable",
+            ApiError::Internal { .. } => "internal_error",
             ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::Unauthorized { .. } => "unauthorized",
@@ -94,6 +140,7 @@ impl ApiError {
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::DependencyUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::InvalidIdempotencyKey(_) => StatusCode::BAD_REQUEST,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
@@ -157,14 +204,25 @@ impl IntoResponse for ErrorResponse {
             ApiError::PayloadTooLarge { limit } | ApiError::CompanyTooLarge { limit, .. } => {
                 body["limit_bytes"] = json!(limit)
             }
-            ApiError::DependencyUnavailable { dependency, cause } => {
+            ApiError::DependencyUnavailable { dependency, source } => {
                 tracing::error!(
                     request_id = %self.request_id,
                     dependency,
-                    error.cause_chain = %cause,
+                    error.cause_chain = %cause_chain(&**source),
                     "dependency unavailable, answering 503"
                 );
                 body["dependency"] = json!(dependency);
+            }
+            ApiError::Internal { what, source } => {
+                let chain = source
+                    .as_deref()
+                    .map_or_else(String::new, |e| cause_chain(e));
+                tracing::error!(
+                    request_id = %self.request_id,
+                    what,
+                    error.cause_chain = %chain,
+                    "the api failed, answering 500"
+                );
             }
             _ => {}
         }
@@ -188,5 +246,70 @@ impl IntoResponse for ErrorResponse {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+    use serde_json::Value;
+
+    use super::*;
+
+    async fn answer(error: ApiError) -> (StatusCode, Option<HeaderValue>, Value) {
+        let response = error
+            .with_request_id(RequestId::parse("req-1").unwrap())
+            .into_response();
+        let status = response.status();
+        let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+        let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, retry_after, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_bug_is_a_500_that_names_no_internals_and_promises_no_retry() {
+        let (status, retry_after, body) = answer(ApiError::Internal {
+            what: "the upload's splitter thread failed",
+            source: Some("index out of bounds in split.rs".into()),
+        })
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(retry_after, None);
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert_eq!(body["request_id"], "req-1");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(!message.contains("split"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_is_a_503_naming_s3_with_its_cause_kept_as_source() {
+        let error = ApiError::from(StoreError::Unavailable {
+            operation: "PutObject",
+            message: "connection refused".into(),
+        });
+        let source = std::error::Error::source(&error).expect("the cause is kept");
+        assert_eq!(
+            source.to_string(),
+            "S3 PutObject failed: connection refused"
+        );
+        let (status, retry_after, body) = answer(error).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.unwrap(), RETRY_AFTER_SECS);
+        assert_eq!(body["error"]["code"], "dependency_unavailable");
+        assert_eq!(body["error"]["dependency"], "s3");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(!message.contains("refused"), "{message}");
+    }
+
+    #[test]
+    fn a_cause_chain_names_every_cause() {
+        let error = ApiError::from(StoreError::Unavailable {
+            operation: "GetObject",
+            message: "timed out".into(),
+        });
+        assert_eq!(
+            cause_chain(&error),
+            "s3 is unavailable; nothing was acknowledged, retry later: S3 GetObject failed: timed out"
+        );
     }
 }

@@ -142,10 +142,6 @@ where
     Fut: Future<Output = Result<ImportAccepted, ApiError>>,
 {
     let object = key.object_key();
-    let unavailable = |e: StoreError| ApiError::DependencyUnavailable {
-        dependency: "s3",
-        cause: e.to_string(),
-    };
     match store.get(&object).await {
         Ok(bytes) => match serde_json::from_slice::<Record>(&bytes) {
             Ok(record) if record.fingerprint == fingerprint => {
@@ -160,7 +156,7 @@ where
             Err(e) => tracing::warn!(error = %e, "unreadable idempotency record; importing"),
         },
         Err(StoreError::NotFound { .. }) => {}
-        Err(e) => return Err(unavailable(e)),
+        Err(e) => return Err(e.into()),
     }
     let accepted = import().await?;
     let record = Record {
@@ -168,7 +164,7 @@ where
         response: accepted.clone(),
     };
     let body = serde_json::to_vec(&record).expect("a record serialises");
-    store.put(&object, body).await.map_err(unavailable)?;
+    store.put(&object, body).await?;
     Ok(Answer {
         accepted,
         replayed: false,

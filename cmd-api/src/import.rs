@@ -209,9 +209,9 @@ async fn receive_and_store(
     );
     let refused = |error| Refused { error, received };
     let (split, (text_bytes, fingerprint)) = split.map_err(|e| {
-        refused(ApiError::DependencyUnavailable {
-            dependency: "api",
-            cause: format!("the upload's splitter stopped: {e}"),
+        refused(ApiError::Internal {
+            what: "the upload's splitter thread failed",
+            source: Some(e.into()),
         })
     })?;
     let documents = match split {
@@ -219,9 +219,9 @@ async fn receive_and_store(
         // Storing failed and stopped the split: its error is the answer.
         Err(SplitError::Stopped) => {
             return Err(refused(stored.err().unwrap_or_else(|| {
-                ApiError::DependencyUnavailable {
-                    dependency: "api",
-                    cause: "the upload's split stopped without a reason".into(),
+                ApiError::Internal {
+                    what: "the upload's split stopped without a reason",
+                    source: None,
                 }
             })));
         }
@@ -385,12 +385,7 @@ async fn store_all(
     .map(|(doc, sha, file_id)| async move {
         let key = company_file_key(&doc.company, file_id);
         let size = doc.bytes.len() as u64;
-        let stored = state.store.put(&key, doc.bytes).await.map_err(|e| {
-            ApiError::DependencyUnavailable {
-                dependency: "s3",
-                cause: e.to_string(),
-            }
-        })?;
+        let stored = state.store.put(&key, doc.bytes).await?;
         state.metrics.stored(size);
         tracing::info!(
             %file_id,
@@ -437,10 +432,7 @@ async fn publish_all(
         .buffered(PUBLISHES_IN_FLIGHT)
         .try_for_each(|_| std::future::ready(Ok(())))
         .await
-        .map_err(|e| ApiError::DependencyUnavailable {
-            dependency: "kafka",
-            cause: e.to_string(),
-        })
+        .map_err(ApiError::from)
 }
 
 fn success_envelope(

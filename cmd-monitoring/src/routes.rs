@@ -44,7 +44,11 @@ pub enum MonitorError {
     #[error("`limit` must be a whole number from 1 to {MAX_FILES_LIMIT}, got `{0}`")]
     InvalidLimit(String),
     #[error("the monitor's database is unavailable; retry later")]
-    Database(#[from] sqlx::Error),
+    DatabaseUnavailable(#[source] sqlx::Error),
+    /// A query the database refused or an answer that did not decode: our
+    /// bug, which retrying will not fix.
+    #[error("the monitor failed on its side; this is logged and will not go away by retrying")]
+    Internal(#[source] sqlx::Error),
     #[error("no route for {0}; see GET / for the dashboard and the routes it uses")]
     NoRoute(String),
 }
@@ -59,7 +63,8 @@ impl MonitorError {
             MonitorError::InvalidCompany { .. } => "invalid_company",
             MonitorError::UnknownEventType(_) => "unknown_event_type",
             MonitorError::InvalidLimit(_) => "invalid_limit",
-            MonitorError::Database(_) => "dependency_unavailable",
+            MonitorError::DatabaseUnavailable(_) => "dependency_unavailable",
+            MonitorError::Internal(_) => "internal_error",
             MonitorError::NoRoute(_) => "not_found",
         }
     }
@@ -74,15 +79,32 @@ impl MonitorError {
             | MonitorError::InvalidCompany { .. }
             | MonitorError::UnknownEventType(_)
             | MonitorError::InvalidLimit(_) => StatusCode::BAD_REQUEST,
-            MonitorError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            MonitorError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            MonitorError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<sqlx::Error> for MonitorError {
+    fn from(e: sqlx::Error) -> Self {
+        if etl_core::db::is_unavailable(&e) {
+            MonitorError::DatabaseUnavailable(e)
+        } else {
+            MonitorError::Internal(e)
         }
     }
 }
 
 impl IntoResponse for MonitorError {
     fn into_response(self) -> Response {
-        if let MonitorError::Database(e) = &self {
-            tracing::warn!(error = %e, "monitor query failed");
+        match &self {
+            MonitorError::DatabaseUnavailable(e) => {
+                tracing::warn!(error = %e, "monitor query failed, answering 503");
+            }
+            MonitorError::Internal(e) => {
+                tracing::error!(error = %e, "monitor query failed on our side, answering 500");
+            }
+            _ => {}
         }
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
         (self.status(), Json(body)).into_response()

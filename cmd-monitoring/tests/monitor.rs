@@ -139,3 +139,46 @@ async fn out_of_order_repeated_and_unreadable_records_leave_one_true_story() {
         1.0
     );
 }
+
+/// A database that cannot answer in time is "retry later" (503); a query
+/// the database refuses is the monitor's own bug (500), answered without
+/// its internals.
+#[tokio::test]
+async fn a_locked_table_is_a_503_and_a_refused_query_a_500() {
+    let env = TestEnv::new().await;
+    let monitor = start(&env, &[("DATABASE_STATEMENT_TIMEOUT_MS", "300")]).await;
+    let (status, body) = get_json(&monitor, "/stats").await;
+    assert_eq!(status, 200, "{body}");
+
+    let mut lock = env.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE monitoring_files IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let (status, body) = get_json(&monitor, "/stats").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "dependency_unavailable", "{body}");
+    lock.commit().await.unwrap();
+    let (status, body) = get_json(&monitor, "/stats").await;
+    assert_eq!(status, 200, "once the lock is gone: {body}");
+
+    let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+    sqlx::query(&rename("monitoring_files", "monitoring_files_away"))
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let (status, body) = get_json(&monitor, "/stats").await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "internal_error", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        !message.contains("monitoring_files"),
+        "no internals in the answer: {message}"
+    );
+    sqlx::query(&rename("monitoring_files_away", "monitoring_files"))
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let (status, body) = get_json(&monitor, "/stats").await;
+    assert_eq!(status, 200, "once the table is back: {body}");
+}

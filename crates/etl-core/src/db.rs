@@ -79,10 +79,51 @@ pub async fn rollback(pool: &PgPool, steps: usize) -> Result<(), MigrateError> {
     MIGRATOR.undo(pool, target).await
 }
 
+/// The database could not answer: no connection (refused, lost, pool
+/// exhausted or closed), a server shutting down or out of connections, a
+/// statement cancelled at `DATABASE_STATEMENT_TIMEOUT_MS`, a serialization
+/// failure or deadlock. Asking again later may succeed. Anything else (SQL
+/// the server refuses, a row that does not decode) is a bug on our side.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08 connection exception, 53 insufficient resources, 57
+            // operator intervention (cancelled, shutting down), 40
+            // transaction rollback (serialization failure, deadlock).
+            ["08", "53", "57", "40"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        _ => false,
+    }
+}
+
 pub async fn check(pool: &PgPool, timeout: Duration) -> Result<(), String> {
     match tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_connections_are_unavailable_and_our_mistakes_are_not() {
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(is_unavailable(&sqlx::Error::PoolClosed));
+        assert!(is_unavailable(&sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused
+        ))));
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        assert!(!is_unavailable(&sqlx::Error::ColumnNotFound("x".into())));
+        assert!(!is_unavailable(&sqlx::Error::Protocol("bad".into())));
     }
 }

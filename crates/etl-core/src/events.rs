@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::domain::{CompanySlug, FileId, RequestId};
+use crate::domain::{CompanySlug, FileId, RequestId, derived_uuid};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -150,13 +149,8 @@ impl Envelope {
     /// outcome after a crash yields the same `event_id` and consumers can
     /// drop the repeat.
     pub fn caused_by(cause: &Envelope, event: Event) -> Self {
-        let mut h = Sha256::new();
-        h.update(cause.event_id.as_bytes());
-        h.update(event.type_name().as_bytes());
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&h.finalize()[..16]);
         Self {
-            event_id: Uuid::new_v8(bytes),
+            event_id: derived_uuid(&[cause.event_id.as_bytes(), event.type_name().as_bytes()]),
             occurred_at: Utc::now(),
             request_id: cause.request_id.clone(),
             company: cause.company.clone(),
@@ -249,6 +243,15 @@ mod tests {
         };
         assert_eq!(loaded().event_id, loaded().event_id);
         assert_ne!(loaded().event_id, cause.event_id);
+        // Stored by consumers to drop repeats: stable across versions.
+        let mut pinned = cause.clone();
+        pinned.event_id = "0190b2c4-0000-8000-8000-000000000001".parse().unwrap();
+        assert_eq!(
+            Envelope::caused_by(&pinned, loaded().event)
+                .event_id
+                .to_string(),
+            "88fb2f28-823a-8c85-b0a2-7b3cf70fb6b7"
+        );
         assert_eq!(loaded().request_id, cause.request_id);
         assert_eq!(loaded().company, cause.company);
     }

@@ -2,7 +2,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::CompanySlug;
@@ -17,14 +16,11 @@ pub struct FileId(Uuid);
 
 impl FileId {
     pub fn for_content(company: &CompanySlug, content_sha256: &[u8; 32]) -> Self {
-        let mut h = Sha256::new();
-        h.update(company.as_str().as_bytes());
-        h.update([0u8]);
-        h.update(content_sha256);
-        let digest = h.finalize();
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        Self(Uuid::new_v8(bytes))
+        Self(super::derived_uuid(&[
+            company.as_str().as_bytes(),
+            &[0u8],
+            content_sha256,
+        ]))
     }
 
     pub fn as_uuid(&self) -> Uuid {
@@ -53,6 +49,8 @@ impl fmt::Display for FileId {
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest, Sha256};
+
     use super::*;
 
     fn sha(s: &str) -> [u8; 32] {
@@ -80,6 +78,14 @@ mod tests {
             FileId::for_content(&a, &sha("x")),
             FileId::for_content(&b, &sha("x"))
         );
+    }
+
+    /// Ids are stored (S3 keys, the ledger, events): the derivation must
+    /// never change between versions.
+    #[test]
+    fn the_derivation_is_stable() {
+        let id = FileId::for_content(&CompanySlug::parse("acme").unwrap(), &sha("x"));
+        assert_eq!(id.to_string(), "9c10fda8-6a2c-8baf-9a7c-96cf3baf997e");
     }
 
     #[test]
