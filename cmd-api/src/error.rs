@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use etl_core::bus::BusError;
+use etl_core::cause_chain;
 use etl_core::domain::RequestId;
 use etl_core::storage::StoreError;
 
@@ -88,18 +89,6 @@ impl From<BusError> for ApiError {
             source: e.into(),
         }
     }
-}
-
-/// An error and its causes on one line, for the one log line about it.
-fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut chain = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    chain
 }
 
 /// Seconds a client should wait before retrying after a 503.

@@ -18,12 +18,12 @@ use etl_core::http::{
 use etl_core::metrics::DependencyTimer;
 use etl_core::storage::ObjectStore;
 
-use crate::company::CompanyValidator;
+use crate::consume::Worker;
 use crate::loader::Loader;
 use crate::metrics::ProcessorMetrics;
+use crate::process_file::FileProcessor;
 use crate::progress::Progress;
 use crate::settings::ProcessorSettings;
-use crate::worker::Worker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -95,21 +95,15 @@ impl Application {
             metrics.files_per_transaction(),
             settings.concurrency.get(),
         );
-        let worker = Worker {
+        let files = FileProcessor::new(pool, store, loader, metrics.clone(), timer);
+        let worker = Worker::new(
             consumer,
-            pool,
-            store,
-            publisher: publisher.clone(),
-            validator: Arc::new(CompanyValidator::new()),
-            loader,
+            files,
+            publisher.clone(),
             metrics,
-            timer,
-            retry_base: settings.retry_base,
-            retry_max: settings.retry_max,
-            concurrency: settings.concurrency,
             progress,
-            consumer_fault: settings.kafka.consumer_fault(),
-        };
+            &settings,
+        );
         let router = ops_router(crate::service_info(), readiness, registry).route_layer(
             axum::middleware::from_fn_with_state(http_metrics, track_http),
         );
@@ -137,11 +131,11 @@ impl Application {
         let server = OpsServer::spawn(self.listener, self.router);
         forward_shutdown(&shutdown, &self.stopping);
         self.lag.spawn(
-            self.worker.consumer.clone(),
+            self.worker.consumer().clone(),
             self.lag_interval,
             shutdown.clone(),
         );
-        let consumer = self.worker.consumer.clone();
+        let consumer = self.worker.consumer().clone();
         self.worker.run(shutdown).await;
         bus::release_consumer(consumer);
         let publisher = self.publisher;

@@ -4,15 +4,17 @@
 
 pub mod app;
 pub mod company;
+mod consume;
 pub mod ledger;
 pub mod loader;
 pub mod metrics;
 mod offsets;
+mod outcome;
+mod process_file;
 mod progress;
 pub mod redrive;
 pub mod replay;
 pub mod settings;
-pub mod worker;
 
 pub use app::Application;
 pub use settings::ProcessorSettings;

@@ -28,6 +28,19 @@ pub fn exit_status<E: std::fmt::Display>(
     }
 }
 
+/// An error and its causes on one line (`a: b: c`), for the one log line
+/// or message about it.
+pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
+}
+
 /// Retry delays: exponential from `base`, capped, with full jitter so that
 /// many workers retrying one outage do not hit the dependency in step.
 pub fn backoff_delay(
