@@ -5,7 +5,7 @@
 pub mod app;
 pub mod company;
 mod consume;
-pub mod ledger;
+pub mod db;
 pub mod loader;
 pub mod metrics;
 mod offsets;

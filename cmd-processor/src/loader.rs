@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use etl_core::metrics::DependencyTimer;
 
 use crate::company::Company;
-use crate::ledger::{self, FileMeta, Load, Rows, Written};
+use crate::db::{self, FileMeta, Load, Rows, Written};
 
 /// What a lane gets back: a failure is shared by every file of the
 /// transaction.
@@ -128,7 +128,7 @@ impl Batches {
             }
             // One file the database refuses must not fail the others:
             // each on its own, so the refusal lands on the file it is about.
-            Err(e) if batch.len() > 1 && ledger::is_permanent(&e) => {
+            Err(e) if batch.len() > 1 && db::is_permanent(&e) => {
                 tracing::info!(files = batch.len(), error = %e, "the database refused a batch; loading its files one by one");
                 for request in batch {
                     let answer = self
@@ -152,7 +152,7 @@ impl Batches {
     async fn transaction(&self, loads: &[Load<'_>]) -> Result<Vec<Written<Rows>>, sqlx::Error> {
         self.files_per_transaction.observe(loads.len() as f64);
         self.timer
-            .time("postgres", "load_files", ledger::load(&self.pool, loads))
+            .time("postgres", "load_files", db::load(&self.pool, loads))
             .await
     }
 }

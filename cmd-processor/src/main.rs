@@ -1,68 +1,78 @@
 use anyhow::Context;
-use etl_core::config::{Env, help, help_requested, load_dotenv};
+use clap::{Parser, Subcommand};
+use etl_core::config::{Env, SETTINGS_HELP, load_dotenv};
 use etl_core::db::DatabaseSettings;
 
 use cmd_processor::{Application, ProcessorSettings};
 
-const USAGE: &str =
-    "usage: cmd-processor [run | migrate | rollback [STEPS] | redrive | replay FILE_ID [COMPANY]]
-  run       consume and load until SIGTERM or SIGINT (the default)
-  migrate   apply pending database migrations and exit
-  rollback  revert the last STEPS migrations (default 1) and exit
-  redrive   send the dead letters there are now back to their topics and exit
-  replay    have a stored file processed again, whatever its ledger status, and exit
-            (COMPANY is needed only for a file the ledger does not know)";
+/// Consumes FileExtractSuccess, validates each stored company file and
+/// loads it into PostgreSQL, emitting FileLoaded or ValidationError.
+#[derive(Parser)]
+#[command(
+    name = "cmd-processor",
+    version,
+    help_template = "usage: {usage}\n\n{about}\n\n{all-args}{after-help}",
+    after_help = SETTINGS_HELP
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume and load until SIGTERM or SIGINT (the default)
+    Run,
+    /// Apply pending database migrations and exit
+    Migrate,
+    /// Revert the newest STEPS migrations and exit
+    Rollback {
+        #[arg(default_value_t = 1)]
+        steps: usize,
+    },
+    /// Send the dead letters there are now back to their topics and exit
+    Redrive,
+    /// Have a stored file processed again, whatever its ledger status, and exit
+    Replay {
+        /// The file's id, as the api answered it (`files[].file_id`)
+        file_id: String,
+        /// Needed only for a file the ledger does not know
+        company: Option<String>,
+    },
+}
 
 fn main() -> std::process::ExitCode {
-    etl_core::exit_status("cmd-processor", run_command())
+    let cli = Cli::parse();
+    etl_core::exit_status(
+        "cmd-processor",
+        run_command(cli.command.unwrap_or(Command::Run)),
+    )
 }
 
 #[tokio::main]
-async fn run_command() -> anyhow::Result<()> {
-    if help_requested() {
-        print!("{}", help(USAGE));
-        return Ok(());
-    }
+async fn run_command(command: Command) -> anyhow::Result<()> {
     load_dotenv();
     let env = Env::process();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        [] | ["run"] => run(&env).await,
-        ["migrate"] => {
-            let pool = etl_core::db::pool(
-                &DatabaseSettings::from_env(&env).context("invalid configuration")?,
-            )?;
+    match command {
+        Command::Run => run(&env).await,
+        Command::Migrate => {
+            let pool = database(&env)?;
             etl_core::db::migrate(&pool)
                 .await
                 .context("applying migrations failed")?;
             println!("migrations applied");
             Ok(())
         }
-        ["rollback", rest @ ..] => {
-            let steps = match rest {
-                [] => 1,
-                [n] => n
-                    .parse()
-                    .with_context(|| format!("STEPS must be a number\n{USAGE}"))?,
-                _ => anyhow::bail!(USAGE),
-            };
-            let pool = etl_core::db::pool(
-                &DatabaseSettings::from_env(&env).context("invalid configuration")?,
-            )?;
+        Command::Rollback { steps } => {
+            let pool = database(&env)?;
             etl_core::db::rollback(&pool, steps)
                 .await
                 .context("rolling back failed")?;
             println!("rolled back {steps} migration(s)");
             Ok(())
         }
-        ["redrive"] => {
-            let settings = ProcessorSettings::from_env(&env).context("invalid configuration")?;
-            etl_core::telemetry::init(settings.log_format);
+        Command::Redrive => {
+            let settings = settings(&env)?;
             let done = cmd_processor::redrive::redrive(&settings)
                 .await
                 .context("re-driving dead letters failed")?;
@@ -72,10 +82,9 @@ async fn run_command() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        ["replay", file_id, company @ ..] if company.len() <= 1 => {
-            let settings = ProcessorSettings::from_env(&env).context("invalid configuration")?;
-            etl_core::telemetry::init(settings.log_format);
-            let done = cmd_processor::replay::replay(&settings, file_id, company.first().copied())
+        Command::Replay { file_id, company } => {
+            let settings = settings(&env)?;
+            let done = cmd_processor::replay::replay(&settings, &file_id, company.as_deref())
                 .await
                 .context("replay failed")?;
             println!(
@@ -87,14 +96,23 @@ async fn run_command() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        _ => anyhow::bail!(USAGE),
     }
 }
 
-async fn run(env: &Env) -> anyhow::Result<()> {
+/// The settings of a command that logs (run, redrive, replay).
+fn settings(env: &Env) -> anyhow::Result<ProcessorSettings> {
     let settings = ProcessorSettings::from_env(env).context("invalid configuration")?;
     etl_core::telemetry::init(settings.log_format);
-    let app = Application::build(settings)
+    Ok(settings)
+}
+
+fn database(env: &Env) -> anyhow::Result<sqlx::PgPool> {
+    let settings = DatabaseSettings::from_env(env).context("invalid configuration")?;
+    Ok(etl_core::db::pool(&settings)?)
+}
+
+async fn run(env: &Env) -> anyhow::Result<()> {
+    let app = Application::build(settings(env)?)
         .await
         .context("failed to start cmd-processor")?;
     tracing::info!(addr = %app.local_addr(), "cmd-processor started");

@@ -17,7 +17,7 @@ use etl_core::metrics::DependencyTimer;
 use etl_core::storage::{ObjectStore, StoreError, company_file_key};
 
 use crate::company::{Company, CompanyValidator};
-use crate::ledger::{self, FileMeta, LedgerRow, Rejection, Rows, Written};
+use crate::db::{self, FileMeta, LedgerRow, Rejection, Rows, Written};
 use crate::loader::Loader;
 use crate::metrics::ProcessorMetrics;
 use crate::outcome::{Handled, Outcome, dead_letter_event, invalid_event, loaded_event};
@@ -222,7 +222,7 @@ impl FileProcessor {
         match self.loader.load(meta.clone(), company, started).await {
             Ok(Written::AlreadyRecorded) => Ok(self.recorded_before(event).await?),
             Ok(Written::Done(rows)) => Ok(self.loaded(event, rows, started)),
-            Err(e) if ledger::is_permanent(&e) => self.refused_by_database(event, &meta, &e).await,
+            Err(e) if db::is_permanent(&e) => self.refused_by_database(event, &meta, &e).await,
             Err(e) => Err(Transient::db(e).into()),
         }
     }
@@ -269,7 +269,7 @@ impl FileProcessor {
         rejection: Rejection,
         errors: &[FieldError],
     ) -> Result<(), Stop> {
-        let rejected = ledger::record_rejected(&self.pool, meta, rejection, errors);
+        let rejected = db::record_rejected(&self.pool, meta, rejection, errors);
         let written = self
             .timer
             .time("postgres", "record_rejection", rejected)
@@ -282,7 +282,7 @@ impl FileProcessor {
     }
 
     async fn find(&self, file: &FileExtractSuccess) -> Result<Option<LedgerRow>, Transient> {
-        let found = ledger::find(&self.pool, file.file_id);
+        let found = db::find(&self.pool, file.file_id);
         self.timer
             .time("postgres", "find_ledger_row", found)
             .await

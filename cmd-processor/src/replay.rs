@@ -20,7 +20,7 @@ use etl_core::events::{COMPANIES_DATASET, Envelope, Event, FileExtractSuccess};
 use etl_core::metrics::DependencyTimer;
 use etl_core::storage::{ObjectStore, StoreError, company_file_key};
 
-use crate::ledger;
+use crate::db;
 use crate::settings::ProcessorSettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +85,7 @@ pub async fn replay(
         .transpose()?;
 
     let pool = etl_core::db::pool(&settings.database)?;
-    let row = ledger::find(&pool, file_id).await?;
+    let row = db::find(&pool, file_id).await?;
     let (company, previous_status) = match (row, given) {
         (Some(row), given) => {
             if let Some(g) = given.filter(|g| g.as_str() != row.company) {

@@ -14,7 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use cmd_processor::company::{Company, CompanyValidator};
-use cmd_processor::ledger::{self, FileMeta, Rejection, Rows, Written};
+use cmd_processor::db::{self, FileMeta, Rejection, Rows, Written};
 use cmd_processor::loader::{Loaded, Loader};
 use cmd_processor::metrics::ProcessorMetrics;
 use etl_core::domain::{CompanySlug, FileId, RequestId};
@@ -139,7 +139,7 @@ async fn a_file_the_database_refuses_fails_alone_and_the_others_of_its_transacti
     assert_eq!(rows(&a)["companies"], 1);
     assert_eq!(rows(&c)["companies"], 1);
     let refusal = b.expect_err("the refused file fails");
-    assert!(ledger::is_permanent(&refusal), "{refusal}");
+    assert!(db::is_permanent(&refusal), "{refusal}");
     assert!(refusal.to_string().contains("no_test_banks"), "{refusal}");
     assert_eq!(ledger_status(&env, &good).await, ["loaded"]);
     assert_eq!(ledger_status(&env, &also_good).await, ["loaded"]);
@@ -193,7 +193,7 @@ async fn a_file_another_consumer_recorded_first_is_left_out_and_the_others_load(
         .map(|n| file(&generated_company(&env.id, n), now))
         .collect();
     // As a consumer that took the partition over in a rebalance would.
-    let recorded = ledger::record_rejected(&env.pool, &files[1].meta, Rejection::Invalid, &[])
+    let recorded = db::record_rejected(&env.pool, &files[1].meta, Rejection::Invalid, &[])
         .await
         .unwrap();
     assert_eq!(recorded, Written::Done(()));

@@ -14,17 +14,19 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-/// Every setting with its default and meaning: `.env.example`, embedded so
-/// that `--help` and the documented list cannot drift apart.
-pub const SETTINGS_REFERENCE: &str = include_str!("../../../.env.example");
+/// What `--help` says after the usage: where settings come from, then
+/// every setting with its default and meaning (`.env.example`, embedded so
+/// that `--help` and the documented list cannot drift apart).
+pub const SETTINGS_HELP: &str = concat!(
+    "Settings come from the environment, and from a .env file in the working directory for \
+     variables the environment does not set.\nEvery variable, with its default (services \
+     ignore the ones that are not theirs):\n\n",
+    include_str!("../../../.env.example")
+);
 
 /// `--help` text: `usage`, then every setting.
 pub fn help(usage: &str) -> String {
-    format!(
-        "{usage}\n\nSettings come from the environment, and from a .env file in the working \
-         directory for variables the environment does not set.\nEvery variable, with its \
-         default (services ignore the ones that are not theirs):\n\n{SETTINGS_REFERENCE}"
-    )
+    format!("{usage}\n\n{SETTINGS_HELP}")
 }
 
 /// True when the command line asks for help (`--help` or `-h`).

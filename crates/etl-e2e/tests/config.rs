@@ -60,3 +60,27 @@ fn a_bad_setting_is_named_in_one_line_without_a_backtrace() {
         }
     }
 }
+
+#[test]
+fn the_processor_lists_its_commands_and_refuses_unknown_ones() {
+    let out = run("cmd-processor", &["--help"], &[]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for command in ["run", "migrate", "rollback", "redrive", "replay"] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "{command} missing from:\n{text}"
+        );
+    }
+    let out = run("cmd-processor", &["rollback", "two"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("invalid value 'two'"), "{stderr}");
+    let out = run("cmd-processor", &["migrat"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("unrecognized subcommand 'migrat'"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,179 @@
+//! The `import_files` ledger: one row per file, saying what happened to
+//! it (`loaded`, `invalid`, `failed`), by which event, with its errors or
+//! the rows it wrote.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use etl_core::domain::{CompanySlug, FileId, RequestId};
+use etl_core::events::FieldError;
+
+use super::{Load, Rows, Written, column};
+
+/// What the ledger needs to know about the file being processed.
+#[derive(Debug, Clone)]
+pub struct FileMeta {
+    pub file_id: FileId,
+    pub company: CompanySlug,
+    pub s3_key: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub request_id: RequestId,
+    pub event_id: Uuid,
+    pub received_at: DateTime<Utc>,
+    /// A replay: the `source_event_id` of the ledger row this outcome
+    /// replaces. The row is updated only if it still names that event, so
+    /// two consumers replaying at once record one outcome.
+    pub replaces: Option<Uuid>,
+}
+
+/// A ledger row as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LedgerRow {
+    pub status: String,
+    pub source_event_id: Uuid,
+    pub company: String,
+    pub s3_key: String,
+    pub received_at: DateTime<Utc>,
+    pub errors: Option<Json<Vec<FieldError>>>,
+    pub rows: Option<Json<BTreeMap<String, u64>>>,
+    pub duration_ms: Option<i64>,
+}
+
+pub async fn find(pool: &PgPool, file_id: FileId) -> Result<Option<LedgerRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT status, source_event_id, company, s3_key, received_at, errors, rows, duration_ms
+         FROM import_files WHERE file_id = $1",
+    )
+    .bind(file_id.as_uuid())
+    .fetch_optional(pool)
+    .await
+}
+
+/// Why a file was recorded without writing company data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The document failed the schema or a business rule.
+    Invalid,
+    /// The database refused the data for good (a data or constraint error
+    /// no retry will fix).
+    Failed,
+}
+
+/// Records a rejected file in the ledger; no company data is written.
+pub async fn record_rejected(
+    pool: &PgPool,
+    meta: &FileMeta,
+    rejection: Rejection,
+    errors: &[FieldError],
+) -> Result<Written<()>, sqlx::Error> {
+    let status = match rejection {
+        Rejection::Invalid => "invalid",
+        Rejection::Failed => "failed",
+    };
+    let mut tx = pool.begin().await?;
+    if !write_ledger(&mut tx, meta, status, Some(errors), None, None).await? {
+        tx.rollback().await?;
+        return Ok(Written::AlreadyRecorded);
+    }
+    tx.commit().await?;
+    Ok(Written::Done(()))
+}
+
+/// Inserts the file's ledger row, or for a replay updates it. `false` when
+/// another consumer recorded the file first (then the caller rolls back).
+async fn write_ledger(
+    tx: &mut Transaction<'_, Postgres>,
+    meta: &FileMeta,
+    status: &str,
+    errors: Option<&[FieldError]>,
+    rows: Option<&BTreeMap<String, u64>>,
+    duration_ms: Option<i64>,
+) -> Result<bool, sqlx::Error> {
+    let sql = if meta.replaces.is_some() {
+        "UPDATE import_files SET
+           company = $2, s3_key = $3, sha256 = $4, size_bytes = $5, request_id = $6,
+           source_event_id = $7, status = $8, errors = $9, rows = $10, duration_ms = $11,
+           received_at = $12, processed_at = now(), replays = replays + 1
+         WHERE file_id = $1 AND source_event_id = $13"
+    } else {
+        "INSERT INTO import_files
+           (file_id, company, s3_key, sha256, size_bytes, request_id, source_event_id,
+            status, errors, rows, duration_ms, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (file_id) DO NOTHING"
+    };
+    let mut query = sqlx::query(sql)
+        .bind(meta.file_id.as_uuid())
+        .bind(meta.company.as_str())
+        .bind(&meta.s3_key)
+        .bind(&meta.sha256)
+        .bind(i64::try_from(meta.size_bytes).unwrap_or(i64::MAX))
+        .bind(meta.request_id.as_str())
+        .bind(meta.event_id)
+        .bind(status)
+        .bind(errors.map(Json))
+        .bind(rows.map(Json))
+        .bind(duration_ms)
+        .bind(meta.received_at);
+    if let Some(replaced) = meta.replaces {
+        query = query.bind(replaced);
+    }
+    Ok(query.execute(&mut **tx).await?.rows_affected() == 1)
+}
+
+/// The `loaded` ledger rows (a replay updates its row); returns the files
+/// recorded, which lacks those another consumer recorded first.
+pub(super) async fn record_loaded(
+    tx: &mut Transaction<'_, Postgres>,
+    files: &[&Load<'_>],
+    rows: &BTreeMap<Uuid, Rows>,
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let mut recorded = HashSet::with_capacity(files.len());
+    let mut new = Vec::with_capacity(files.len());
+    for file in files {
+        let rows = &rows[&file.meta.file_id.as_uuid()];
+        let duration_ms = file.started.elapsed().as_millis() as i64;
+        if file.meta.replaces.is_some() {
+            if write_ledger(tx, file.meta, "loaded", None, Some(rows), Some(duration_ms)).await? {
+                recorded.insert(file.meta.file_id.as_uuid());
+            }
+        } else {
+            new.push((file.meta, rows, duration_ms));
+        }
+    }
+    if new.is_empty() {
+        return Ok(recorded);
+    }
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO import_files
+           (file_id, company, s3_key, sha256, size_bytes, request_id, source_event_id,
+            status, rows, duration_ms, received_at)
+         SELECT f, c, k, h, s, r, e, 'loaded', w, d, t
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                     $7::uuid[], $8::jsonb[], $9::bigint[], $10::timestamptz[])
+              AS u(f, c, k, h, s, r, e, w, d, t)
+         ON CONFLICT (file_id) DO NOTHING
+         RETURNING file_id",
+    )
+    .bind(column(&new, |(m, ..)| m.file_id.as_uuid()))
+    .bind(column(&new, |(m, ..)| m.company.as_str()))
+    .bind(column(&new, |(m, ..)| m.s3_key.as_str()))
+    .bind(column(&new, |(m, ..)| m.sha256.as_str()))
+    .bind(column(&new, |(m, ..)| {
+        i64::try_from(m.size_bytes).unwrap_or(i64::MAX)
+    }))
+    .bind(column(&new, |(m, ..)| m.request_id.as_str()))
+    .bind(column(&new, |(m, ..)| m.event_id))
+    .bind(column(&new, |(_, rows, _)| Json(*rows)))
+    .bind(column(&new, |(.., d)| *d))
+    .bind(column(&new, |(m, ..)| m.received_at))
+    .fetch_all(&mut **tx)
+    .await?;
+    recorded.extend(inserted);
+    Ok(recorded)
+}
