@@ -68,10 +68,10 @@ fuzz: itest-up ## schemathesis against a live api, driven by api/openapi.yaml (a
 	@cargo test --workspace --no-run --quiet
 	@scripts/fuzz.sh
 
-bench: itest-up ## release builds, then the pipeline's rates against the raw rates of S3, the broker and Postgres (docs/performance.md)
+bench: itest-up ## release builds, then the pipeline's rates against the raw rates of S3, the broker and Postgres (docs/performance.md); run it alone: it first removes what test runs left on the stack
 	@scripts/bench.sh install
 	@cargo build --release --quiet -p cmd-api -p cmd-processor -p etl-bench
-	@$(call with_env,$(ITEST_ENV)) target/release/etl-bench
+	@$(call with_env,$(ITEST_ENV)) ETL_STALE_AFTER_SECS=60 target/release/etl-bench
 	@$(MAKE) --no-print-directory microbench
 
 microbench: ## criterion micro-benchmarks of the hot paths: the api's body split, the processor's validation (also run by `make bench`)

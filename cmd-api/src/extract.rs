@@ -215,15 +215,16 @@ struct Collector<F> {
 
 impl<F: FnMut(CompanyDoc) -> bool> Collector<F> {
     /// Takes the next document; whether it is a usable company, or why not.
-    fn take(&mut self, at: Location, text: &str) -> Result<Result<(), String>, SplitError> {
+    /// `json`: one checked JSON value, valid UTF-8.
+    fn take(&mut self, at: Location, json: &[u8]) -> Result<Result<(), String>, SplitError> {
         self.documents += 1;
-        match company_of(text) {
+        match company_of(json) {
             Ok(company) => {
                 // After a problem the body is refused: no point storing more.
                 if self.problem_count == 0 {
                     let doc = CompanyDoc {
                         company,
-                        bytes: text.as_bytes().to_vec(),
+                        bytes: json.to_vec(),
                     };
                     if !(self.sink)(doc) {
                         return Err(SplitError::Stopped);
@@ -310,11 +311,9 @@ fn split_json<R: Read, F: FnMut(CompanyDoc) -> bool>(
         if !value.checked {
             shape::check_value(bytes, limits.max_depth, index, value.start)?;
         }
-        // Checked UTF-8 (TextReader), cut only around ASCII brackets,
-        // quotes and delimiters.
-        let text =
-            std::str::from_utf8(bytes).map_err(|e| SplitError::Read(std::io::Error::other(e)))?;
-        let usable = collector.take(at, text)?;
+        // UTF-8 already: TextReader checked it, and cuts fall only around
+        // ASCII brackets, quotes and delimiters.
+        let usable = collector.take(at, bytes)?;
         seen.insert(bytes, usable);
     }
 }
@@ -400,7 +399,7 @@ fn split_ndjson<R: Read, F: FnMut(CompanyDoc) -> bool>(
         shape::check_json(content, limits.max_depth, number)?;
         let raw: &RawValue = serde_json::from_slice(content)
             .map_err(|e| invalid_json(&e, number, e.column() as u64))?;
-        let usable = collector.take(at, raw.get())?;
+        let usable = collector.take(at, raw.get().as_bytes())?;
         seen.insert(content, usable);
     }
     unreachable!("more lines than a u64 counts")
@@ -459,22 +458,22 @@ struct NameOnly<'a> {
     name: Option<&'a RawValue>,
 }
 
-fn company_of(text: &str) -> Result<CompanySlug, String> {
-    if !text.starts_with('{') {
+fn company_of(json: &[u8]) -> Result<CompanySlug, String> {
+    if json.first() != Some(&b'{') {
         return Err(format!(
             "expected a company object, found {}",
-            kind_of(text)
+            kind_of(json)
         ));
     }
     let parsed: NameOnly<'_> =
-        serde_json::from_str(text).map_err(|e| format!("unreadable object: {e}"))?;
+        serde_json::from_slice(json).map_err(|e| format!("unreadable object: {e}"))?;
     let name_raw = parsed
         .name
         .ok_or_else(|| "the company has no \"name\"".to_owned())?;
     let name: String = serde_json::from_str(name_raw.get()).map_err(|_| {
         format!(
             "\"name\" must be a string, found {}",
-            kind_of(name_raw.get())
+            kind_of(name_raw.get().as_bytes())
         )
     })?;
     CompanySlug::from_name(&name).map_err(|e| match e {
@@ -485,8 +484,8 @@ fn company_of(text: &str) -> Result<CompanySlug, String> {
     })
 }
 
-fn kind_of(json: &str) -> &'static str {
-    match json.as_bytes().first() {
+fn kind_of(json: &[u8]) -> &'static str {
+    match json.first() {
         Some(b'{') => "an object",
         Some(b'[') => "an array",
         Some(b'"') => "a string",

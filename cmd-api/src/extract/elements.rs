@@ -65,6 +65,11 @@ struct InString {
 }
 
 impl InString {
+    /// No escape under way: only a quote or a backslash changes anything.
+    fn plain(&self) -> bool {
+        !self.escaped && self.hex_left == 0
+    }
+
     /// Moves past `b`; `true` when it is the closing quote.
     fn closed_by(&mut self, b: u8) -> bool {
         if self.hex_left > 0 {
@@ -82,6 +87,17 @@ impl InString {
         false
     }
 }
+
+/// The bytes that matter to the framing outside strings.
+const STRUCTURAL: [bool; 256] = {
+    let mut table = [false; 256];
+    table[b'"' as usize] = true;
+    table[b'{' as usize] = true;
+    table[b'[' as usize] = true;
+    table[b'}' as usize] = true;
+    table[b']' as usize] = true;
+    table
+};
 
 const WHITESPACE: [bool; 256] = {
     let mut table = [false; 256];
@@ -233,29 +249,37 @@ impl<'r, R: BufRead> Elements<'r, R> {
     }
 
     /// An object or array, up to its closing bracket (or the end of the
-    /// body, where the check finds what is missing).
+    /// body, where the check finds what is missing). Most of a company is
+    /// inside strings, which are skipped to their next quote or backslash
+    /// at once (memchr); outside them, to the next bracket or quote.
     fn container(&mut self, index: Option<usize>) -> Result<(), SplitError> {
         let mut depth = 0usize;
         let mut string: Option<InString> = None;
         self.cut(index, |buf| {
-            for (i, &b) in buf.iter().enumerate() {
+            let mut i = 0;
+            while i < buf.len() {
                 if let Some(s) = &mut string {
-                    if s.closed_by(b) {
+                    if s.plain() {
+                        i += memchr::memchr2(b'"', b'\\', &buf[i..])?;
+                    }
+                    if s.closed_by(buf[i]) {
                         string = None;
                     }
+                    i += 1;
                     continue;
                 }
-                match b {
+                i += buf[i..].iter().position(|b| STRUCTURAL[*b as usize])?;
+                match buf[i] {
                     b'"' => string = Some(InString::default()),
                     b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
+                    _ => {
                         depth -= 1;
                         if depth == 0 {
                             return Some(i + 1);
                         }
                     }
-                    _ => {}
                 }
+                i += 1;
             }
             None
         })
@@ -364,8 +388,8 @@ impl<'r, R: BufRead> Elements<'r, R> {
         }
         let buf = self.text.fill_buf().expect("the bytes were read before");
         let bytes = &buf[..len];
-        if let Some(last) = bytes.iter().rposition(|b| *b == b'\n') {
-            self.line += bytes.iter().filter(|b| **b == b'\n').count() as u64;
+        if let Some(last) = memchr::memrchr(b'\n', bytes) {
+            self.line += memchr::memchr_iter(b'\n', bytes).count() as u64;
             self.line_start = self.offset + last as u64 + 1;
         }
         self.offset += len as u64;

@@ -118,9 +118,9 @@ impl<R: Read> TextReader<R> {
     fn advance(&mut self, len: usize) {
         let text = &self.buf[..len];
         let chars = |bytes: &[u8]| bytes.iter().filter(|b| (**b & 0xC0) != 0x80).count() as u64;
-        match text.iter().rposition(|b| *b == b'\n') {
+        match memchr::memrchr(b'\n', text) {
             Some(last) => {
-                self.line += text.iter().filter(|b| **b == b'\n').count() as u64;
+                self.line += memchr::memchr_iter(b'\n', text).count() as u64;
                 self.column = chars(&text[last + 1..]) + 1;
             }
             None => self.column += chars(text),
