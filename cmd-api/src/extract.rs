@@ -13,10 +13,8 @@ pub use shape::DEPTH_CEILING;
 
 use std::io::{BufRead, Read};
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
 use elements::{Elements, Next};
+use shape::Name;
 use text::TextReader;
 
 use etl_core::domain::{CompanySlug, SlugError};
@@ -215,10 +213,16 @@ struct Collector<F> {
 
 impl<F: FnMut(CompanyDoc) -> bool> Collector<F> {
     /// Takes the next document; whether it is a usable company, or why not.
-    /// `json`: one checked JSON value, valid UTF-8.
-    fn take(&mut self, at: Location, json: &[u8]) -> Result<Result<(), String>, SplitError> {
+    /// `json`: one checked JSON value, valid UTF-8; `name`: what its check
+    /// found of its `name`.
+    fn take(
+        &mut self,
+        at: Location,
+        json: &[u8],
+        name: Name<'_>,
+    ) -> Result<Result<(), String>, SplitError> {
         self.documents += 1;
-        match company_of(json) {
+        match company_of(json, name) {
             Ok(company) => {
                 // After a problem the body is refused: no point storing more.
                 if self.problem_count == 0 {
@@ -308,12 +312,15 @@ fn split_json<R: Read, F: FnMut(CompanyDoc) -> bool>(
             collector.again(at, usable)?;
             continue;
         }
-        if !value.checked {
-            shape::check_value(bytes, limits.max_depth, index, value.start)?;
-        }
+        // A scalar was checked where it was cut; it has no name either.
+        let name = if value.checked {
+            Name::Missing
+        } else {
+            shape::check_value(bytes, limits.max_depth, index, value.start)?
+        };
         // UTF-8 already: TextReader checked it, and cuts fall only around
         // ASCII brackets, quotes and delimiters.
-        let usable = collector.take(at, bytes)?;
+        let usable = collector.take(at, bytes, name)?;
         seen.insert(bytes, usable);
     }
 }
@@ -396,10 +403,9 @@ fn split_ndjson<R: Read, F: FnMut(CompanyDoc) -> bool>(
             collector.again(at, usable)?;
             continue;
         }
-        shape::check_json(content, limits.max_depth, number)?;
-        let raw: &RawValue = serde_json::from_slice(content)
-            .map_err(|e| invalid_json(&e, number, e.column() as u64))?;
-        let usable = collector.take(at, raw.get().as_bytes())?;
+        let name = shape::check_json(content, limits.max_depth, number)?;
+        // Valid JSON: what surrounds the value is JSON whitespace.
+        let usable = collector.take(at, content.trim_ascii(), name)?;
         seen.insert(content, usable);
     }
     unreachable!("more lines than a u64 counts")
@@ -452,30 +458,18 @@ fn invalid_json(e: &serde_json::Error, line: u64, column: u64) -> ExtractError {
     }
 }
 
-#[derive(Deserialize)]
-struct NameOnly<'a> {
-    #[serde(borrow, default)]
-    name: Option<&'a RawValue>,
-}
-
-fn company_of(json: &[u8]) -> Result<CompanySlug, String> {
+fn company_of(json: &[u8], name: Name<'_>) -> Result<CompanySlug, String> {
     if json.first() != Some(&b'{') {
         return Err(format!(
             "expected a company object, found {}",
             kind_of(json)
         ));
     }
-    let parsed: NameOnly<'_> =
-        serde_json::from_slice(json).map_err(|e| format!("unreadable object: {e}"))?;
-    let name_raw = parsed
-        .name
-        .ok_or_else(|| "the company has no \"name\"".to_owned())?;
-    let name: String = serde_json::from_str(name_raw.get()).map_err(|_| {
-        format!(
-            "\"name\" must be a string, found {}",
-            kind_of(name_raw.get().as_bytes())
-        )
-    })?;
+    let name = match name {
+        Name::Str(name) => name,
+        Name::Missing => return Err("the company has no \"name\"".to_owned()),
+        Name::Other(kind) => return Err(format!("\"name\" must be a string, found {kind}")),
+    };
     CompanySlug::from_name(&name).map_err(|e| match e {
         SlugError::Empty(_) | SlugError::Invalid(_) => format!(
             "\"name\" {:?} has no letters or digits to identify the company",

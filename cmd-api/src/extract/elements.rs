@@ -226,7 +226,7 @@ impl<'r, R: BufRead> Elements<'r, R> {
         let next = buf.first().copied();
         let len = self.element.len();
         self.element.extend(next);
-        let checked = shape::check_value(&self.element, self.max_depth, index, start);
+        let checked = shape::check_value(&self.element, self.max_depth, index, start).map(drop);
         self.element.truncate(len);
         let after = start.column + len as u64;
         match checked {

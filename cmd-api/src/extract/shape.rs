@@ -2,9 +2,11 @@
 //! the limit, no duplicate keys, numbers a float can hold. (UTF-8 is
 //! checked below, by `text`.)
 //!
-//! One recursive walk does all of it. Its depth is checked before serde_json's
-//! own recursion limit (128) can be reached, so a body of 100,000 nested
-//! arrays costs a few frames of stack and gets `too_deep`, not a crash.
+//! One recursive walk does all of it, and notes the `name` of the value's
+//! top-level object on the way, so that finding the company takes no
+//! second parse. Its depth is checked before serde_json's own recursion
+//! limit (128) can be reached, so a body of 100,000 nested arrays costs a
+//! few frames of stack and gets `too_deep`, not a crash.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -21,13 +23,27 @@ const FEW_KEYS: usize = 16;
 /// which would otherwise answer first with a less helpful message.
 pub const DEPTH_CEILING: usize = 100;
 
+/// The `name` member of a checked value's top-level object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Name<'a> {
+    /// No such member, or the value is not an object.
+    Missing,
+    Str(Cow<'a, str>),
+    /// Not a string: what it is ("a number", "an object", …).
+    Other(&'static str),
+}
+
 /// Checks one JSON text (a whole body, or one NDJSON line starting at
 /// `first_line`).
-pub fn check_json(text: &[u8], max_depth: usize, first_line: u64) -> Result<(), ExtractError> {
+pub fn check_json(
+    text: &[u8],
+    max_depth: usize,
+    first_line: u64,
+) -> Result<Name<'_>, ExtractError> {
     let mut walk = WalkState::new(max_depth);
     let mut de = serde_json::Deserializer::from_slice(text);
     let result = Walk(&mut walk).deserialize(&mut de).and_then(|()| de.end());
-    let Err(e) = result else { return Ok(()) };
+    let Err(e) = result else { return Ok(walk.name) };
     Err(walk.failure(&e, e.line() as u64 + first_line - 1, e.column() as u64))
 }
 
@@ -47,12 +63,13 @@ pub fn check_value(
     max_depth: usize,
     index: Option<usize>,
     at: Position,
-) -> Result<(), ExtractError> {
+) -> Result<Name<'_>, ExtractError> {
     let mut walk = WalkState::new(max_depth);
     walk.path.extend(index.map(Segment::Index));
+    walk.root = walk.path.len();
     let mut de = serde_json::Deserializer::from_slice(text);
     let result = Walk(&mut walk).deserialize(&mut de).and_then(|()| de.end());
-    let Err(e) = result else { return Ok(()) };
+    let Err(e) = result else { return Ok(walk.name) };
     let (line, column) = match e.line() as u64 {
         1 => (at.line, at.column - 1 + e.column() as u64),
         n => (at.line + n - 1, e.column() as u64),
@@ -76,6 +93,9 @@ struct WalkState<'de> {
     path: Vec<Segment<'de>>,
     max_depth: usize,
     finding: Option<Finding>,
+    /// The path's length at the value's own top level.
+    root: usize,
+    name: Name<'de>,
 }
 
 impl WalkState<'_> {
@@ -84,6 +104,8 @@ impl WalkState<'_> {
             path: Vec::new(),
             max_depth,
             finding: None,
+            root: 0,
+            name: Name::Missing,
         }
     }
 
@@ -202,8 +224,13 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
                 });
                 return Err(A::Error::custom("duplicate key"));
             }
+            let is_name = key == "name" && self.0.path.len() == self.0.root;
             self.0.path.push(Segment::Key(key.clone()));
-            map.next_value_seed(Walk(&mut *self.0))?;
+            if is_name {
+                map.next_value_seed(NameSeed(&mut *self.0))?;
+            } else {
+                map.next_value_seed(Walk(&mut *self.0))?;
+            }
             self.0.path.pop();
             if many.is_empty() {
                 seen.push(key);
@@ -212,6 +239,63 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
             }
         }
         Ok(())
+    }
+}
+
+/// The top-level `name`: noted, and walked like any value.
+struct NameSeed<'s, 'de>(&'s mut WalkState<'de>);
+
+impl<'de> DeserializeSeed<'de> for NameSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> NameSeed<'_, 'de> {
+    fn other<E>(self, kind: &'static str) -> Result<(), E> {
+        self.0.name = Name::Other(kind);
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for NameSeed<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        self.other("a boolean")
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        self.other("a number")
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        self.other("a number")
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        self.other("a number")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.other("null")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<(), E> {
+        self.0.name = Name::Str(Cow::Borrowed(v));
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.name = Name::Str(Cow::Owned(v.to_owned()));
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        self.0.name = Name::Other("an array");
+        Walk(self.0).visit_seq(seq)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.0.name = Name::Other("an object");
+        Walk(self.0).visit_map(map)
     }
 }
 
@@ -298,6 +382,30 @@ mod tests {
         assert!(matches!(err, ExtractError::DuplicateKey { key, .. } if key == "k3"));
         let body = format!("{{{}}}", keys.join(","));
         assert!(check_json(body.as_bytes(), 64, 1).is_ok());
+    }
+
+    #[test]
+    fn the_top_level_name_is_noted_and_nested_ones_are_not() {
+        fn name(body: &[u8]) -> Name<'_> {
+            check_json(body, 64, 1).unwrap()
+        }
+        let text = |s: &str| Name::Str(Cow::Owned(s.to_owned()));
+        assert_eq!(name(br#"{"x":{"name":"inner"},"name":"A"}"#), text("A"));
+        assert_eq!(name(br#"{"n\u0061me":"B"}"#), text("B"));
+        assert_eq!(name(br#"{"name":"a\"b"}"#), text("a\"b"));
+        assert_eq!(name(br#"{"x":{"name":"inner"}}"#), Name::Missing);
+        assert_eq!(name(br#"[{"name":"A"}]"#), Name::Missing);
+        assert_eq!(name(br#"{"name":{"a":1}}"#), Name::Other("an object"));
+        assert_eq!(name(br#"{"name":[1]}"#), Name::Other("an array"));
+        assert_eq!(name(br#"{"name":null}"#), Name::Other("null"));
+        assert_eq!(name(br#"{"name":true}"#), Name::Other("a boolean"));
+        assert_eq!(name(br#"{"name":-1.5}"#), Name::Other("a number"));
+        let at = Position { line: 1, column: 2 };
+        let element = check_value(br#"{"name":"C"}"#, 64, Some(3), at).unwrap();
+        assert_eq!(element, text("C"));
+        // A name that is an object is still checked like any value.
+        let err = check_json(br#"{"name":{"a":1,"a":2}}"#, 64, 1).unwrap_err();
+        assert!(matches!(err, ExtractError::DuplicateKey { path, .. } if path == "/name"));
     }
 
     #[test]
