@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 use etl_core::bus;
 use etl_core::events::Envelope;
 use etl_core::metrics::register;
+use etl_core::shutdown::sleep_or_cancel;
 
-use crate::store::{EventView, SeenEvent, Store};
+use crate::store::{EventView, Recorded, SeenEvent, Store};
 
 /// Records read before they are stored together.
 const MAX_BATCH: usize = 500;
@@ -154,45 +155,49 @@ impl Tail {
     /// Stores the batch, retrying while Postgres is away; `false` if shut
     /// down first (the batch is then read again by the next run).
     async fn store_with_retry(&self, batch: &[SeenEvent], shutdown: &CancellationToken) -> bool {
-        let mut delay = self.retry_base;
-        loop {
+        for attempt in 0u32.. {
             match self.store.record(batch).await {
                 Ok(recorded) => {
-                    for event in recorded.new_events {
-                        self.metrics
-                            .events
-                            .with_label_values(&[&event.event_type])
-                            .inc();
-                        tracing::info!(
-                            event_type = event.event_type,
-                            event_id = %event.event_id,
-                            request_id = event.request_id,
-                            company = event.company,
-                            file_id = event.file_id.map(|f| f.to_string()),
-                            topic = event.topic,
-                            partition = event.partition,
-                            offset = event.offset,
-                            latency_ms = event.latency_ms,
-                            "event"
-                        );
-                        // No subscribers is normal.
-                        let _ = self.feed.send(Arc::new(event));
-                    }
-                    for ms in recorded.latencies_ms {
-                        self.metrics.latency.observe(ms / 1_000.0);
-                    }
+                    self.announce(recorded);
                     return true;
                 }
                 Err(e) => {
+                    let delay = etl_core::backoff_delay(attempt, self.retry_base, self.retry_max);
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
                         "could not record events; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return false,
-                        () = tokio::time::sleep(delay) => {}
+                    if sleep_or_cancel(delay, shutdown).await {
+                        return false;
                     }
-                    delay = (delay * 2).min(self.retry_max);
                 }
             }
+        }
+        unreachable!("more attempts than a u32 counts")
+    }
+
+    /// Counts, logs and streams the events seen for the first time.
+    fn announce(&self, recorded: Recorded) {
+        for event in recorded.new_events {
+            self.metrics
+                .events
+                .with_label_values(&[&event.event_type])
+                .inc();
+            tracing::info!(
+                event_type = event.event_type,
+                event_id = %event.event_id,
+                request_id = event.request_id,
+                company = event.company,
+                file_id = event.file_id.map(|f| f.to_string()),
+                topic = event.topic,
+                partition = event.partition,
+                offset = event.offset,
+                latency_ms = event.latency_ms,
+                "event"
+            );
+            // No subscribers is normal.
+            let _ = self.feed.send(Arc::new(event));
+        }
+        for ms in recorded.latencies_ms {
+            self.metrics.latency.observe(ms / 1_000.0);
         }
     }
 }

@@ -89,24 +89,19 @@ impl InString {
 }
 
 /// The bytes that matter to the framing outside strings.
-const STRUCTURAL: [bool; 256] = {
-    let mut table = [false; 256];
-    table[b'"' as usize] = true;
-    table[b'{' as usize] = true;
-    table[b'[' as usize] = true;
-    table[b'}' as usize] = true;
-    table[b']' as usize] = true;
-    table
-};
+const STRUCTURAL: [bool; 256] = byte_set(b"\"{[}]");
+const WHITESPACE: [bool; 256] = byte_set(b" \t\n\r");
 
-const WHITESPACE: [bool; 256] = {
+/// A lookup table: `true` for each byte of `bytes`.
+const fn byte_set(bytes: &[u8]) -> [bool; 256] {
     let mut table = [false; 256];
-    table[b' ' as usize] = true;
-    table[b'\t' as usize] = true;
-    table[b'\n' as usize] = true;
-    table[b'\r' as usize] = true;
+    let mut i = 0;
+    while i < bytes.len() {
+        table[bytes[i] as usize] = true;
+        i += 1;
+    }
     table
-};
+}
 
 impl<'r, R: BufRead> Elements<'r, R> {
     pub fn new(text: &'r mut R, max_depth: usize, limit: usize) -> Self {
