@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use etl_core::domain::{CompanySlug, FileId, RequestId};
@@ -362,116 +362,143 @@ impl Store {
         }))
     }
 
+    /// Every number of `/stats`, read from one snapshot, so they agree
+    /// with each other however many events arrive meanwhile.
     pub async fn stats(&self, company: Option<&CompanySlug>) -> Result<Stats, sqlx::Error> {
         let company = company.map(|c| c.as_str());
-        let total = counts(
-            sqlx::query_as(
-                "SELECT event_type, count(*) FROM monitoring_events
-                 WHERE ($1::text IS NULL OR company = $1) GROUP BY event_type",
-            )
-            .bind(company)
-            .fetch_all(&self.pool)
-            .await?,
-        );
+        let mut tx = self.snapshot().await?;
+        let (total, window_counts) = event_counts(&mut tx, company).await?;
         let mut windows = std::collections::BTreeMap::new();
-        for (name, seconds) in WINDOWS {
-            let by_type = sqlx::query_as(
-                "SELECT event_type, count(*) FROM monitoring_events
-                 WHERE ($1::text IS NULL OR company = $1)
-                   AND occurred_at > now() - make_interval(secs => $2)
-                 GROUP BY event_type",
-            )
-            .bind(company)
-            .bind(seconds as f64)
-            .fetch_all(&self.pool)
-            .await?;
-            windows.insert(
-                name,
-                Window {
-                    counts: counts(by_type),
-                    latency: self.latency(company, Some(seconds)).await?,
-                },
-            );
+        for ((name, seconds), counts) in WINDOWS.into_iter().zip(window_counts) {
+            let latency = latency(&mut tx, company, Some(seconds)).await?;
+            windows.insert(name, Window { counts, latency });
         }
         let files = sqlx::query_as::<_, (String, i64)>(
             "SELECT status, count(*) FROM monitoring_files
              WHERE ($1::text IS NULL OR company = $1) GROUP BY status",
         )
         .bind(company)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?
         .into_iter()
         .collect();
-        let rows: Vec<(String, DateTime<Utc>, String, i64)> = sqlx::query_as(
-            "WITH active AS (
-                 SELECT company, max(occurred_at) AS last_event_at FROM monitoring_events
-                 WHERE company IS NOT NULL AND ($1::text IS NULL OR company = $1)
-                 GROUP BY company ORDER BY last_event_at DESC LIMIT $2)
-             SELECT a.company, a.last_event_at, e.event_type, count(*)
-             FROM active a JOIN monitoring_events e ON e.company = a.company
-             GROUP BY a.company, a.last_event_at, e.event_type
-             ORDER BY a.last_event_at DESC, a.company",
-        )
-        .bind(company)
-        .bind(STATS_COMPANIES)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut companies: Vec<CompanyCounts> = Vec::new();
-        for (company, last_event_at, event_type, n) in rows {
-            match companies.last_mut() {
-                Some(current) if current.company == company => {
-                    current.counts.by_type.insert(event_type, n);
-                }
-                _ => companies.push(CompanyCounts {
-                    company,
-                    last_event_at,
-                    counts: counts(vec![(event_type, n)]),
-                }),
-            }
-        }
-        for c in &mut companies {
-            c.counts = counts(std::mem::take(&mut c.counts.by_type).into_iter().collect());
-        }
+        let companies = active_companies(&mut tx, company).await?;
+        let latency = latency(&mut tx, company, None).await?;
+        tx.commit().await?;
         Ok(Stats {
             company: company.map(str::to_owned),
             generated_at: Utc::now(),
             total,
-            latency: self.latency(company, None).await?,
+            latency,
             windows,
             files,
             companies,
         })
     }
+}
 
-    async fn latency(
-        &self,
-        company: Option<&str>,
-        seconds: Option<i64>,
-    ) -> Result<Latency, sqlx::Error> {
-        let (count, p50, p90, p99, max): (i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>) =
-            sqlx::query_as(
-                "SELECT count(latency_ms),
-                        percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms),
-                        percentile_cont(0.9) WITHIN GROUP (ORDER BY latency_ms),
-                        percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms),
-                        max(latency_ms)
-                 FROM monitoring_files
-                 WHERE latency_ms IS NOT NULL
-                   AND ($1::text IS NULL OR company = $1)
-                   AND ($2::float8 IS NULL OR loaded_at > now() - make_interval(secs => $2))",
-            )
-            .bind(company)
-            .bind(seconds.map(|s| s as f64))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Latency {
-            count,
-            p50_ms: p50,
-            p90_ms: p90,
-            p99_ms: p99,
-            max_ms: max,
-        })
+/// Events by type in all, and in each of `WINDOWS`: one scan.
+async fn event_counts(
+    conn: &mut PgConnection,
+    company: Option<&str>,
+) -> Result<(Counts, [Counts; 3]), sqlx::Error> {
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT event_type, count(*),
+                count(*) FILTER (WHERE occurred_at > now() - make_interval(secs => $2)),
+                count(*) FILTER (WHERE occurred_at > now() - make_interval(secs => $3)),
+                count(*) FILTER (WHERE occurred_at > now() - make_interval(secs => $4))
+         FROM monitoring_events
+         WHERE ($1::text IS NULL OR company = $1)
+         GROUP BY event_type",
+    )
+    .bind(company)
+    .bind(WINDOWS[0].1 as f64)
+    .bind(WINDOWS[1].1 as f64)
+    .bind(WINDOWS[2].1 as f64)
+    .fetch_all(&mut *conn)
+    .await?;
+    // A window lists only the types it saw, as a GROUP BY of its own would.
+    let column = |pick: fn(&(String, i64, i64, i64, i64)) -> i64| {
+        counts(
+            rows.iter()
+                .map(|row| (row.0.clone(), pick(row)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        )
+    };
+    Ok((
+        column(|r| r.1),
+        [column(|r| r.2), column(|r| r.3), column(|r| r.4)],
+    ))
+}
+
+/// The `STATS_COMPANIES` most recently active companies with their counts.
+async fn active_companies(
+    conn: &mut PgConnection,
+    company: Option<&str>,
+) -> Result<Vec<CompanyCounts>, sqlx::Error> {
+    let rows: Vec<(String, DateTime<Utc>, String, i64)> = sqlx::query_as(
+        "WITH active AS (
+             SELECT company, max(occurred_at) AS last_event_at FROM monitoring_events
+             WHERE company IS NOT NULL AND ($1::text IS NULL OR company = $1)
+             GROUP BY company ORDER BY last_event_at DESC LIMIT $2)
+         SELECT a.company, a.last_event_at, e.event_type, count(*)
+         FROM active a JOIN monitoring_events e ON e.company = a.company
+         GROUP BY a.company, a.last_event_at, e.event_type
+         ORDER BY a.last_event_at DESC, a.company",
+    )
+    .bind(company)
+    .bind(STATS_COMPANIES)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut companies: Vec<CompanyCounts> = Vec::new();
+    for (company, last_event_at, event_type, n) in rows {
+        match companies.last_mut() {
+            Some(current) if current.company == company => {
+                current.counts.by_type.insert(event_type, n);
+            }
+            _ => companies.push(CompanyCounts {
+                company,
+                last_event_at,
+                counts: counts(vec![(event_type, n)]),
+            }),
+        }
     }
+    for c in &mut companies {
+        c.counts = counts(std::mem::take(&mut c.counts.by_type).into_iter().collect());
+    }
+    Ok(companies)
+}
+
+/// End-to-end latency of the files loaded (in the last `seconds`).
+async fn latency(
+    conn: &mut PgConnection,
+    company: Option<&str>,
+    seconds: Option<i64>,
+) -> Result<Latency, sqlx::Error> {
+    let (count, p50, p90, p99, max): (i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>) =
+        sqlx::query_as(
+            "SELECT count(latency_ms),
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms),
+                    percentile_cont(0.9) WITHIN GROUP (ORDER BY latency_ms),
+                    percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms),
+                    max(latency_ms)
+             FROM monitoring_files
+             WHERE latency_ms IS NOT NULL
+               AND ($1::text IS NULL OR company = $1)
+               AND ($2::float8 IS NULL OR loaded_at > now() - make_interval(secs => $2))",
+        )
+        .bind(company)
+        .bind(seconds.map(|s| s as f64))
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Latency {
+        count,
+        p50_ms: p50,
+        p90_ms: p90,
+        p99_ms: p99,
+        max_ms: max,
+    })
 }
 
 const FILE_COLUMNS: &str = "file_id, company, request_id, filename, status, status_at,
