@@ -8,7 +8,7 @@ mod sigv4;
 mod xml;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::{Method, Url};
@@ -16,7 +16,7 @@ use reqwest::{Method, Url};
 use crate::config::{ConfigError, Env, Secret};
 use crate::domain::{CompanySlug, FileId};
 use crate::metrics::DependencyTimer;
-use client::{Answer, Call, Client, Failure};
+use client::{Call, Client, Failure};
 
 #[derive(Debug, Clone)]
 pub struct S3Settings {
@@ -143,7 +143,13 @@ impl ObjectStore {
                 self.region
             ))
         };
-        let created = self.send(Method::PUT, "", &[], body).await;
+        let created = self
+            .client
+            .send(&Call {
+                body,
+                ..self.call(Method::PUT, "")
+            })
+            .await;
         match created {
             Ok(_) => Ok(()),
             Err(e)
@@ -160,38 +166,37 @@ impl ObjectStore {
 
     /// Readiness: the bucket exists and answers.
     pub async fn check(&self) -> Result<(), StoreError> {
-        let started = Instant::now();
-        let result = self.send(Method::HEAD, "", &[], Bytes::new()).await;
+        let head = self.call(Method::HEAD, "");
         self.timer
-            .observe("s3", "head_bucket", started, result.is_ok());
-        result.map(|_| ()).map_err(unavailable("HeadBucket"))
+            .time("s3", "head_bucket", self.client.send(&head))
+            .await
+            .map(drop)
+            .map_err(unavailable("HeadBucket"))
     }
 
     pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<StoredObject, StoreError> {
-        let started = Instant::now();
         let call = Call {
-            method: Method::PUT,
-            bucket: Some(&self.bucket),
-            key,
-            query: &[],
             body: body.into(),
             content_type: Some("application/json"),
+            ..self.call(Method::PUT, key)
         };
-        let result = self.client.send(&call).await;
-        self.timer
-            .observe("s3", "put_object", started, result.is_ok());
-        let answer = result.map_err(unavailable("PutObject"))?;
+        let answer = self
+            .timer
+            .time("s3", "put_object", self.client.send(&call))
+            .await
+            .map_err(unavailable("PutObject"))?;
         Ok(StoredObject {
             etag: answer.etag.unwrap_or_default(),
         })
     }
 
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        let started = Instant::now();
-        let result = self.send(Method::GET, key, &[], Bytes::new()).await;
-        self.timer
-            .observe("s3", "get_object", started, result.is_ok());
-        match result {
+        let get = self.call(Method::GET, key);
+        match self
+            .timer
+            .time("s3", "get_object", self.client.send(&get))
+            .await
+        {
             Ok(answer) => Ok(answer.body.into()),
             Err(e) if e.code() == Some("NoSuchKey") => Err(StoreError::NotFound {
                 key: key.to_owned(),
@@ -202,9 +207,10 @@ impl ObjectStore {
 
     /// Deletes `key`; deleting a key that does not exist succeeds, as in S3.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.send(Method::DELETE, key, &[], Bytes::new())
+        self.client
+            .send(&self.call(Method::DELETE, key))
             .await
-            .map(|_| ())
+            .map(drop)
             .map_err(unavailable("DeleteObject"))
     }
 
@@ -218,7 +224,11 @@ impl ObjectStore {
                 query.push(("continuation-token", token));
             }
             let page = self
-                .send(Method::GET, "", &query, Bytes::new())
+                .client
+                .send(&Call {
+                    query: &query,
+                    ..self.call(Method::GET, "")
+                })
                 .await
                 .map_err(unavailable("ListObjectsV2"))?;
             let page = String::from_utf8_lossy(&page.body);
@@ -234,21 +244,18 @@ impl ObjectStore {
     /// Deletes the bucket (S3 itself refuses one that still has objects;
     /// SeaweedFS deletes them with it).
     pub async fn delete_bucket(&self) -> Result<(), StoreError> {
-        self.send(Method::DELETE, "", &[], Bytes::new())
+        self.client
+            .send(&self.call(Method::DELETE, ""))
             .await
-            .map(|_| ())
+            .map(drop)
             .map_err(unavailable("DeleteBucket"))
     }
 
     /// The names of every bucket the credentials own.
     pub async fn list_buckets(&self) -> Result<Vec<String>, StoreError> {
         let call = Call {
-            method: Method::GET,
             bucket: None,
-            key: "",
-            query: &[],
-            body: Bytes::new(),
-            content_type: None,
+            ..self.call(Method::GET, "")
         };
         let answer = self
             .client
@@ -259,23 +266,17 @@ impl ObjectStore {
         Ok(xml::texts(xml::section(&listing, "Buckets"), "Name"))
     }
 
-    /// A call on this bucket (`key` empty) or one of its objects.
-    async fn send(
-        &self,
-        method: Method,
-        key: &str,
-        query: &[(&str, &str)],
-        body: Bytes,
-    ) -> Result<Answer, Failure> {
-        let call = Call {
+    /// A call on this bucket (`key` empty) or one of its objects, without
+    /// query or body.
+    fn call<'a>(&'a self, method: Method, key: &'a str) -> Call<'a> {
+        Call {
             method,
             bucket: Some(&self.bucket),
             key,
-            query,
-            body,
+            query: &[],
+            body: Bytes::new(),
             content_type: None,
-        };
-        self.client.send(&call).await
+        }
     }
 }
 
