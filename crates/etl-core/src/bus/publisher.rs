@@ -2,13 +2,12 @@
 //! declares it fatal, and its readiness: the cluster takes writes and the
 //! producer delivers them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
-use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -16,6 +15,7 @@ use tokio::sync::Notify;
 
 use super::fault::{Injector, PRODUCER_FATAL_VAR};
 use super::producer_health::ProducerHealth;
+use super::writable::{MinInsyncReplicas, describe_partitions, writable};
 use super::{BusError, HEADER_EVENT_TYPE, HEADER_REQUEST_ID, KafkaSettings, Topics};
 use crate::events::Envelope;
 use crate::metrics::{DependencyTimer, register};
@@ -31,12 +31,14 @@ pub struct Delivered {
     pub offset: i64,
 }
 
-/// An event the producer holds until the broker acknowledges it.
-#[must_use = "an event is only published once delivered() says so"]
+/// A record the producer holds until the broker acknowledges it.
+#[must_use = "a record is only published once delivered() says so"]
 pub struct Pending {
     delivery: DeliveryFuture,
     topic: String,
-    event_type: &'static str,
+    /// Counted in `events_published_total` once delivered; `None` for a
+    /// record sent back as it was (re-drive), which is not a new event.
+    event_type: Option<&'static str>,
     started: Instant,
     shared: Arc<Shared>,
 }
@@ -50,7 +52,7 @@ impl Pending {
                 offset: d.offset,
             }),
             Ok(Err((source, _))) => Err(source),
-            // The producer was replaced with the event in its queue.
+            // The producer was replaced with the record in its queue.
             Err(_canceled) => Err(KafkaError::Canceled),
         };
         let shared = &self.shared;
@@ -59,7 +61,9 @@ impl Pending {
             .observe("kafka", "produce", self.started, result.is_ok());
         match result {
             Ok(delivered) => {
-                shared.published.with_label_values(&[self.event_type]).inc();
+                if let Some(event_type) = self.event_type {
+                    shared.published.with_label_values(&[event_type]).inc();
+                }
                 shared.delivered();
                 Ok(delivered)
             }
@@ -125,10 +129,7 @@ impl EventPublisher {
             wake: wake.clone(),
             health: Mutex::new(ProducerHealth::new()),
             fault: Injector::new(settings.producer_fault, PRODUCER_FATAL_VAR),
-            min_isr: MinInsyncReplicas {
-                admin: settings.client_config().create().map_err(BusError::Setup)?,
-                known: Mutex::new(HashMap::new()),
-            },
+            min_isr: MinInsyncReplicas::new(settings)?,
             topics: settings.topics(),
             timer,
             published: register(
@@ -167,48 +168,19 @@ impl EventPublisher {
     /// broker: events enqueued one after another keep that order on their
     /// partition. Waits only while the producer's queue is full.
     pub async fn enqueue(&self, envelope: &Envelope) -> Result<Pending, BusError> {
-        let shared = &self.shared;
-        let topic = shared.topics.for_event(&envelope.event);
+        let topic = self.shared.topics.for_event(&envelope.event);
         let payload = envelope.to_json();
         let key = envelope.company.as_ref().map(|c| c.as_str()).unwrap_or("");
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: HEADER_EVENT_TYPE,
-                value: Some(envelope.event.type_name()),
-            })
-            .insert(Header {
-                key: HEADER_REQUEST_ID,
-                value: Some(envelope.request_id.as_str()),
-            });
-        let mut record = FutureRecord::to(topic)
+        let event_type = envelope.event.type_name();
+        let headers = [
+            (HEADER_EVENT_TYPE, event_type),
+            (HEADER_REQUEST_ID, envelope.request_id.as_str()),
+        ];
+        let record = FutureRecord::to(topic)
             .key(key)
             .payload(&payload)
-            .headers(headers);
-        let started = Instant::now();
-        let delivery = loop {
-            // Asked each time: a replacement made meanwhile takes the event.
-            let sent = shared.current().send_result(record);
-            match sent {
-                Ok(delivery) => break delivery,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again))
-                    if started.elapsed() < shared.settings.produce_timeout =>
-                {
-                    record = again;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err((e, _)) => {
-                    shared.timer.observe("kafka", "produce", started, false);
-                    return Err(shared.failed(topic, e));
-                }
-            }
-        };
-        Ok(Pending {
-            delivery,
-            topic: topic.to_owned(),
-            event_type: envelope.event.type_name(),
-            started,
-            shared: shared.clone(),
-        })
+            .headers(owned_headers(headers));
+        self.send(record, Some(event_type)).await
     }
 
     /// Publishes a record as it is (not an envelope of ours): the
@@ -220,34 +192,54 @@ impl EventPublisher {
         payload: &[u8],
         headers: &BTreeMap<String, String>,
     ) -> Result<Delivered, BusError> {
-        let mut owned = OwnedHeaders::new();
-        for (k, v) in headers {
-            owned = owned.insert(Header {
-                key: k,
-                value: Some(v),
-            });
-        }
-        let mut record = FutureRecord::to(topic).payload(payload).headers(owned);
+        let headers = headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let mut record = FutureRecord::to(topic)
+            .payload(payload)
+            .headers(owned_headers(headers));
         if let Some(key) = key {
             record = record.key(key);
         }
+        self.send(record, None).await?.delivered().await
+    }
+
+    /// Hands `record` to the current producer, waiting while its queue is
+    /// full, up to `KAFKA_PRODUCE_TIMEOUT_MS`.
+    async fn send<K, P>(
+        &self,
+        mut record: FutureRecord<'_, K, P>,
+        event_type: Option<&'static str>,
+    ) -> Result<Pending, BusError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
         let shared = &self.shared;
+        let topic = record.topic.to_owned();
         let started = Instant::now();
-        let producer = shared.current();
-        let result = producer.send(record, shared.settings.produce_timeout).await;
-        shared
-            .timer
-            .observe("kafka", "produce", started, result.is_ok());
-        match result {
-            Ok(d) => {
-                shared.delivered();
-                Ok(Delivered {
-                    partition: d.partition,
-                    offset: d.offset,
-                })
+        let delivery = loop {
+            // Asked each time: a replacement made meanwhile takes the record.
+            let sent = shared.current().send_result(record);
+            match sent {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again))
+                    if started.elapsed() < shared.settings.produce_timeout =>
+                {
+                    record = again;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, _)) => {
+                    shared.timer.observe("kafka", "produce", started, false);
+                    return Err(shared.failed(&topic, e));
+                }
             }
-            Err((source, _)) => Err(shared.failed(topic, source)),
-        }
+        };
+        Ok(Pending {
+            delivery,
+            topic,
+            event_type,
+            started,
+            shared: shared.clone(),
+        })
     }
 
     /// Checks that this publisher's writes can succeed now: its producer is
@@ -390,6 +382,17 @@ fn fatal_now(shared: &Weak<Shared>) -> Option<Duration> {
     })
 }
 
+fn owned_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> OwnedHeaders {
+    pairs
+        .into_iter()
+        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value),
+            })
+        })
+}
+
 fn build_producer(settings: &KafkaSettings, wake: &Arc<Notify>) -> Result<Producer0, BusError> {
     settings
         .client_config()
@@ -404,144 +407,4 @@ fn build_producer(settings: &KafkaSettings, wake: &Arc<Notify>) -> Result<Produc
         )
         .create_with_context(FatalWatch { wake: wake.clone() })
         .map_err(BusError::Setup)
-}
-
-/// setting that hardly ever changes).
-struct MinInsyncReplicas {
-    admin: AdminClient<DefaultClientContext>,
-    known: Mutex<HashMap<String, usize>>,
-}
-
-impl MinInsyncReplicas {
-    async fn of(&self, topic: &str, timeout: Duration) -> Result<usize, BusError> {
-        if let Some(known) = self.known.lock().expect("not poisoned").get(topic) {
-            return Ok(*known);
-        }
-        let options = AdminOptions::new().request_timeout(Some(timeout));
-        let failed = |e: String| BusError::Metadata(format!("{topic}: {e}"));
-        let described = self
-            .admin
-            .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let resource = described
-            .into_iter()
-            .next()
-            .ok_or_else(|| failed("no configuration described".into()))?
-            .map_err(|code| failed(code.to_string()))?;
-        let min_isr = resource
-            .get("min.insync.replicas")
-            .and_then(|e| e.value.as_deref())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| failed("min.insync.replicas not described".into()))?;
-        self.known
-            .lock()
-            .expect("not poisoned")
-            .insert(topic.to_owned(), min_isr);
-        Ok(min_isr)
-    }
-}
-
-/// One partition of a metadata answer: id, leader, replicas, in-sync replicas.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PartitionState {
-    partition: i32,
-    leader: i32,
-    replicas: usize,
-    in_sync: usize,
-}
-
-/// The partitions of `topic`, each leader asked for its offsets (a
-/// metadata answer can name a leader that is long gone), or what is wrong.
-fn describe_partitions<C: rdkafka::client::ClientContext>(
-    client: &rdkafka::client::Client<C>,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<PartitionState>, BusError> {
-    let metadata = client
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| BusError::Metadata(e.to_string()))?;
-    let unwritable = |why: String| BusError::Unwritable(format!("{topic}: {why}"));
-    let described = metadata
-        .topics()
-        .first()
-        .ok_or_else(|| unwritable("the broker described no such topic".into()))?;
-    if let Some(code) = described.error() {
-        return Err(unwritable(RDKafkaErrorCode::from(code).to_string()));
-    }
-    let states: Vec<PartitionState> = described
-        .partitions()
-        .iter()
-        .map(|p| PartitionState {
-            partition: p.id(),
-            leader: p.leader(),
-            replicas: p.replicas().len(),
-            in_sync: p.isr().len(),
-        })
-        .collect();
-    for p in states.iter().filter(|p| p.leader >= 0) {
-        if let Err(e) = client.fetch_watermarks(topic, p.partition, timeout / 2) {
-            return Err(unwritable(format!(
-                "partition {} has broker {} for leader, which does not answer ({e})",
-                p.partition, p.leader
-            )));
-        }
-    }
-    Ok(states)
-}
-
-/// `Ok` when every partition of `topic` has a leader and at least
-/// `min_isr` replicas in sync; else a sentence saying which does not.
-fn writable(topic: &str, partitions: &[PartitionState], min_isr: usize) -> Result<(), String> {
-    if partitions.is_empty() {
-        return Err(format!("{topic} has no partitions"));
-    }
-    for p in partitions {
-        if p.leader < 0 {
-            return Err(format!("{topic} partition {} has no leader", p.partition));
-        }
-        if p.in_sync < min_isr {
-            return Err(format!(
-                "{topic} partition {}: {} of {} replicas in sync, min.insync.replicas is {min_isr}: \
-                 the cluster refuses acks=all writes until a broker returns",
-                p.partition, p.in_sync, p.replicas
-            ));
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn partition(partition: i32, leader: i32, in_sync: usize) -> PartitionState {
-        PartitionState {
-            partition,
-            leader,
-            replicas: 3,
-            in_sync,
-        }
-    }
-
-    #[test]
-    fn a_topic_is_writable_only_with_a_leader_and_enough_replicas_in_sync() {
-        let healthy = [partition(0, 1, 3), partition(1, 2, 2), partition(2, 3, 3)];
-        assert_eq!(writable("t", &healthy, 2), Ok(()));
-
-        let two_down = [partition(0, 1, 1), partition(1, 1, 1), partition(2, 1, 1)];
-        let refused = writable("t", &two_down, 2).unwrap_err();
-        assert!(
-            refused.contains("t partition 0: 1 of 3 replicas in sync, min.insync.replicas is 2"),
-            "{refused}"
-        );
-        assert_eq!(writable("t", &two_down, 1), Ok(()));
-
-        let leaderless = [partition(0, 1, 2), partition(1, -1, 1)];
-        assert_eq!(
-            writable("t", &leaderless, 1),
-            Err("t partition 1 has no leader".into())
-        );
-        assert_eq!(writable("t", &[], 1), Err("t has no partitions".into()));
-    }
 }
