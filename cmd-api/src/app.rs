@@ -9,7 +9,7 @@ use axum::extract::Request;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -17,82 +17,16 @@ use etl_core::bus::{self, EventPublisher};
 use etl_core::http::{
     BindError, HttpMetrics, Readiness, bind, forward_shutdown, ops_router, serve, track_http,
 };
-use etl_core::metrics::{DependencyTimer, register};
+use etl_core::metrics::DependencyTimer;
 use etl_core::storage::ObjectStore;
 
 use crate::error::ApiError;
 use crate::idempotency::Idempotency;
 use crate::limit::{ImportSlots, take_slot};
+use crate::metrics::ImportMetrics;
 use crate::settings::ApiSettings;
+use crate::state::AppState;
 use crate::{import, request_id};
-
-#[derive(Clone)]
-pub struct AppState {
-    pub settings: Arc<ApiSettings>,
-    pub store: ObjectStore,
-    pub publisher: EventPublisher,
-    pub metrics: ImportMetrics,
-    pub idempotency: Idempotency,
-}
-
-/// Pipeline counters of the api.
-#[derive(Clone)]
-pub struct ImportMetrics {
-    requests: IntCounterVec,
-    files_received: IntCounter,
-    files_stored: IntCounter,
-    bytes_stored: IntCounter,
-}
-
-impl ImportMetrics {
-    fn new(registry: &Registry) -> Self {
-        Self {
-            requests: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "import_requests_total",
-                        "Import requests by outcome (accepted or error code).",
-                    ),
-                    &["outcome"],
-                )
-                .expect("valid counter"),
-            ),
-            files_received: register(
-                registry,
-                IntCounter::new(
-                    "import_files_received_total",
-                    "Company documents parsed from uploads (before de-duplication).",
-                )
-                .expect("valid counter"),
-            ),
-            files_stored: register(
-                registry,
-                IntCounter::new("import_files_stored_total", "Company files stored in S3.")
-                    .expect("valid counter"),
-            ),
-            bytes_stored: register(
-                registry,
-                IntCounter::new(
-                    "import_stored_bytes_total",
-                    "Bytes of company files stored in S3.",
-                )
-                .expect("valid counter"),
-            ),
-        }
-    }
-
-    pub fn requests(&self, outcome: &str) {
-        self.requests.with_label_values(&[outcome]).inc();
-    }
-    pub fn received(&self, files: usize) {
-        self.files_received.inc_by(files as u64);
-    }
-    pub fn stored(&self, bytes: u64) {
-        self.files_stored.inc();
-        self.bytes_stored.inc_by(bytes);
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {

@@ -17,13 +17,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::http::HeaderMap;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use etl_core::storage::{ObjectStore, StoreError};
 
 use crate::error::ApiError;
-use crate::import::ImportAccepted;
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -79,15 +79,16 @@ impl Fingerprint {
     }
 }
 
+/// What is kept under a key: the request's fingerprint and its answer.
 #[derive(Serialize, Deserialize)]
-struct Record {
+struct Record<A> {
     fingerprint: String,
-    response: ImportAccepted,
+    response: A,
 }
 
 /// An answer, and whether it is a replay of an earlier one.
-pub struct Answer {
-    pub accepted: ImportAccepted,
+pub struct Answer<A> {
+    pub accepted: A,
     pub replayed: bool,
 }
 
@@ -100,16 +101,17 @@ pub struct Idempotency {
 impl Idempotency {
     /// Replays the answer recorded for `key`, or runs `import` and records
     /// its answer. Errors are not recorded: the client may retry them.
-    pub async fn run<F, Fut>(
+    pub async fn run<A, F, Fut>(
         &self,
         store: &ObjectStore,
         key: &IdempotencyKey,
         fingerprint: String,
         import: F,
-    ) -> Result<Answer, ApiError>
+    ) -> Result<Answer<A>, ApiError>
     where
+        A: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<ImportAccepted, ApiError>>,
+        Fut: Future<Output = Result<A, ApiError>>,
     {
         let lock = self
             .in_flight
@@ -131,19 +133,20 @@ impl Idempotency {
     }
 }
 
-async fn replay_or_import<F, Fut>(
+async fn replay_or_import<A, F, Fut>(
     store: &ObjectStore,
     key: &IdempotencyKey,
     fingerprint: String,
     import: F,
-) -> Result<Answer, ApiError>
+) -> Result<Answer<A>, ApiError>
 where
+    A: Serialize + DeserializeOwned,
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<ImportAccepted, ApiError>>,
+    Fut: Future<Output = Result<A, ApiError>>,
 {
     let object = key.object_key();
     match store.get(&object).await {
-        Ok(bytes) => match serde_json::from_slice::<Record>(&bytes) {
+        Ok(bytes) => match serde_json::from_slice::<Record<A>>(&bytes) {
             Ok(record) if record.fingerprint == fingerprint => {
                 return Ok(Answer {
                     accepted: record.response,
@@ -161,7 +164,7 @@ where
     let accepted = import().await?;
     let record = Record {
         fingerprint,
-        response: accepted.clone(),
+        response: &accepted,
     };
     let body = serde_json::to_vec(&record).expect("a record serialises");
     store.put(&object, body).await?;

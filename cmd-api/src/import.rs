@@ -20,12 +20,12 @@ use etl_core::domain::{CompanySlug, FileId, RequestId};
 use etl_core::events::{COMPANIES_DATASET, Envelope, Event, FileExtractError, FileExtractSuccess};
 use etl_core::storage::company_file_key;
 
-use crate::app::AppState;
-use crate::error::{ApiError, ErrorResponse};
 use tokio::sync::mpsc;
 
+use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{BodyFormat, CompanyDoc, ExtractError, SplitError, SplitLimits, split_stream};
 use crate::idempotency::{self, Answer, Fingerprint, IdempotencyKey};
+use crate::state::AppState;
 use crate::upload::{self, BodyReader, Decoded, ReadFailure};
 
 #[derive(Debug, Deserialize)]
@@ -83,7 +83,7 @@ async fn accept(
     params: ImportParams,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Answer, ApiError> {
+) -> Result<Answer<ImportAccepted>, ApiError> {
     let key = IdempotencyKey::from_headers(headers)?;
     let gzip = gzipped(headers)?;
     let format = body_format(headers)?;

@@ -9,8 +9,10 @@ pub mod extract;
 pub mod idempotency;
 pub mod import;
 pub mod limit;
+pub mod metrics;
 pub mod request_id;
 pub mod settings;
+pub mod state;
 pub mod upload;
 
 pub use app::Application;

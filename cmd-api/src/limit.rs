@@ -13,8 +13,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
-use crate::app::ImportMetrics;
 use crate::error::ApiError;
+use crate::metrics::ImportMetrics;
 use crate::request_id;
 
 #[derive(Clone)]
