@@ -62,7 +62,7 @@ lint: ## formatting and clippy, as CI checks them
 
 chaos: itest-up ## only the process-level fault tests (also in `make test`), printing what they inject and count
 	@$(call with_env,$(ITEST_ENV)) cargo test --workspace --no-run --quiet
-	@$(call with_env,$(ITEST_ENV)) cargo test --workspace --test crash --test rebalance --test shutdown -- --nocapture
+	@$(call with_env,$(ITEST_ENV)) cargo test -p etl-e2e --test it -- crash:: rebalance:: shutdown:: --nocapture
 
 fuzz: itest-up ## schemathesis against a live api, driven by api/openapi.yaml (also in `make test`; FUZZ_EXAMPLES=n)
 	@cargo test --workspace --no-run --quiet
@@ -84,7 +84,8 @@ build: ## build the three Docker images (needs a Docker engine; says so clearly 
 	@scripts/images.sh
 
 unit: ## unit and property tests (no stack needed)
-	cargo test --workspace --lib --bins --test slug_properties --test split_properties --quiet
+	cargo test --workspace --lib --bins --quiet
+	cargo test -p etl-core -p cmd-api --test it --quiet -- _properties::
 
 check: lint unit ## the quick loop while coding, no stack needed: formatting, clippy, unit and property tests
 

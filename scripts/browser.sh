@@ -7,7 +7,7 @@
 #                                  the api, waits for the page to show it
 #
 # `make test` runs `install` before the suite; the test
-# (crates/etl-e2e/tests/browser.rs) calls `dashboard`.
+# (crates/etl-e2e/tests/it/browser.rs) calls `dashboard`.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

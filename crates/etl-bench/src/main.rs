@@ -96,7 +96,7 @@ async fn run() -> anyhow::Result<()> {
         .await?;
 
     eprintln!("[bench] api: {files} single-company imports");
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &knobs).await;
+    let api = ServiceProcess::api(&env, &knobs).await;
     let recording = profile::start("api", api.pid());
     let ingest = meter
         .measure(

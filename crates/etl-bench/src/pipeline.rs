@@ -82,8 +82,7 @@ pub async fn processor_drain(
     settings: &[(&str, &str)],
 ) -> (Phase, ServiceProcess) {
     let before = meter.sample(&[]);
-    let processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", env, settings).await;
+    let processor = ServiceProcess::processor(env, settings).await;
     let recording = crate::profile::start("processor", processor.pid());
     let started = Instant::now();
     let deadline = Duration::from_secs(3_600);

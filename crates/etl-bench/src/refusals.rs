@@ -15,7 +15,7 @@ pub struct Refusals {
 }
 
 pub async fn hostile_bodies(env: &TestEnv, knobs: &[(&str, &str)]) -> Refusals {
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", env, knobs).await;
+    let api = ServiceProcess::api(env, knobs).await;
     let good = |n| serde_json::to_vec(&generated_company(&env.id, n)).expect("JSON");
     let (status, _, good_alone) = hostile::post_timed(&api, good(900_000_000), false).await;
     assert_eq!(status, 202, "the good import alone");

@@ -73,7 +73,7 @@ pub async fn api_streaming(
         ("REQUEST_BODY_TIMEOUT_MS", "3600000"),
         ("MAX_CONCURRENT_IMPORTS", "64"),
     ]);
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", env, &settings).await;
+    let api = ServiceProcess::api(env, &settings).await;
     let url = api.url("/import/companies");
     let started = Instant::now();
     let uploads = (0..clients).map(|client| {

@@ -17,12 +17,14 @@ use etl_core::bus::{KafkaSettings, headers_map};
 use etl_core::config::Env;
 use etl_core::events::Envelope;
 
+mod app;
 pub mod hostile;
 mod load;
 mod own_kafka;
 mod own_server;
 mod process;
 mod stale;
+pub use app::{Answer, ImportRequest, import, test_log};
 pub use load::{
     LoadReport, SteadyLoad, assert_loaded_exactly_once, count, files_recorded, group_lag,
     import_generated,
@@ -422,15 +424,8 @@ pub async fn get_json(service: &impl Endpoint, path: &str) -> (u16, serde_json::
 /// `POST {service}/import/companies` with a JSON `body`: status and JSON
 /// answer (`null` if the answer is not JSON).
 pub async fn post_import(service: &impl Endpoint, body: Vec<u8>) -> (u16, serde_json::Value) {
-    let r = http()
-        .post(service.url("/import/companies"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("the api answers");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    let answer = import(service, body).send().await;
+    (answer.status, answer.body)
 }
 
 /// `GET {service}/readiness`: status and report.

@@ -119,6 +119,21 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
+    /// `cmd-api` with the settings of `env` plus `extra`, ready.
+    pub async fn api(env: &TestEnv, extra: &[(&str, &str)]) -> Self {
+        Self::start("cmd-api", "API_LISTEN_ADDR", env, extra).await
+    }
+
+    /// `cmd-processor` with the settings of `env` plus `extra`, ready.
+    pub async fn processor(env: &TestEnv, extra: &[(&str, &str)]) -> Self {
+        Self::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", env, extra).await
+    }
+
+    /// `cmd-monitoring` with the settings of `env` plus `extra`, ready.
+    pub async fn monitor(env: &TestEnv, extra: &[(&str, &str)]) -> Self {
+        Self::start("cmd-monitoring", "MONITORING_LISTEN_ADDR", env, extra).await
+    }
+
     /// Starts `name` (`cmd-api`, `cmd-processor`, `cmd-monitoring`) with the
     /// settings of `env` plus `extra`, listening on a free port given in
     /// `listen_var`, and waits for readiness 200.
@@ -282,6 +297,9 @@ impl Drop for ServiceProcess {
         if let Some(mut child) = self.child.take() {
             child.kill().ok();
             child.wait().ok();
+        }
+        if crate::app::test_log() {
+            eprintln!("----- {} log -----\n{}", self.name, self.log_text());
         }
     }
 }

@@ -23,9 +23,8 @@ const GROUP_DEBUG: &[(&str, &str)] = &[
 #[tokio::test]
 async fn kill_9_of_the_processor_mid_load_loses_nothing_and_loads_nothing_twice() {
     let env = TestEnv::new().await;
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
-    let mut processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, GROUP_DEBUG).await;
+    let api = ServiceProcess::api(&env, &[]).await;
+    let mut processor = ServiceProcess::processor(&env, GROUP_DEBUG).await;
 
     let acknowledged = import_generated(&api, &env.id, 0..FILES, PER_REQUEST).await;
 
@@ -62,9 +61,8 @@ async fn a_broker_frozen_past_the_session_timeout_does_not_stall_the_group() {
     let mut env = TestEnv::new().await;
     let mut kafka = OwnKafka::start(&env.id, 3).await;
     kafka.serve(&mut env);
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
-    let _processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, GROUP_DEBUG).await;
+    let api = ServiceProcess::api(&env, &[]).await;
+    let _processor = ServiceProcess::processor(&env, GROUP_DEBUG).await;
     let mut acknowledged = import_generated(&api, &env.id, 0..300, 100).await;
     eventually(LOAD_DEADLINE, "the processor to be loading", || async {
         (files_recorded(&env).await >= 20).then_some(())

@@ -145,11 +145,9 @@ async fn every_metric_the_dashboard_queries_is_exported() {
     assert!(exprs.len() >= 10, "only {} queries", exprs.len());
 
     let env = TestEnv::new().await;
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
-    let processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
-    let monitor =
-        ServiceProcess::start("cmd-monitoring", "MONITORING_LISTEN_ADDR", &env, &[]).await;
+    let api = ServiceProcess::api(&env, &[]).await;
+    let processor = ServiceProcess::processor(&env, &[]).await;
+    let monitor = ServiceProcess::monitor(&env, &[]).await;
     for body in [example("c.json"), b"{broken".to_vec()] {
         post_import(&api, body).await;
     }

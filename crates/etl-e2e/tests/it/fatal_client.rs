@@ -88,9 +88,8 @@ async fn the_api_replaces_a_fatal_producer_under_load_and_every_import_is_loaded
     // Fatal after the 30th publish, and its first two replacements fatal
     // as soon as they are built: three replacements before one works.
     let fault = [("ETL_TEST_KAFKA_PRODUCER_FATAL", "after=30,times=3")];
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &fault).await;
-    let _processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let api = ServiceProcess::api(&env, &fault).await;
+    let _processor = ServiceProcess::processor(&env, &[]).await;
 
     let watch = watch_readiness(&api);
     let load = SteadyLoad::start(&api, &env.id, 4);
@@ -119,10 +118,9 @@ async fn the_api_replaces_a_fatal_producer_under_load_and_every_import_is_loaded
 #[tokio::test]
 async fn the_processor_replaces_a_fatal_producer_and_announces_every_file_once() {
     let env = TestEnv::new().await;
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
+    let api = ServiceProcess::api(&env, &[]).await;
     let fault = [("ETL_TEST_KAFKA_PRODUCER_FATAL", "after=40,times=3")];
-    let processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &fault).await;
+    let processor = ServiceProcess::processor(&env, &fault).await;
 
     let watch = watch_readiness(&processor);
     let acknowledged = import_generated(&api, &env.id, 0..300, 50).await;
@@ -143,7 +141,7 @@ async fn a_producer_that_goes_fatal_after_every_replacement_fails_liveness() {
         ("ETL_TEST_KAFKA_PRODUCER_FATAL", "after=1,times=1000"),
         ("KAFKA_PRODUCER_MAX_REPLACEMENTS", "2"),
     ];
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &vars).await;
+    let api = ServiceProcess::api(&env, &vars).await;
     let (live, body) = get_json(&api, "/liveness").await;
     assert_eq!(live, 200, "{body}");
 
@@ -167,10 +165,9 @@ async fn a_producer_that_goes_fatal_after_every_replacement_fails_liveness() {
 #[tokio::test]
 async fn a_fatal_consumer_fails_liveness_and_the_restarted_processor_loads_every_file_once() {
     let env = TestEnv::new().await;
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
+    let api = ServiceProcess::api(&env, &[]).await;
     let fault = [("ETL_TEST_KAFKA_CONSUMER_FATAL", "after=50")];
-    let mut processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &fault).await;
+    let mut processor = ServiceProcess::processor(&env, &fault).await;
 
     let acknowledged = import_generated(&api, &env.id, 0..300, 50).await;
     let (why, body) = liveness_failing(&processor, "kafka-consumer").await;
@@ -185,8 +182,7 @@ async fn a_fatal_consumer_fails_liveness_and_the_restarted_processor_loads_every
     let exit = processor.wait(Duration::from_secs(30)).await;
     assert!(exit.success(), "the processor exited with {exit}");
 
-    let _restarted =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let _restarted = ServiceProcess::processor(&env, &[]).await;
     let records = assert_loaded_exactly_once(&env, &acknowledged, DEADLINE).await;
     eprintln!(
         "counted: liveness 503 ({why}); exited on SIGTERM; 300 files loaded once by the next processor ({records} FileLoaded records); lag 0"

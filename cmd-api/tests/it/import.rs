@@ -1,17 +1,12 @@
 //! `POST /import/companies` against the real S3 server and broker.
 
-use std::time::Duration;
-
-use prometheus::Registry;
 use serde_json::Value;
 
-use cmd_api::{ApiSettings, Application};
 use etl_core::events::{Envelope, Event, FileExtractError};
-use etl_core::metrics::DependencyTimer;
 use etl_core::storage::ObjectStore;
 use etl_testkit::{
-    DEADLINE, OwnKafka, OwnServer, Service, TestEnv, example, example_json, http, local_listener,
-    metric, readiness_follows, scrape,
+    DEADLINE, ImportRequest, OwnKafka, OwnServer, Service, TestEnv, example, example_json, http,
+    import, metric, readiness_follows, scrape,
 };
 
 struct Api {
@@ -25,15 +20,8 @@ async fn start() -> Api {
 }
 
 async fn start_in(env: TestEnv, extra: &[(&str, &str)]) -> Api {
-    let settings = ApiSettings::from_env(&env.env(extra)).expect("settings");
-    let store = ObjectStore::new(&settings.s3, DependencyTimer::new(&Registry::new()));
-    let app = Application::build_with_listener(settings, local_listener().await)
-        .await
-        .expect("api starts");
-    let service = Service::spawn(app.local_addr(), |stop| {
-        app.run_until_stopped(stop, Duration::from_secs(5))
-    })
-    .await;
+    let service = env.spawn_api(extra).await;
+    let store = env.store();
     Api {
         env,
         service,
@@ -48,26 +36,22 @@ impl Api {
         content_type: &str,
         request_id: Option<&str>,
     ) -> (u16, Value) {
-        let mut request = http()
-            .post(self.service.url("/import/companies?filename=upload.json"))
-            .header("content-type", content_type)
-            .body(body);
+        let mut request = ImportRequest::new(
+            &self.service,
+            "/import/companies?filename=upload.json",
+            body,
+        )
+        .header("content-type", content_type);
         if let Some(id) = request_id {
             request = request.header("x-request-id", id);
         }
-        let response = request.send().await.expect("api answers");
-        let status = response.status().as_u16();
-        let echoed = response
-            .headers()
-            .get("x-request-id")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let body: Value = response.json().await.expect("a JSON answer");
+        let answer = request.send().await;
         assert_eq!(
-            echoed.as_deref(),
-            body["request_id"].as_str(),
+            answer.header("x-request-id"),
+            answer.body["request_id"].as_str(),
             "X-Request-Id echoed"
         );
-        (status, body)
+        (answer.status, answer.body)
     }
 
     /// The one `FileExtractError` of this test.
@@ -260,16 +244,10 @@ async fn without_s3_readiness_names_it_and_imports_get_503_until_it_is_back() {
     .await;
 
     readiness_follows(&api.service, &mut s3, OwnServer::kill, "s3", async || {
-        let refused = http()
-            .post(api.service.url("/import/companies"))
-            .header("content-type", "application/json")
-            .body(example("c.json"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(refused.status(), 503);
-        assert!(refused.headers().contains_key("retry-after"));
-        let body: Value = refused.json().await.unwrap();
+        let refused = import(&api.service, example("c.json")).send().await;
+        assert_eq!(refused.status, 503);
+        assert!(refused.header("retry-after").is_some());
+        let body = refused.body;
         assert_eq!(body["error"]["code"], "dependency_unavailable", "{body}");
         assert!(
             !body.to_string().contains("etl-dev-secret"),
@@ -311,17 +289,12 @@ async fn without_the_broker_readiness_names_it_until_it_is_back() {
 /// Posts `body` with an Idempotency-Key: status, body, and whether the
 /// answer says it is a replay.
 async fn post_with_key(api: &Api, key: &str, body: Vec<u8>) -> (u16, Value, bool) {
-    let response = http()
-        .post(api.service.url("/import/companies"))
-        .header("content-type", "application/json")
+    let answer = import(&api.service, body)
         .header("idempotency-key", key)
-        .body(body)
         .send()
-        .await
-        .expect("api answers");
-    let status = response.status().as_u16();
-    let replayed = response.headers().contains_key("idempotent-replayed");
-    (status, response.json().await.expect("JSON"), replayed)
+        .await;
+    let replayed = answer.header("idempotent-replayed").is_some();
+    (answer.status, answer.body, replayed)
 }
 
 #[tokio::test]
@@ -385,20 +358,13 @@ async fn one_idempotency_key_posted_20_times_at_once_imports_once_and_answers_al
 
 /// Posts c.json with `authorization` (if any): status, WWW-Authenticate, body.
 async fn post_authorized(api: &Api, authorization: Option<&str>) -> (u16, Option<String>, Value) {
-    let mut request = http()
-        .post(api.service.url("/import/companies"))
-        .header("content-type", "application/json")
-        .body(example("c.json"));
+    let mut request = import(&api.service, example("c.json"));
     if let Some(value) = authorization {
         request = request.header("authorization", value);
     }
-    let response = request.send().await.expect("api answers");
-    let status = response.status().as_u16();
-    let challenge = response
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_owned());
-    (status, challenge, response.json().await.expect("JSON"))
+    let answer = request.send().await;
+    let challenge = answer.header("www-authenticate").map(str::to_owned);
+    (answer.status, challenge, answer.body)
 }
 
 #[tokio::test]
@@ -509,15 +475,12 @@ fn padded_ndjson(tag: &str, n: u32) -> Vec<u8> {
 async fn post_chunked(api: &Api, body: Vec<u8>) -> (u16, Value) {
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         body.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
-    let response = http()
-        .post(api.service.url("/import/companies"))
+    let stream = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let answer = import(&api.service, stream)
         .header("content-type", "application/x-ndjson")
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send()
-        .await
-        .expect("api answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("a JSON answer"))
+        .await;
+    (answer.status, answer.body)
 }
 
 #[tokio::test]

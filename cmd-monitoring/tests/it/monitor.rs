@@ -2,31 +2,19 @@
 
 use std::collections::BTreeMap;
 
-use etl_core::bus::EventPublisher;
 use etl_core::domain::{CompanySlug, FileId, RequestId};
 use etl_core::events::{Envelope, Event, FileExtractSuccess, FileLoaded};
-use etl_core::metrics::DependencyTimer;
 use etl_testkit::{
-    DEADLINE, OwnKafka, OwnServer, Service, TestEnv, eventually, get_json, local_listener, metric,
-    readiness, readiness_follows, scrape,
+    DEADLINE, OwnKafka, OwnServer, TestEnv, eventually, get_json, metric, readiness,
+    readiness_follows, scrape,
 };
-
-use cmd_monitoring::{Application, MonitoringSettings};
-
-async fn start(env: &TestEnv, extra: &[(&str, &str)]) -> Service {
-    let settings = MonitoringSettings::from_env(&env.env(extra)).expect("settings");
-    let app = Application::build_with_listener(settings, local_listener().await)
-        .await
-        .expect("monitoring starts");
-    Service::spawn(app.local_addr(), |stop| app.run_until_stopped(stop)).await
-}
 
 #[tokio::test]
 async fn readiness_names_the_broker_while_it_is_down() {
     let mut env = TestEnv::new().await;
     let mut kafka = OwnKafka::start(&env.id, 1).await;
     kafka.serve(&mut env);
-    let monitor = start(&env, &[("READINESS_TIMEOUT_MS", "1000")]).await;
+    let monitor = env.spawn_monitor(&[("READINESS_TIMEOUT_MS", "1000")]).await;
     let (status, report) = readiness(&monitor).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["checks"]["kafka"]["ok"], true, "{report}");
@@ -41,11 +29,6 @@ async fn readiness_names_the_broker_while_it_is_down() {
     .await;
 }
 
-fn publisher(env: &TestEnv) -> EventPublisher {
-    let registry = prometheus::Registry::new();
-    EventPublisher::new(&env.kafka(), &registry, DependencyTimer::new(&registry)).unwrap()
-}
-
 /// Events of different topics arrive in any order, and a crashed processor
 /// re-emits an outcome with the same event id: the file's story must still
 /// be told once and in the right order. A record that is not an event is
@@ -53,8 +36,8 @@ fn publisher(env: &TestEnv) -> EventPublisher {
 #[tokio::test]
 async fn out_of_order_repeated_and_unreadable_records_leave_one_true_story() {
     let env = TestEnv::new().await;
-    let monitor = start(&env, &[]).await;
-    let publisher = publisher(&env);
+    let monitor = env.spawn_monitor(&[]).await;
+    let publisher = env.publisher();
     let company = CompanySlug::parse(&format!("order-{}", env.id.replace('_', "-"))).unwrap();
     let file_id: FileId = uuid::Uuid::new_v4().into();
     let mut received = Envelope::new(
@@ -146,7 +129,9 @@ async fn out_of_order_repeated_and_unreadable_records_leave_one_true_story() {
 #[tokio::test]
 async fn a_locked_table_is_a_503_and_a_refused_query_a_500() {
     let env = TestEnv::new().await;
-    let monitor = start(&env, &[("DATABASE_STATEMENT_TIMEOUT_MS", "300")]).await;
+    let monitor = env
+        .spawn_monitor(&[("DATABASE_STATEMENT_TIMEOUT_MS", "300")])
+        .await;
     let (status, body) = get_json(&monitor, "/stats").await;
     assert_eq!(status, 200, "{body}");
 

@@ -395,9 +395,8 @@ fn company_file_key_shaped(key: &str) -> bool {
 #[tokio::test]
 async fn every_bad_input_gets_its_status_and_code_and_both_services_stay_ready() {
     let env = TestEnv::new().await;
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
-    let processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let api = ServiceProcess::api(&env, &[]).await;
+    let processor = ServiceProcess::processor(&env, &[]).await;
     let topics = env.kafka().topics();
 
     let cases = catalogue();
@@ -566,7 +565,7 @@ async fn read_answer(stream: &mut TcpStream) -> (u16, Value) {
 #[tokio::test]
 async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
     let env = TestEnv::new().await;
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
+    let api = ServiceProcess::api(&env, &[]).await;
     let addr = api.base_url.trim_start_matches("http://").to_owned();
     let mut stream = TcpStream::connect(&addr).await.unwrap();
     // 1 GiB announced, 1 KiB sent: the answer must come without the rest.
@@ -599,9 +598,7 @@ async fn trickle(stream: &mut TcpStream, bytes: &[u8]) -> bool {
 #[tokio::test]
 async fn slow_clients_are_cut_off_and_cannot_take_every_slot() {
     let env = TestEnv::new().await;
-    let api = ServiceProcess::start(
-        "cmd-api",
-        "API_LISTEN_ADDR",
+    let api = ServiceProcess::api(
         &env,
         &[
             ("REQUEST_HEADER_TIMEOUT_MS", "2000"),
@@ -704,7 +701,7 @@ async fn hostile_bodies_are_refused_cheaply_and_do_not_hold_up_good_ones() {
     /// The 2 s goal is `make bench`'s (crates/etl-bench/src/refusals.rs).
     const CEILING: Duration = Duration::from_secs(10);
     let env = TestEnv::new().await;
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
+    let api = ServiceProcess::api(&env, &[]).await;
 
     let bomb = hostile::inflating_gzip(65 << 20);
     let numbers = hostile::array_of_numbers(40 << 20);

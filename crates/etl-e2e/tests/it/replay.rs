@@ -8,21 +8,15 @@ use etl_core::events::Event;
 use etl_core::metrics::DependencyTimer;
 use etl_core::storage::{ObjectStore, S3Settings};
 use etl_testkit::{
-    DEADLINE, ServiceProcess, TestEnv, eventually, generated_company, http, metric, run_binary,
-    scrape,
+    DEADLINE, ServiceProcess, TestEnv, eventually, generated_company, metric, run_binary, scrape,
 };
 
 async fn import(api: &ServiceProcess, doc: &Value) -> String {
-    let response = http()
-        .post(api.url("/import/companies"))
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(doc).unwrap())
+    let answer = etl_testkit::import(api, serde_json::to_vec(doc).unwrap())
         .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let body: Value = response.json().await.unwrap();
-    body["files"][0]["file_id"].as_str().unwrap().to_owned()
+        .await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    answer.file_ids().remove(0)
 }
 
 fn replay(env: &TestEnv, args: &[&str]) -> (bool, String) {
@@ -71,9 +65,8 @@ async fn children(env: &TestEnv, inn: &str) -> i64 {
 #[tokio::test]
 async fn a_replayed_file_is_loaded_again_and_recorded_once() {
     let env = TestEnv::new().await;
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
-    let processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let api = ServiceProcess::api(&env, &[]).await;
+    let processor = ServiceProcess::processor(&env, &[]).await;
     let topics = env.kafka().topics();
     let mut loaded = env.tail(&topics.file_loaded);
 
@@ -141,9 +134,8 @@ async fn a_replayed_file_is_loaded_again_and_recorded_once() {
 #[tokio::test]
 async fn a_replayed_old_file_does_not_overwrite_a_newer_one() {
     let env = TestEnv::new().await;
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
-    let _processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let api = ServiceProcess::api(&env, &[]).await;
+    let _processor = ServiceProcess::processor(&env, &[]).await;
     let mut loaded = env.tail(&env.kafka().topics().file_loaded);
 
     let mut old = generated_company(&env.id, 2);

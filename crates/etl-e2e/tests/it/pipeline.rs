@@ -4,18 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use prometheus::Registry;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 
-use etl_core::bus::EventPublisher;
 use etl_core::events::{Event, ValidationError};
-use etl_core::metrics::DependencyTimer;
-use etl_core::storage::{ObjectStore, S3Settings};
 use etl_testkit::{
     DEADLINE, OwnServer, Received, Service, TestEnv, eventually, example, example_json,
-    generated_company, local_listener, metric, post_import, readiness, readiness_follows, scrape,
+    generated_company, metric, post_import, readiness, readiness_follows, scrape,
 };
 
 struct Pipeline {
@@ -30,39 +26,13 @@ async fn start() -> Pipeline {
 
 /// Api and processor of `env`, with `extra` settings for both.
 async fn start_in(env: TestEnv, extra: &[(&str, &str)]) -> Pipeline {
-    let api = start_api(&env, extra).await;
-    let processor = start_processor(&env, extra).await;
+    let api = env.spawn_api(extra).await;
+    let processor = env.spawn_processor(extra).await;
     Pipeline {
         env,
         api,
         processor,
     }
-}
-
-async fn start_api(env: &TestEnv, extra: &[(&str, &str)]) -> Service {
-    let api_app = cmd_api::Application::build_with_listener(
-        cmd_api::ApiSettings::from_env(&env.env(extra)).expect("api settings"),
-        local_listener().await,
-    )
-    .await
-    .expect("api starts");
-    Service::spawn(api_app.local_addr(), |stop| {
-        api_app.run_until_stopped(stop, Duration::from_secs(5))
-    })
-    .await
-}
-
-async fn start_processor(env: &TestEnv, extra: &[(&str, &str)]) -> Service {
-    let processor_app = cmd_processor::Application::build_with_listener(
-        cmd_processor::ProcessorSettings::from_env(&env.env(extra)).expect("processor settings"),
-        local_listener().await,
-    )
-    .await
-    .expect("processor starts");
-    Service::spawn(processor_app.local_addr(), |stop| {
-        processor_app.run_until_stopped(stop)
-    })
-    .await
 }
 
 async fn post_to(api: &Service, body: Vec<u8>) -> Value {
@@ -114,10 +84,7 @@ impl Pipeline {
             .await[0]
             .envelope
             .clone();
-        let registry = Registry::new();
-        let timer = DependencyTimer::new(&registry);
-        let publisher =
-            EventPublisher::new(&self.env.kafka(), &registry, timer).expect("publisher");
+        let publisher = self.env.publisher();
         publisher.publish(&original).await.expect("republished");
     }
 
@@ -507,17 +474,16 @@ async fn a_poison_record_is_dead_lettered_and_later_files_still_load() {
 #[tokio::test]
 async fn a_file_deleted_before_processing_is_dead_lettered_and_later_files_still_load() {
     let env = TestEnv::new().await;
-    let api = start_api(&env, &[]).await;
+    let api = env.spawn_api(&[]).await;
     let accepted = post_to(&api, example("c.json")).await;
     let gone = file_ids(&accepted).remove(0);
     let key = accepted["files"][0]["s3_key"].as_str().unwrap().to_owned();
-    let store = ObjectStore::new(
-        &S3Settings::from_env(&env.env(&[])).unwrap(),
-        DependencyTimer::new(&Registry::new()),
-    );
-    store.delete(&key).await.expect("delete the stored file");
+    env.store()
+        .delete(&key)
+        .await
+        .expect("delete the stored file");
     eprintln!("injected: the stored file {key} deleted before the processor runs");
-    let processor = start_processor(&env, &[]).await;
+    let processor = env.spawn_processor(&[]).await;
     let p = Pipeline {
         env,
         api,

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use etl_testkit::{DEADLINE, ServiceProcess, TestEnv, eventually, example, http};
+use etl_testkit::{DEADLINE, ServiceProcess, TestEnv, eventually, example, import};
 
 /// A field of a JSON log line, whether on the event or on its span.
 fn field<'a>(line: &'a Value, name: &str) -> Option<&'a str> {
@@ -23,43 +23,27 @@ fn lines_of<'a>(lines: &'a [Value], request_id: &str) -> Vec<&'a Value> {
 async fn one_request_id_leads_through_all_three_services_logs() {
     let env = TestEnv::new().await;
     let api_key = format!("key-{}", env.id);
-    let api = ServiceProcess::start(
-        "cmd-api",
-        "API_LISTEN_ADDR",
-        &env,
-        &[("API_KEYS", api_key.as_str())],
-    )
-    .await;
-    let processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
-    let monitor =
-        ServiceProcess::start("cmd-monitoring", "MONITORING_LISTEN_ADDR", &env, &[]).await;
+    let api = ServiceProcess::api(&env, &[("API_KEYS", api_key.as_str())]).await;
+    let processor = ServiceProcess::processor(&env, &[]).await;
+    let monitor = ServiceProcess::monitor(&env, &[]).await;
 
     // A wrong key first: refused, and (checked below) not logged either.
     let wrong_key = format!("{api_key}-wrong");
-    let refused = http()
-        .post(api.url("/import/companies"))
-        .bearer_auth(&wrong_key)
-        .body(example("c.json"))
+    let refused = import(&api, example("c.json"))
+        .header("authorization", &format!("Bearer {wrong_key}"))
         .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 401);
+        .await;
+    assert_eq!(refused.status, 401);
 
     let request_id = format!("trace-{}", env.id);
-    let response = http()
-        .post(api.url("/import/companies"))
-        .header("content-type", "application/json")
+    let accepted = import(&api, example("c.json"))
         .header("x-request-id", &request_id)
-        .bearer_auth(&api_key)
-        .body(example("c.json"))
+        .header("authorization", &format!("Bearer {api_key}"))
         .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    assert_eq!(response.headers()["x-request-id"], request_id.as_str());
-    let accepted: Value = response.json().await.unwrap();
-    let file_id = accepted["files"][0]["file_id"].as_str().unwrap().to_owned();
+        .await;
+    assert_eq!(accepted.status, 202);
+    assert_eq!(accepted.header("x-request-id"), Some(request_id.as_str()));
+    let file_id = accepted.file_ids().remove(0);
     let company = "pao-sberbank";
 
     // The monitor logs both events of the file (from two topics, in either

@@ -25,8 +25,7 @@ async fn a_file_whose_object_was_missing_loads_once_redriven() {
     let store = ObjectStore::new(&S3Settings::from_env(&env.env(&[])).unwrap(), timer.clone());
     // The api creates the bucket; here there is no api.
     store.ensure_bucket().await.unwrap();
-    let _processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let _processor = ServiceProcess::processor(&env, &[]).await;
 
     // An announced file whose object is not (yet) in S3: dead-lettered.
     let bytes = example("c.json");

@@ -20,37 +20,23 @@ struct Pipeline {
 
 async fn pipeline(env: &TestEnv) -> Pipeline {
     Pipeline {
-        api: ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", env, &[]).await,
-        _processor: ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", env, &[]).await,
-        monitor: ServiceProcess::start("cmd-monitoring", "MONITORING_LISTEN_ADDR", env, &[]).await,
+        api: ServiceProcess::api(env, &[]).await,
+        _processor: ServiceProcess::processor(env, &[]).await,
+        monitor: ServiceProcess::monitor(env, &[]).await,
     }
 }
 
 /// Posts `body` with its own request id; returns (status, request id, file ids).
 async fn import(api: &ServiceProcess, request_id: &str, body: &Value) -> (u16, Vec<String>) {
-    let response = http()
-        .post(api.url("/import/companies"))
-        .header("content-type", "application/json")
+    let body = match body {
+        Value::String(raw) => raw.clone().into_bytes(),
+        other => serde_json::to_vec(other).unwrap(),
+    };
+    let answer = etl_testkit::import(api, body)
         .header("x-request-id", request_id)
-        .body(match body {
-            Value::String(raw) => raw.clone().into_bytes(),
-            other => serde_json::to_vec(other).unwrap(),
-        })
         .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    let files = body["files"]
-        .as_array()
-        .map(|files| {
-            files
-                .iter()
-                .map(|f| f["file_id"].as_str().unwrap().to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    (status, files)
+        .await;
+    (answer.status, answer.file_ids())
 }
 
 fn slug(doc: &Value) -> String {
@@ -426,8 +412,7 @@ async fn a_crashed_monitor_remembers_everything_and_counts_nothing_twice() {
 #[tokio::test]
 async fn sigterm_ends_open_live_streams_and_the_monitor_exits() {
     let env = TestEnv::new().await;
-    let mut monitor =
-        ServiceProcess::start("cmd-monitoring", "MONITORING_LISTEN_ADDR", &env, &[]).await;
+    let mut monitor = ServiceProcess::monitor(&env, &[]).await;
     let mut live = http()
         .get(monitor.url("/events/stream"))
         .send()

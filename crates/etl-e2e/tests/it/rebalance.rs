@@ -28,9 +28,8 @@ async fn files_loaded_by(processor: &ServiceProcess) -> f64 {
 #[tokio::test]
 async fn two_processors_with_rebalances_mid_load_load_each_file_once() {
     let env = TestEnv::new().await;
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
-    let mut first =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, PROCESSOR).await;
+    let api = ServiceProcess::api(&env, &[]).await;
+    let mut first = ServiceProcess::processor(&env, PROCESSOR).await;
 
     let acknowledged = import_generated(&api, &env.id, 0..FILES, PER_REQUEST).await;
 
@@ -38,8 +37,7 @@ async fn two_processors_with_rebalances_mid_load_load_each_file_once() {
         (files_recorded(&env).await >= 30).then_some(())
     })
     .await;
-    let second =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, PROCESSOR).await;
+    let second = ServiceProcess::processor(&env, PROCESSOR).await;
     let at_join = files_recorded(&env).await;
     eprintln!(
         "injected: a second processor joined the group with {at_join} of {FILES} files loaded"
@@ -88,11 +86,9 @@ async fn two_processors_with_rebalances_mid_load_load_each_file_once() {
 #[tokio::test]
 async fn kill_9_of_the_group_leader_hands_everything_to_the_survivor() {
     let env = TestEnv::new().await;
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
-    let mut leader =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, PROCESSOR).await;
-    let survivor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, PROCESSOR).await;
+    let api = ServiceProcess::api(&env, &[]).await;
+    let mut leader = ServiceProcess::processor(&env, PROCESSOR).await;
+    let survivor = ServiceProcess::processor(&env, PROCESSOR).await;
 
     let acknowledged = import_generated(&api, &env.id, 0..FILES, PER_REQUEST).await;
     // Both members hold partitions: the group is formed with both.

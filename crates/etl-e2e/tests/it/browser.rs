@@ -16,11 +16,9 @@ const BROWSER_DEADLINE: Duration = Duration::from_secs(900);
 #[tokio::test]
 async fn the_dashboard_shows_a_posted_file_live_and_finds_it() {
     let env = TestEnv::new().await;
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
-    let _processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
-    let monitor =
-        ServiceProcess::start("cmd-monitoring", "MONITORING_LISTEN_ADDR", &env, &[]).await;
+    let api = ServiceProcess::api(&env, &[]).await;
+    let _processor = ServiceProcess::processor(&env, &[]).await;
+    let monitor = ServiceProcess::monitor(&env, &[]).await;
 
     let screenshots = repo_root().join(".local/screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();

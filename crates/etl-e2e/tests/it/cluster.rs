@@ -28,9 +28,8 @@ async fn pipeline() -> Pipeline {
     let mut env = TestEnv::new().await;
     let kafka = OwnKafka::start(&env.id, 3).await;
     kafka.serve(&mut env);
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
-    let processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let api = ServiceProcess::api(&env, &[]).await;
+    let processor = ServiceProcess::processor(&env, &[]).await;
     Pipeline {
         env,
         kafka,
@@ -199,9 +198,8 @@ async fn kill_9_of_the_only_broker_three_times_under_load_recovers_each_time() {
     let mut env = TestEnv::new().await;
     let mut kafka = OwnKafka::start(&env.id, 1).await;
     kafka.serve(&mut env);
-    let api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
-    let _processor =
-        ServiceProcess::start("cmd-processor", "PROCESSOR_LISTEN_ADDR", &env, &[]).await;
+    let api = ServiceProcess::api(&env, &[]).await;
+    let _processor = ServiceProcess::processor(&env, &[]).await;
     let load = SteadyLoad::start(&api, &env.id, 4);
     load.wait_for_more(30, LOAD_DEADLINE, "imports before the first kill")
         .await;

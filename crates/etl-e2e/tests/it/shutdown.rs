@@ -54,14 +54,8 @@ async fn post_company(client: &reqwest::Client, url: &str, tag: &str, n: u32) ->
 #[tokio::test]
 async fn sigterm_during_a_batch_loses_no_acknowledged_file_and_loads_none_twice() {
     let env = TestEnv::new().await;
-    let mut api = ServiceProcess::start("cmd-api", "API_LISTEN_ADDR", &env, &[]).await;
-    let mut processor = ServiceProcess::start(
-        "cmd-processor",
-        "PROCESSOR_LISTEN_ADDR",
-        &env,
-        &[("PROCESSOR_CONCURRENCY", "1")],
-    )
-    .await;
+    let mut api = ServiceProcess::api(&env, &[]).await;
+    let mut processor = ServiceProcess::processor(&env, &[("PROCESSOR_CONCURRENCY", "1")]).await;
 
     // A first few files, until the processor is loading.
     let url = api.url("/import/companies");
