@@ -21,7 +21,7 @@ async fn start() -> Api {
 
 async fn start_in(env: TestEnv, extra: &[(&str, &str)]) -> Api {
     let service = env.spawn_api(extra).await;
-    let store = env.store();
+    let store = env.store(extra);
     Api {
         env,
         service,

@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use prometheus::Registry;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use etl_core::bus::EventPublisher;
@@ -92,9 +93,9 @@ impl TestEnv {
             .expect("a publisher")
     }
 
-    /// This test's bucket, as the services reach it.
-    pub fn store(&self) -> ObjectStore {
-        let settings = S3Settings::from_env(&self.env(&[])).expect("s3 settings");
+    /// This test's bucket, as a service with `extra` settings reaches it.
+    pub fn store(&self, extra: &[(&str, &str)]) -> ObjectStore {
+        let settings = S3Settings::from_env(&self.env(extra)).expect("s3 settings");
         ObjectStore::new(&settings, DependencyTimer::new(&Registry::new()))
     }
 }
@@ -105,7 +106,7 @@ pub struct Answer {
     pub status: u16,
     /// The body as JSON (`null` when it is not JSON).
     pub body: Value,
-    pub headers: reqwest::header::HeaderMap,
+    pub headers: HeaderMap,
 }
 
 impl Answer {
@@ -130,27 +131,33 @@ impl Answer {
 
 /// `POST /import/companies`, JSON by default; add headers, then `send`.
 pub struct ImportRequest {
-    request: reqwest::RequestBuilder,
+    url: String,
+    body: reqwest::Body,
+    headers: HeaderMap,
 }
 
 impl ImportRequest {
     pub fn new(api: &impl Endpoint, path_and_query: &str, body: impl Into<reqwest::Body>) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Self {
-            request: http()
-                .post(api.url(path_and_query))
-                .header("content-type", "application/json")
-                .body(body),
+            url: api.url(path_and_query),
+            body: body.into(),
+            headers,
         }
     }
 
-    /// Sets (or replaces) a request header.
+    /// Sets a request header, replacing one set before (the content type).
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.request = self.request.header(name, value);
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("a header name");
+        let value = HeaderValue::from_str(value).expect("a header value");
+        self.headers.insert(name, value);
         self
     }
 
     pub async fn send(self) -> Answer {
-        let response = self.request.send().await.expect("the api answers");
+        let request = http().post(&self.url).headers(self.headers).body(self.body);
+        let response = request.send().await.expect("the api answers");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.json().await.unwrap_or(Value::Null);

@@ -478,7 +478,7 @@ async fn a_file_deleted_before_processing_is_dead_lettered_and_later_files_still
     let accepted = post_to(&api, example("c.json")).await;
     let gone = file_ids(&accepted).remove(0);
     let key = accepted["files"][0]["s3_key"].as_str().unwrap().to_owned();
-    env.store()
+    env.store(&[])
         .delete(&key)
         .await
         .expect("delete the stored file");
