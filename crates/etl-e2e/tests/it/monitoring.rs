@@ -81,14 +81,36 @@ async fn read_stream(
     events
 }
 
+/// What the import of [`import_three_and_a_refused_upload`] left behind.
+struct Imported {
+    company: String,
+    other_company: String,
+    request_id: String,
+    refused_request: String,
+    loaded_id: String,
+    invalid_id: String,
+    other_id: String,
+}
+
 #[tokio::test]
 async fn every_route_answers_what_happened_after_real_imports() {
     let env = TestEnv::new().await;
     let p = pipeline(&env).await;
-
-    // Subscribed before anything happens: only FileLoaded of our companies.
     let good = generated_company(&env.id, 1);
-    let company = slug(&good);
+    let mut live = subscribe_to_loaded_files_of(&p, &slug(&good)).await;
+    let run = import_three_and_a_refused_upload(&p, &env, good).await;
+
+    the_live_stream_delivers_what_was_asked_for_and_nothing_else(&mut live, &run).await;
+    stats_count_every_event_by_type_window_and_company(&p, &run).await;
+    a_files_timeline_tells_its_story(&p, &run).await;
+    company_and_request_views_list_their_files(&p, &run).await;
+    wrong_questions_get_json_errors_a_person_can_act_on(&p).await;
+    prometheus_has_the_same_numbers_and_the_lag_drains(&p, &env).await;
+    the_dashboard_page_comes_from_the_binary(&p).await;
+}
+
+/// Subscribed before anything happens: only `FileLoaded` of `company`.
+async fn subscribe_to_loaded_files_of(p: &Pipeline, company: &str) -> reqwest::Response {
     let mut live = http()
         .get(p.monitor.url(&format!(
             "/events/stream?company={company}&event_type=FileLoaded"
@@ -99,20 +121,44 @@ async fn every_route_answers_what_happened_after_real_imports() {
     assert_eq!(live.status(), 200);
     assert_eq!(live.headers()["content-type"], "text/event-stream");
     read_stream(&mut live, "the ready message", |e| !e.is_empty()).await;
+    live
+}
 
+/// One request of three companies (the second invalid), and an upload the
+/// api refuses.
+async fn import_three_and_a_refused_upload(p: &Pipeline, env: &TestEnv, good: Value) -> Imported {
+    let company = slug(&good);
     let mut invalid = generated_company(&env.id, 2);
     invalid["employees"] = json!(-5);
     let other = generated_company(&env.id, 3);
     let request_id = format!("mon-{}", env.id);
     let (status, files) = import(&p.api, &request_id, &json!([good, invalid, other])).await;
     assert_eq!(status, 202);
-    let (loaded_id, invalid_id, other_id) = (&files[0], &files[1], &files[2]);
     let refused_request = format!("mon-bad-{}", env.id);
     let (status, _) = import(&p.api, &refused_request, &json!("{\"name\": ")).await;
     assert_eq!(status, 400);
+    Imported {
+        company,
+        other_company: slug(&other),
+        request_id,
+        refused_request,
+        loaded_id: files[0].clone(),
+        invalid_id: files[1].clone(),
+        other_id: files[2].clone(),
+    }
+}
 
-    // The live stream delivers our FileLoaded, and nothing it was not asked for.
-    let streamed = read_stream(&mut live, "FileLoaded on the stream", |e| {
+async fn the_live_stream_delivers_what_was_asked_for_and_nothing_else(
+    live: &mut reqwest::Response,
+    run: &Imported,
+) {
+    let Imported {
+        company,
+        request_id,
+        loaded_id,
+        ..
+    } = run;
+    let streamed = read_stream(live, "FileLoaded on the stream", |e| {
         e.iter().any(|(_, v)| v["file_id"] == loaded_id.as_str())
     })
     .await;
@@ -127,8 +173,11 @@ async fn every_route_answers_what_happened_after_real_imports() {
         .1;
     assert_eq!(loaded_event["service"], "cmd-processor");
     assert_eq!(loaded_event["request_id"], request_id.as_str());
+}
 
-    // Everything is recorded once the monitor has seen all 5 events.
+/// Everything is recorded once the monitor has seen all 7 events.
+async fn stats_count_every_event_by_type_window_and_company(p: &Pipeline, run: &Imported) {
+    let company = &run.company;
     let stats = eventually(DEADLINE, "the monitor to count every event", || async {
         let (status, stats) = get_json(&p.monitor, "/stats").await;
         assert_eq!(status, 200, "{stats}");
@@ -195,8 +244,18 @@ async fn every_route_answers_what_happened_after_real_imports() {
         json!({"FileExtractSuccess": 1, "FileLoaded": 1})
     );
     assert_eq!(one["total"]["failure_rate"], 0.0);
+}
 
-    // A loaded file's timeline: received by the api, loaded by the processor.
+/// A loaded file: received by the api, loaded by the processor; an
+/// invalid one carries its errors.
+async fn a_files_timeline_tells_its_story(p: &Pipeline, run: &Imported) {
+    let Imported {
+        company,
+        request_id,
+        loaded_id,
+        invalid_id,
+        ..
+    } = run;
     let (status, file) = get_json(&p.monitor, &format!("/files/{loaded_id}")).await;
     assert_eq!(status, 200, "{file}");
     assert_eq!(file["status"], "loaded");
@@ -227,21 +286,29 @@ async fn every_route_answers_what_happened_after_real_imports() {
     );
     assert_eq!(file["timeline"][1]["details"]["rows"]["companies"], 1);
 
-    // An invalid file's timeline carries the errors.
     let (_, file) = get_json(&p.monitor, &format!("/files/{invalid_id}")).await;
     assert_eq!(file["status"], "invalid", "{file}");
     let errors = &file["timeline"][1]["details"]["errors"];
     assert_eq!(errors[0]["path"], "/employees", "{file}");
+}
 
-    // A company's files, with their status.
+/// A company's files with their status; a request's three files, and a
+/// refused upload's error.
+async fn company_and_request_views_list_their_files(p: &Pipeline, run: &Imported) {
+    let Imported {
+        other_company,
+        request_id,
+        refused_request,
+        other_id,
+        ..
+    } = run;
     let (status, listing) =
-        get_json(&p.monitor, &format!("/companies/{}/files", slug(&other))).await;
+        get_json(&p.monitor, &format!("/companies/{other_company}/files")).await;
     assert_eq!(status, 200);
     assert_eq!(listing["files"].as_array().unwrap().len(), 1, "{listing}");
     assert_eq!(listing["files"][0]["file_id"], other_id.as_str());
     assert_eq!(listing["files"][0]["status"], "loaded");
 
-    // A request: its three files, and a refused upload's error.
     let (status, request) = get_json(&p.monitor, &format!("/requests/{request_id}")).await;
     assert_eq!(status, 200);
     let mut statuses: Vec<&str> = request["files"]
@@ -257,8 +324,9 @@ async fn every_route_answers_what_happened_after_real_imports() {
     assert!(refused["files"].as_array().unwrap().is_empty());
     assert_eq!(refused["events"][0]["event_type"], "FileExtractError");
     assert_eq!(refused["events"][0]["details"]["reason"], "invalid_json");
+}
 
-    // Wrong questions get JSON errors a person can act on.
+async fn wrong_questions_get_json_errors_a_person_can_act_on(p: &Pipeline) {
     for (path, status, code) in [
         (
             "/files/0190b2c4-0000-8000-8000-000000000001",
@@ -288,8 +356,9 @@ async fn every_route_answers_what_happened_after_real_imports() {
             "{path}: {body}"
         );
     }
+}
 
-    // The same numbers in Prometheus.
+async fn prometheus_has_the_same_numbers_and_the_lag_drains(p: &Pipeline, env: &TestEnv) {
     let samples = scrape(&p.monitor).await;
     assert_eq!(
         metric(
@@ -319,8 +388,9 @@ async fn every_route_answers_what_happened_after_real_imports() {
         (all_topics && lag.values().all(|v| *v == 0.0)).then_some(())
     })
     .await;
+}
 
-    // The dashboard page comes from the binary itself.
+async fn the_dashboard_page_comes_from_the_binary(p: &Pipeline) {
     let page = http().get(p.monitor.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use etl_core::events::{Event, ValidationError};
 use etl_testkit::{
-    DEADLINE, OwnServer, Received, Service, TestEnv, eventually, example, example_json,
+    DEADLINE, OwnServer, Received, Sample, Service, TestEnv, eventually, example, example_json,
     generated_company, metric, post_import, readiness, readiness_follows, scrape,
 };
 
@@ -513,26 +513,58 @@ async fn a_file_deleted_before_processing_is_dead_lettered_and_later_files_still
     eprintln!("counted: 1 dead letter naming the missing object, 1 FileLoaded after it");
 }
 
+/// What `companies.json` holds, as the metrics should count it.
+struct Upload {
+    files: f64,
+    offices: f64,
+    contacts: f64,
+    body_bytes: f64,
+}
+
+impl Upload {
+    fn of(example_name: &str) -> Self {
+        let companies = example_json(example_name);
+        let companies = companies.as_array().unwrap();
+        let children = |field: &str| -> f64 {
+            companies
+                .iter()
+                .map(|c| c[field].as_array().map_or(0, Vec::len))
+                .sum::<usize>() as f64
+        };
+        Self {
+            files: companies.len() as f64,
+            offices: children("offices"),
+            contacts: children("contacts"),
+            body_bytes: example(example_name).len() as f64,
+        }
+    }
+}
+
 #[tokio::test]
 async fn metrics_count_what_happened_and_are_all_documented() {
     let p = start().await;
-    let companies = example_json("companies.json");
-    let companies = companies.as_array().unwrap();
-    let n = companies.len() as f64;
-    let children = |field: &str| -> f64 {
-        companies
-            .iter()
-            .map(|c| c[field].as_array().map_or(0, Vec::len))
-            .sum::<usize>() as f64
-    };
+    let upload = Upload::of("companies.json");
     let accepted = p.post(example("companies.json")).await;
+
+    let api = the_api_counted_the_upload(&p, &upload, &accepted).await;
+    the_processor_counted_every_file_and_row(&p, &upload).await;
+    let processor = the_processor_caught_up_on_every_partition(&p).await;
+    every_exported_metric_is_documented(&api, &processor);
+    every_documented_metric_is_registered_by_the_code();
+}
+
+async fn the_api_counted_the_upload(
+    p: &Pipeline,
+    upload: &Upload,
+    accepted: &Value,
+) -> Vec<Sample> {
+    let n = upload.files;
     let stored_bytes: u64 = accepted["files"]
         .as_array()
         .unwrap()
         .iter()
         .map(|f| f["size_bytes"].as_u64().unwrap())
         .sum();
-
     let api = scrape(&p.api).await;
     let route = [("method", "POST"), ("route", "/import/companies")];
     assert_eq!(
@@ -567,7 +599,7 @@ async fn metrics_count_what_happened_and_are_all_documented() {
     );
     assert_eq!(
         metric(&api, "http_request_size_bytes_sum", &route),
-        example("companies.json").len() as f64
+        upload.body_bytes
     );
     assert_eq!(
         metric(
@@ -581,7 +613,11 @@ async fn metrics_count_what_happened_and_are_all_documented() {
         ),
         n
     );
+    api
+}
 
+async fn the_processor_counted_every_file_and_row(p: &Pipeline, upload: &Upload) {
+    let n = upload.files;
     let processor = eventually(DEADLINE, "the processor to count every file", || async {
         let samples = scrape(&p.processor).await;
         (metric(&samples, "processor_files_total", &[("outcome", "loaded")]) >= n)
@@ -607,7 +643,7 @@ async fn metrics_count_what_happened_and_are_all_documented() {
             "processor_rows_written_total",
             &[("table", "company_offices")]
         ),
-        children("offices")
+        upload.offices
     );
     assert_eq!(
         metric(
@@ -615,7 +651,7 @@ async fn metrics_count_what_happened_and_are_all_documented() {
             "processor_rows_written_total",
             &[("table", "company_contacts")]
         ),
-        children("contacts")
+        upload.contacts
     );
     assert_eq!(
         metric(&processor, "processor_load_duration_seconds_count", &[]),
@@ -649,8 +685,11 @@ async fn metrics_count_what_happened_and_are_all_documented() {
     let transactions = metric(&processor, "processor_files_per_transaction_count", &[]);
     assert!((1.0..=n).contains(&transactions), "{transactions}");
     assert_eq!(timed("load_files"), transactions);
-    // Caught up: every assigned partition reports, and none is behind.
-    let processor = eventually(DEADLINE, "consumer lag 0 on every partition", || async {
+}
+
+/// Every assigned partition reports, and none is behind.
+async fn the_processor_caught_up_on_every_partition(p: &Pipeline) -> Vec<Sample> {
+    eventually(DEADLINE, "consumer lag 0 on every partition", || async {
         let samples = scrape(&p.processor).await;
         let lags: Vec<f64> = samples
             .iter()
@@ -659,16 +698,20 @@ async fn metrics_count_what_happened_and_are_all_documented() {
             .collect();
         (lags.len() == 3 && lags.iter().all(|l| *l == 0.0)).then_some(samples)
     })
-    .await;
+    .await
+}
 
-    // Every exported family is documented, and every documented name exists.
+fn documented_metrics() -> BTreeSet<String> {
     let docs = std::fs::read_to_string(etl_testkit::repo_root().join("docs/metrics.md")).unwrap();
-    let documented: BTreeSet<String> = docs
-        .lines()
+    docs.lines()
         .filter_map(|l| l.strip_prefix("| `"))
         .filter_map(|l| l.split_once('`').map(|(name, _)| name.to_owned()))
-        .collect();
-    for sample in api.iter().chain(&processor) {
+        .collect()
+}
+
+fn every_exported_metric_is_documented(api: &[Sample], processor: &[Sample]) {
+    let documented = documented_metrics();
+    for sample in api.iter().chain(processor) {
         let family = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|suffix| sample.name.strip_suffix(suffix))
@@ -680,13 +723,16 @@ async fn metrics_count_what_happened_and_are_all_documented() {
             sample.name
         );
     }
+}
+
+fn every_documented_metric_is_registered_by_the_code() {
     let code = sources_of(&[
         "crates/etl-core/src",
         "cmd-api/src",
         "cmd-processor/src",
         "cmd-monitoring/src",
     ]);
-    for name in &documented {
+    for name in &documented_metrics() {
         assert!(
             code.contains(&format!("\"{name}\"")),
             "docs/metrics.md lists {name}, which no code registers"
