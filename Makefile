@@ -10,7 +10,7 @@ with_env = set -a && . $(1) && set +a &&
 
 .PHONY: help dev-up dev-down dev-status dev-migrate dev-rollback \
         itest-up itest-down itest-migrate itest-rollback \
-        test chaos fuzz redrive replay fmt lint unit check build deploy-check bench microbench
+        test chaos fuzz redrive replay fmt lint style sqlx-check sqlx-prepare unit check build deploy-check bench microbench
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -56,9 +56,17 @@ itest-rollback: itest-up ## revert the newest migration of the itest database (S
 fmt: ## format the code
 	cargo fmt --all
 
-lint: ## formatting and clippy, as CI checks them
+lint: style sqlx-check ## formatting, clippy and the queries' offline data (.sqlx/), as CI checks them
+
+style: ## formatting and clippy only (no stack needed)
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+sqlx-check: itest-up ## .sqlx/ matches every compile-checked query (described against a scratch itest database)
+	@scripts/sqlx.sh check
+
+sqlx-prepare: itest-up ## rewrite .sqlx/ after changing a query; commit it with the change
+	@scripts/sqlx.sh prepare
 
 chaos: itest-up ## only the process-level fault tests (also in `make test`), printing what they inject and count
 	@$(call with_env,$(ITEST_ENV)) cargo test --workspace --no-run --quiet
@@ -87,7 +95,7 @@ unit: ## unit and property tests (no stack needed)
 	cargo test --workspace --lib --bins --quiet
 	cargo test -p etl-core -p cmd-api --test it --quiet -- _properties::
 
-check: lint unit ## the quick loop while coding, no stack needed: formatting, clippy, unit and property tests
+check: style unit ## the quick loop while coding, no stack needed: formatting, clippy, unit and property tests
 
 test: lint itest-up ## the whole suite against the real local stack (and headless Chromium), then the fuzz run
 	@scripts/deploy-check.sh

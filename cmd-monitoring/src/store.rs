@@ -50,7 +50,7 @@ pub struct Recorded {
     pub latencies_ms: Vec<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct FileSummary {
     pub file_id: Uuid,
     pub company: Option<String>,
@@ -186,7 +186,6 @@ impl SeenEvent {
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct EventRow {
     event_id: Uuid,
     event_type: String,
@@ -219,9 +218,6 @@ impl From<EventRow> for EventView {
     }
 }
 
-const EVENT_COLUMNS: &str = r#"event_id, event_type, occurred_at, request_id, company, file_id,
-    topic, "partition", "offset", details"#;
-
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
@@ -243,23 +239,23 @@ impl Store {
         let mut recorded = Recorded::default();
         for seen in batch {
             let mut view = seen.view();
-            let inserted = sqlx::query(
+            let inserted = sqlx::query!(
                 r#"INSERT INTO monitoring_events
                        (event_id, event_type, occurred_at, request_id, company, file_id,
                         topic, "partition", "offset", details)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                    ON CONFLICT (event_id) DO NOTHING"#,
+                view.event_id,
+                view.event_type,
+                view.occurred_at,
+                view.request_id,
+                view.company,
+                view.file_id,
+                view.topic,
+                view.partition,
+                view.offset,
+                view.details,
             )
-            .bind(view.event_id)
-            .bind(&view.event_type)
-            .bind(view.occurred_at)
-            .bind(&view.request_id)
-            .bind(&view.company)
-            .bind(view.file_id)
-            .bind(&view.topic)
-            .bind(view.partition)
-            .bind(view.offset)
-            .bind(&view.details)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -282,7 +278,7 @@ impl Store {
     /// reads would show more events than the summary counts.
     async fn snapshot(&self) -> Result<Transaction<'_, Postgres>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
         Ok(tx)
@@ -290,20 +286,26 @@ impl Store {
 
     pub async fn file(&self, file_id: FileId) -> Result<Option<FileTimeline>, sqlx::Error> {
         let mut tx = self.snapshot().await?;
-        let Some(file) = sqlx::query_as::<_, FileSummary>(&format!(
-            "SELECT {FILE_COLUMNS} FROM monitoring_files WHERE file_id = $1"
-        ))
-        .bind(file_id.as_uuid())
+        let Some(file) = sqlx::query_as!(
+            FileSummary,
+            "SELECT file_id, company, request_id, filename, status, status_at,
+                    received_at, loaded_at, latency_ms, events
+             FROM monitoring_files WHERE file_id = $1",
+            file_id.as_uuid(),
+        )
         .fetch_optional(&mut *tx)
         .await?
         else {
             return Ok(None);
         };
-        let timeline = sqlx::query_as::<_, EventRow>(&format!(
-            "SELECT {EVENT_COLUMNS} FROM monitoring_events WHERE file_id = $1
-             ORDER BY occurred_at, seen_at"
-        ))
-        .bind(file_id.as_uuid())
+        let timeline = sqlx::query_as!(
+            EventRow,
+            r#"SELECT event_id, event_type, occurred_at, request_id, company, file_id,
+                      topic, "partition", "offset", details
+               FROM monitoring_events WHERE file_id = $1
+               ORDER BY occurred_at, seen_at"#,
+            file_id.as_uuid(),
+        )
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
@@ -319,12 +321,15 @@ impl Store {
         company: &CompanySlug,
         limit: i64,
     ) -> Result<Vec<FileSummary>, sqlx::Error> {
-        sqlx::query_as::<_, FileSummary>(&format!(
-            "SELECT {FILE_COLUMNS} FROM monitoring_files WHERE company = $1
-             ORDER BY status_at DESC LIMIT $2"
-        ))
-        .bind(company.as_str())
-        .bind(limit)
+        sqlx::query_as!(
+            FileSummary,
+            "SELECT file_id, company, request_id, filename, status, status_at,
+                    received_at, loaded_at, latency_ms, events
+             FROM monitoring_files WHERE company = $1
+             ORDER BY status_at DESC LIMIT $2",
+            company.as_str(),
+            limit,
+        )
         .fetch_all(&self.pool)
         .await
     }
@@ -334,11 +339,14 @@ impl Store {
         request_id: &RequestId,
     ) -> Result<Option<RequestView>, sqlx::Error> {
         let mut tx = self.snapshot().await?;
-        let events: Vec<EventView> = sqlx::query_as::<_, EventRow>(&format!(
-            "SELECT {EVENT_COLUMNS} FROM monitoring_events WHERE request_id = $1
-             ORDER BY occurred_at, seen_at"
-        ))
-        .bind(request_id.as_str())
+        let events: Vec<EventView> = sqlx::query_as!(
+            EventRow,
+            r#"SELECT event_id, event_type, occurred_at, request_id, company, file_id,
+                      topic, "partition", "offset", details
+               FROM monitoring_events WHERE request_id = $1
+               ORDER BY occurred_at, seen_at"#,
+            request_id.as_str(),
+        )
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
@@ -347,11 +355,14 @@ impl Store {
         if events.is_empty() {
             return Ok(None);
         }
-        let files = sqlx::query_as::<_, FileSummary>(&format!(
-            "SELECT {FILE_COLUMNS} FROM monitoring_files WHERE request_id = $1
-             ORDER BY received_at NULLS LAST, file_id"
-        ))
-        .bind(request_id.as_str())
+        let files = sqlx::query_as!(
+            FileSummary,
+            "SELECT file_id, company, request_id, filename, status, status_at,
+                    received_at, loaded_at, latency_ms, events
+             FROM monitoring_files WHERE request_id = $1
+             ORDER BY received_at NULLS LAST, file_id",
+            request_id.as_str(),
+        )
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -373,14 +384,15 @@ impl Store {
             let latency = latency(&mut tx, company, Some(seconds)).await?;
             windows.insert(name, Window { counts, latency });
         }
-        let files = sqlx::query_as::<_, (String, i64)>(
-            "SELECT status, count(*) FROM monitoring_files
-             WHERE ($1::text IS NULL OR company = $1) GROUP BY status",
+        let files = sqlx::query!(
+            r#"SELECT status, count(*) AS "files!" FROM monitoring_files
+               WHERE ($1::text IS NULL OR company = $1) GROUP BY status"#,
+            company,
         )
-        .bind(company)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
+        .map(|row| (row.status, row.files))
         .collect();
         let companies = active_companies(&mut tx, company).await?;
         let latency = latency(&mut tx, company, None).await?;
@@ -402,21 +414,36 @@ async fn event_counts(
     conn: &mut PgConnection,
     company: Option<&str>,
 ) -> Result<(Counts, [Counts; 3]), sqlx::Error> {
-    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT event_type, count(*),
-                count(*) FILTER (WHERE occurred_at > now() - make_interval(secs => $2)),
-                count(*) FILTER (WHERE occurred_at > now() - make_interval(secs => $3)),
-                count(*) FILTER (WHERE occurred_at > now() - make_interval(secs => $4))
-         FROM monitoring_events
-         WHERE ($1::text IS NULL OR company = $1)
-         GROUP BY event_type",
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query!(
+        r#"SELECT event_type,
+                  count(*) AS "total!",
+                  count(*) FILTER (WHERE occurred_at > now() - make_interval(secs => $2))
+                      AS "first_window!",
+                  count(*) FILTER (WHERE occurred_at > now() - make_interval(secs => $3))
+                      AS "second_window!",
+                  count(*) FILTER (WHERE occurred_at > now() - make_interval(secs => $4))
+                      AS "third_window!"
+           FROM monitoring_events
+           WHERE ($1::text IS NULL OR company = $1)
+           GROUP BY event_type"#,
+        company,
+        WINDOWS[0].1 as f64,
+        WINDOWS[1].1 as f64,
+        WINDOWS[2].1 as f64,
     )
-    .bind(company)
-    .bind(WINDOWS[0].1 as f64)
-    .bind(WINDOWS[1].1 as f64)
-    .bind(WINDOWS[2].1 as f64)
     .fetch_all(&mut *conn)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| {
+        (
+            r.event_type,
+            r.total,
+            r.first_window,
+            r.second_window,
+            r.third_window,
+        )
+    })
+    .collect();
     // A window lists only the types it saw, as a GROUP BY of its own would.
     let column = |pick: fn(&(String, i64, i64, i64, i64)) -> i64| {
         counts(
@@ -437,22 +464,25 @@ async fn active_companies(
     conn: &mut PgConnection,
     company: Option<&str>,
 ) -> Result<Vec<CompanyCounts>, sqlx::Error> {
-    let rows: Vec<(String, DateTime<Utc>, String, i64)> = sqlx::query_as(
-        "WITH active AS (
-             SELECT company, max(occurred_at) AS last_event_at FROM monitoring_events
-             WHERE company IS NOT NULL AND ($1::text IS NULL OR company = $1)
-             GROUP BY company ORDER BY last_event_at DESC LIMIT $2)
-         SELECT a.company, a.last_event_at, e.event_type, count(*)
-         FROM active a JOIN monitoring_events e ON e.company = a.company
-         GROUP BY a.company, a.last_event_at, e.event_type
-         ORDER BY a.last_event_at DESC, a.company",
+    let rows = sqlx::query!(
+        r#"WITH active AS (
+               SELECT company, max(occurred_at) AS last_event_at FROM monitoring_events
+               WHERE company IS NOT NULL AND ($1::text IS NULL OR company = $1)
+               GROUP BY company ORDER BY last_event_at DESC LIMIT $2)
+           SELECT a.company AS "company!", a.last_event_at AS "last_event_at!",
+                  e.event_type, count(*) AS "events!"
+           FROM active a JOIN monitoring_events e ON e.company = a.company
+           GROUP BY a.company, a.last_event_at, e.event_type
+           ORDER BY a.last_event_at DESC, a.company"#,
+        company,
+        STATS_COMPANIES,
     )
-    .bind(company)
-    .bind(STATS_COMPANIES)
     .fetch_all(&mut *conn)
     .await?;
     let mut companies: Vec<CompanyCounts> = Vec::new();
-    for (company, last_event_at, event_type, n) in rows {
+    for row in rows {
+        let (company, last_event_at, event_type, n) =
+            (row.company, row.last_event_at, row.event_type, row.events);
         match companies.last_mut() {
             Some(current) if current.company == company => {
                 current.counts.by_type.insert(event_type, n);
@@ -476,33 +506,23 @@ async fn latency(
     company: Option<&str>,
     seconds: Option<i64>,
 ) -> Result<Latency, sqlx::Error> {
-    let (count, p50, p90, p99, max): (i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>) =
-        sqlx::query_as(
-            "SELECT count(latency_ms),
-                    percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms),
-                    percentile_cont(0.9) WITHIN GROUP (ORDER BY latency_ms),
-                    percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms),
-                    max(latency_ms)
-             FROM monitoring_files
-             WHERE latency_ms IS NOT NULL
-               AND ($1::text IS NULL OR company = $1)
-               AND ($2::float8 IS NULL OR loaded_at > now() - make_interval(secs => $2))",
-        )
-        .bind(company)
-        .bind(seconds.map(|s| s as f64))
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(Latency {
-        count,
-        p50_ms: p50,
-        p90_ms: p90,
-        p99_ms: p99,
-        max_ms: max,
-    })
+    sqlx::query_as!(
+        Latency,
+        r#"SELECT count(latency_ms) AS "count!",
+                  percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_ms,
+                  percentile_cont(0.9) WITHIN GROUP (ORDER BY latency_ms) AS p90_ms,
+                  percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS p99_ms,
+                  max(latency_ms) AS max_ms
+           FROM monitoring_files
+           WHERE latency_ms IS NOT NULL
+             AND ($1::text IS NULL OR company = $1)
+             AND ($2::float8 IS NULL OR loaded_at > now() - make_interval(secs => $2))"#,
+        company,
+        seconds.map(|s| s as f64),
+    )
+    .fetch_one(&mut *conn)
+    .await
 }
-
-const FILE_COLUMNS: &str = "file_id, company, request_id, filename, status, status_at,
-    received_at, loaded_at, latency_ms, events";
 
 fn counts(by_type: Vec<(String, i64)>) -> Counts {
     let by_type: std::collections::BTreeMap<String, i64> = by_type.into_iter().collect();
@@ -533,7 +553,7 @@ async fn update_file(
     };
     // Events of different topics arrive in any order: the latest event
     // decides the status, the first receipt and first load the latency.
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO monitoring_files AS f
              (file_id, company, request_id, filename, status, status_at,
               received_at, loaded_at, events)
@@ -547,25 +567,26 @@ async fn update_file(
              received_at = least(f.received_at, excluded.received_at),
              loaded_at = least(f.loaded_at, excluded.loaded_at),
              events = f.events + 1",
+        file_id,
+        view.company,
+        view.request_id,
+        filename,
+        status,
+        view.occurred_at,
+        received_at,
+        loaded_at,
     )
-    .bind(file_id)
-    .bind(&view.company)
-    .bind(&view.request_id)
-    .bind(filename)
-    .bind(status)
-    .bind(view.occurred_at)
-    .bind(received_at)
-    .bind(loaded_at)
     .execute(&mut *tx)
     .await?;
-    sqlx::query_scalar(
+    let latency_ms = sqlx::query_scalar!(
         "UPDATE monitoring_files
          SET latency_ms = greatest(0, extract(epoch FROM loaded_at - received_at) * 1000)
          WHERE file_id = $1 AND latency_ms IS NULL
            AND received_at IS NOT NULL AND loaded_at IS NOT NULL
          RETURNING latency_ms",
+        file_id,
     )
-    .bind(file_id)
     .fetch_optional(&mut *tx)
-    .await
+    .await?;
+    Ok(latency_ms.flatten())
 }

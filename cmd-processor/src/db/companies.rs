@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use chrono::NaiveDate;
 use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 
@@ -16,7 +17,7 @@ pub(super) async fn upsert(
     files: &[&Load<'_>],
 ) -> Result<HashSet<String>, sqlx::Error> {
     let companies = || files.iter().map(|f| f.company);
-    let written: Vec<String> = sqlx::query_scalar(
+    let written: Vec<String> = sqlx::query_scalar!(
         "INSERT INTO companies
            (inn, name, slug, ogrn, founded_at, employees, industry, website,
             address_country, address_city, address_street, address_postal_code,
@@ -36,22 +37,23 @@ pub(super) async fn upsert(
            source_received_at = EXCLUDED.source_received_at, updated_at = now()
          WHERE companies.source_received_at <= EXCLUDED.source_received_at
          RETURNING inn",
+        &column(companies(), |c| c.inn.as_str()) as &[&str],
+        &column(companies(), |c| c.name.as_str()) as &[&str],
+        &column(files, |f| f.meta.company.as_str()) as &[&str],
+        &column(companies(), |c| c.ogrn.as_deref()) as &[Option<&str>],
+        &column(companies(), |c| c.founded_at) as &[Option<NaiveDate>],
+        &column(companies(), |c| c.employees) as &[Option<i32>],
+        &column(companies(), |c| c.industry.as_deref()) as &[Option<&str>],
+        &column(companies(), |c| c.website.as_deref()) as &[Option<&str>],
+        &column(companies(), |c| c.address.country.as_deref()) as &[Option<&str>],
+        &column(companies(), |c| c.address.city.as_deref()) as &[Option<&str>],
+        &column(companies(), |c| c.address.street.as_deref()) as &[Option<&str>],
+        &column(companies(), |c| c.address.postal_code.as_deref()) as &[Option<&str>],
+        // jsonb is serde_json::Value to the macros: Json<T> encodes itself.
+        &column(companies(), |c| Json(&c.extra)) as _,
+        &column(files, |f| f.meta.file_id.as_uuid()),
+        &column(files, |f| f.meta.received_at),
     )
-    .bind(column(companies(), |c| c.inn.as_str()))
-    .bind(column(companies(), |c| c.name.as_str()))
-    .bind(column(files, |f| f.meta.company.as_str()))
-    .bind(column(companies(), |c| c.ogrn.as_deref()))
-    .bind(column(companies(), |c| c.founded_at))
-    .bind(column(companies(), |c| c.employees))
-    .bind(column(companies(), |c| c.industry.as_deref()))
-    .bind(column(companies(), |c| c.website.as_deref()))
-    .bind(column(companies(), |c| c.address.country.as_deref()))
-    .bind(column(companies(), |c| c.address.city.as_deref()))
-    .bind(column(companies(), |c| c.address.street.as_deref()))
-    .bind(column(companies(), |c| c.address.postal_code.as_deref()))
-    .bind(column(companies(), |c| Json(&c.extra)))
-    .bind(column(files, |f| f.meta.file_id.as_uuid()))
-    .bind(column(files, |f| f.meta.received_at))
     .fetch_all(&mut **tx)
     .await?;
     Ok(written.into_iter().collect())
@@ -66,19 +68,19 @@ pub(super) async fn replace_offices(
         .iter()
         .flat_map(|c| c.offices.iter().enumerate().map(move |(i, o)| (*c, i, o)))
         .collect();
-    clear_children(tx, "company_offices", companies).await?;
+    clear_children(tx, Children::Offices, companies).await?;
     if offices.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO company_offices (company_inn, position, city, address, headcount)
          SELECT * FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[], $5::int[])",
+        &column(&offices, |(c, ..)| c.inn.as_str()) as &[&str],
+        &column(&offices, |(_, i, _)| *i as i32),
+        &column(&offices, |(.., o)| o.city.as_deref()) as &[Option<&str>],
+        &column(&offices, |(.., o)| o.address.as_deref()) as &[Option<&str>],
+        &column(&offices, |(.., o)| o.headcount) as &[Option<i32>],
     )
-    .bind(column(&offices, |(c, ..)| c.inn.as_str()))
-    .bind(column(&offices, |(_, i, _)| *i as i32))
-    .bind(column(&offices, |(.., o)| o.city.as_deref()))
-    .bind(column(&offices, |(.., o)| o.address.as_deref()))
-    .bind(column(&offices, |(.., o)| o.headcount))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -93,36 +95,49 @@ pub(super) async fn replace_contacts(
         .iter()
         .flat_map(|c| c.contacts.iter().enumerate().map(move |(i, x)| (*c, i, x)))
         .collect();
-    clear_children(tx, "company_contacts", companies).await?;
+    clear_children(tx, Children::Contacts, companies).await?;
     if contacts.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO company_contacts (company_inn, position, kind, value)
          SELECT * FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[])",
+        &column(&contacts, |(c, ..)| c.inn.as_str()) as &[&str],
+        &column(&contacts, |(_, i, _)| *i as i32),
+        &column(&contacts, |(.., x)| x.kind.as_str()) as &[&str],
+        &column(&contacts, |(.., x)| x.value.as_str()) as &[&str],
     )
-    .bind(column(&contacts, |(c, ..)| c.inn.as_str()))
-    .bind(column(&contacts, |(_, i, _)| *i as i32))
-    .bind(column(&contacts, |(.., x)| x.kind.as_str()))
-    .bind(column(&contacts, |(.., x)| x.value.as_str()))
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// Deletes the rows of `table` (a child table keyed by `company_inn`) of
-/// the companies.
+/// The child tables of a company, replaced as a whole by each document.
+enum Children {
+    Offices,
+    Contacts,
+}
+
+/// Deletes the companies' rows of one child table.
 async fn clear_children(
     tx: &mut Transaction<'_, Postgres>,
-    table: &'static str,
+    children: Children,
     companies: &[&Company],
 ) -> Result<(), sqlx::Error> {
     if companies.is_empty() {
         return Ok(());
     }
-    sqlx::query(&format!("DELETE FROM {table} WHERE company_inn = ANY($1)"))
-        .bind(column(companies, |c| c.inn.as_str()))
-        .execute(&mut **tx)
-        .await?;
+    let inns = column(companies, |c| c.inn.as_str());
+    let query = match children {
+        Children::Offices => sqlx::query!(
+            "DELETE FROM company_offices WHERE company_inn = ANY($1)",
+            &inns as &[&str]
+        ),
+        Children::Contacts => sqlx::query!(
+            "DELETE FROM company_contacts WHERE company_inn = ANY($1)",
+            &inns as &[&str]
+        ),
+    };
+    query.execute(&mut **tx).await?;
     Ok(())
 }

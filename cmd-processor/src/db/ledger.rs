@@ -32,7 +32,7 @@ pub struct FileMeta {
 }
 
 /// A ledger row as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct LedgerRow {
     pub status: String,
     pub source_event_id: Uuid,
@@ -45,11 +45,15 @@ pub struct LedgerRow {
 }
 
 pub async fn find(pool: &PgPool, file_id: FileId) -> Result<Option<LedgerRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT status, source_event_id, company, s3_key, received_at, errors, rows, duration_ms
-         FROM import_files WHERE file_id = $1",
+    sqlx::query_as!(
+        LedgerRow,
+        r#"SELECT status, source_event_id, company, s3_key, received_at,
+                  errors AS "errors: Json<Vec<FieldError>>",
+                  rows AS "rows: Json<BTreeMap<String, u64>>",
+                  duration_ms
+           FROM import_files WHERE file_id = $1"#,
+        file_id.as_uuid(),
     )
-    .bind(file_id.as_uuid())
     .fetch_optional(pool)
     .await
 }
@@ -94,36 +98,60 @@ async fn write_ledger(
     rows: Option<&BTreeMap<String, u64>>,
     duration_ms: Option<i64>,
 ) -> Result<bool, sqlx::Error> {
-    let sql = if meta.replaces.is_some() {
-        "UPDATE import_files SET
-           company = $2, s3_key = $3, sha256 = $4, size_bytes = $5, request_id = $6,
-           source_event_id = $7, status = $8, errors = $9, rows = $10, duration_ms = $11,
-           received_at = $12, processed_at = now(), replays = replays + 1
-         WHERE file_id = $1 AND source_event_id = $13"
-    } else {
-        "INSERT INTO import_files
-           (file_id, company, s3_key, sha256, size_bytes, request_id, source_event_id,
-            status, errors, rows, duration_ms, received_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         ON CONFLICT (file_id) DO NOTHING"
+    let size_bytes = i64::try_from(meta.size_bytes).unwrap_or(i64::MAX);
+    // The query macros expect a jsonb parameter as serde_json::Value;
+    // `as _` lets Json<T> encode itself instead.
+    let (errors, rows) = (errors.map(Json), rows.map(Json));
+    let written = match meta.replaces {
+        Some(replaced) => {
+            sqlx::query!(
+                "UPDATE import_files SET
+               company = $2, s3_key = $3, sha256 = $4, size_bytes = $5, request_id = $6,
+               source_event_id = $7, status = $8, errors = $9, rows = $10, duration_ms = $11,
+               received_at = $12, processed_at = now(), replays = replays + 1
+             WHERE file_id = $1 AND source_event_id = $13",
+                meta.file_id.as_uuid(),
+                meta.company.as_str(),
+                meta.s3_key,
+                meta.sha256,
+                size_bytes,
+                meta.request_id.as_str(),
+                meta.event_id,
+                status,
+                errors as _,
+                rows as _,
+                duration_ms,
+                meta.received_at,
+                replaced,
+            )
+            .execute(&mut **tx)
+            .await?
+        }
+        None => {
+            sqlx::query!(
+                "INSERT INTO import_files
+               (file_id, company, s3_key, sha256, size_bytes, request_id, source_event_id,
+                status, errors, rows, duration_ms, received_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (file_id) DO NOTHING",
+                meta.file_id.as_uuid(),
+                meta.company.as_str(),
+                meta.s3_key,
+                meta.sha256,
+                size_bytes,
+                meta.request_id.as_str(),
+                meta.event_id,
+                status,
+                errors as _,
+                rows as _,
+                duration_ms,
+                meta.received_at,
+            )
+            .execute(&mut **tx)
+            .await?
+        }
     };
-    let mut query = sqlx::query(sql)
-        .bind(meta.file_id.as_uuid())
-        .bind(meta.company.as_str())
-        .bind(&meta.s3_key)
-        .bind(&meta.sha256)
-        .bind(i64::try_from(meta.size_bytes).unwrap_or(i64::MAX))
-        .bind(meta.request_id.as_str())
-        .bind(meta.event_id)
-        .bind(status)
-        .bind(errors.map(Json))
-        .bind(rows.map(Json))
-        .bind(duration_ms)
-        .bind(meta.received_at);
-    if let Some(replaced) = meta.replaces {
-        query = query.bind(replaced);
-    }
-    Ok(query.execute(&mut **tx).await?.rows_affected() == 1)
+    Ok(written.rows_affected() == 1)
 }
 
 /// The `loaded` ledger rows (a replay updates its row); returns the files
@@ -149,7 +177,7 @@ pub(super) async fn record_loaded(
     if new.is_empty() {
         return Ok(recorded);
     }
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
+    let inserted: Vec<Uuid> = sqlx::query_scalar!(
         "INSERT INTO import_files
            (file_id, company, s3_key, sha256, size_bytes, request_id, source_event_id,
             status, rows, duration_ms, received_at)
@@ -159,19 +187,18 @@ pub(super) async fn record_loaded(
               AS u(f, c, k, h, s, r, e, w, d, t)
          ON CONFLICT (file_id) DO NOTHING
          RETURNING file_id",
+        &column(&new, |(m, ..)| m.file_id.as_uuid()),
+        &column(&new, |(m, ..)| m.company.as_str()) as &[&str],
+        &column(&new, |(m, ..)| m.s3_key.as_str()) as &[&str],
+        &column(&new, |(m, ..)| m.sha256.as_str()) as &[&str],
+        &column(&new, |(m, ..)| i64::try_from(m.size_bytes)
+            .unwrap_or(i64::MAX)),
+        &column(&new, |(m, ..)| m.request_id.as_str()) as &[&str],
+        &column(&new, |(m, ..)| m.event_id),
+        &column(&new, |(_, rows, _)| Json(*rows)) as _,
+        &column(&new, |(.., d)| *d),
+        &column(&new, |(m, ..)| m.received_at),
     )
-    .bind(column(&new, |(m, ..)| m.file_id.as_uuid()))
-    .bind(column(&new, |(m, ..)| m.company.as_str()))
-    .bind(column(&new, |(m, ..)| m.s3_key.as_str()))
-    .bind(column(&new, |(m, ..)| m.sha256.as_str()))
-    .bind(column(&new, |(m, ..)| {
-        i64::try_from(m.size_bytes).unwrap_or(i64::MAX)
-    }))
-    .bind(column(&new, |(m, ..)| m.request_id.as_str()))
-    .bind(column(&new, |(m, ..)| m.event_id))
-    .bind(column(&new, |(_, rows, _)| Json(*rows)))
-    .bind(column(&new, |(.., d)| *d))
-    .bind(column(&new, |(m, ..)| m.received_at))
     .fetch_all(&mut **tx)
     .await?;
     recorded.extend(inserted);

@@ -75,7 +75,7 @@ pub async fn load(pool: &PgPool, files: &[Load<'_>]) -> Result<Vec<Written<Rows>
         // DELETE, ever after (measured: 32 M rows read to load 20,000
         // files into a new database, Postgres at 0.75 of a core). Planned
         // each time, the DELETEs use the primary key as the tables grow.
-        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+        sqlx::query!("SET LOCAL plan_cache_mode = force_custom_plan")
             .execute(&mut *tx)
             .await?;
         let set = companies::upsert(&mut tx, &live).await?;

@@ -70,7 +70,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
 /// Reverts the newest `steps` applied migrations.
 pub async fn rollback(pool: &PgPool, steps: usize) -> Result<(), MigrateError> {
     let mut applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        sqlx::query_scalar!("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
             .fetch_all(pool)
             .await?;
     let keep = applied.len().saturating_sub(steps);
@@ -104,7 +104,7 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
 }
 
 pub async fn check(pool: &PgPool, timeout: Duration) -> Result<(), String> {
-    match tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await {
+    match tokio::time::timeout(timeout, sqlx::query_scalar!("SELECT 1").fetch_one(pool)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),

@@ -11,8 +11,6 @@
 //! `LOG_FORMAT` apply) and, when a test drops a service process, that
 //! process's log.
 
-use std::time::Duration;
-
 use prometheus::Registry;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
@@ -30,6 +28,7 @@ pub fn test_log() -> bool {
 
 /// Installs the log subscriber once per test process when `TEST_LOG` is
 /// set; without it the in-process services log nowhere.
+#[cfg(any(feature = "api", feature = "processor", feature = "monitor"))]
 fn init_test_log() {
     if test_log() {
         let format = std::env::var("LOG_FORMAT")
@@ -51,7 +50,7 @@ impl TestEnv {
                 .await
                 .expect("the api starts");
         crate::Service::spawn(app.local_addr(), |stop| {
-            app.run_until_stopped(stop, Duration::from_secs(5))
+            app.run_until_stopped(stop, std::time::Duration::from_secs(5))
         })
         .await
     }
