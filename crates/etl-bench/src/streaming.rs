@@ -57,6 +57,35 @@ fn body(tag: String, bytes: u64, company_bytes: usize, ndjson: bool) -> reqwest:
     reqwest::Body::wrap_stream(chunks)
 }
 
+/// One streamed upload: the keys the api stored and how long it took.
+async fn upload(
+    url: String,
+    tag: String,
+    file_bytes: u64,
+    company_bytes: usize,
+    ndjson: bool,
+) -> Result<(Vec<String>, Duration), String> {
+    let began = Instant::now();
+    let content_type = if ndjson {
+        "application/x-ndjson"
+    } else {
+        "application/json"
+    };
+    let request = http()
+        .post(&url)
+        .timeout(Duration::from_secs(3_600))
+        .header("content-type", content_type)
+        .body(body(tag, file_bytes, company_bytes, ndjson));
+    let answer = accepted(request).await?;
+    let keys: Vec<String> = answer["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["s3_key"].as_str().map(str::to_owned))
+        .collect();
+    Ok((keys, began.elapsed()))
+}
+
 /// `clients` uploads of `file_bytes` each, all at once, to an api of its
 /// own (so its peak memory is this phase's).
 pub async fn api_streaming(
@@ -77,34 +106,8 @@ pub async fn api_streaming(
     let url = api.url("/import/companies");
     let started = Instant::now();
     let uploads = (0..clients).map(|client| {
-        let url = url.clone();
         let tag = format!("{} stream {client}", env.id);
-        async move {
-            let ndjson = client % 2 == 0;
-            let began = Instant::now();
-            let answer = accepted(
-                http()
-                    .post(&url)
-                    .timeout(Duration::from_secs(3_600))
-                    .header(
-                        "content-type",
-                        if ndjson {
-                            "application/x-ndjson"
-                        } else {
-                            "application/json"
-                        },
-                    )
-                    .body(body(tag, file_bytes, company_bytes, ndjson)),
-            )
-            .await?;
-            let keys: Vec<String> = answer["files"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|f| f["s3_key"].as_str().map(str::to_owned))
-                .collect();
-            Ok::<_, String>((keys, began.elapsed()))
-        }
+        upload(url.clone(), tag, file_bytes, company_bytes, client % 2 == 0)
     });
     let results = futures::future::join_all(uploads).await;
     let elapsed = started.elapsed();

@@ -82,35 +82,7 @@ pub async fn flat_load(
     let output = tokio::task::spawn_blocking(move || wrk.output()).await;
     let after = meter.sample(&services);
     let wrk_seconds = Meter::reaped_children_seconds() - children_before;
-    let summary = match output {
-        Ok(Ok(out)) if out.status.success() => {
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let summary = stdout
-                .lines()
-                .find(|l| l.starts_with("{\"wrk\""))
-                .and_then(|l| serde_json::from_str::<Summary>(l).ok());
-            if summary.is_none() {
-                eprintln!("[bench] wrk printed no summary:\n{stdout}");
-            }
-            summary
-        }
-        Ok(Ok(out)) => {
-            eprintln!(
-                "[bench] wrk failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            None
-        }
-        Ok(Err(e)) => {
-            eprintln!("[bench] wrk did not start ({e}); run scripts/bench.sh install");
-            None
-        }
-        Err(e) => {
-            eprintln!("[bench] wrk: {e}");
-            None
-        }
-    };
+    let summary = summary_of(output);
     std::fs::remove_dir_all(&dir).ok();
     let summary = summary?;
     let failed = summary.status_errors
@@ -138,6 +110,42 @@ pub async fn flat_load(
         reported_ms: Some((summary.p50_us / 1_000.0, summary.p99_us / 1_000.0)),
         cpu: Some(cpu),
     })
+}
+
+/// wrk's JSON summary line (written by the Lua script), or why there is
+/// none, on stderr.
+fn summary_of(
+    output: Result<std::io::Result<std::process::Output>, tokio::task::JoinError>,
+) -> Option<Summary> {
+    match output {
+        Ok(Ok(out)) if out.status.success() => {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let summary = stdout
+                .lines()
+                .find(|l| l.starts_with("{\"wrk\""))
+                .and_then(|l| serde_json::from_str::<Summary>(l).ok());
+            if summary.is_none() {
+                eprintln!("[bench] wrk printed no summary:\n{stdout}");
+            }
+            summary
+        }
+        Ok(Ok(out)) => {
+            eprintln!(
+                "[bench] wrk failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            None
+        }
+        Ok(Err(e)) => {
+            eprintln!("[bench] wrk did not start ({e}); run scripts/bench.sh install");
+            None
+        }
+        Err(e) => {
+            eprintln!("[bench] wrk: {e}");
+            None
+        }
+    }
 }
 
 /// `bodies-<thread>.ndjson` in `dir`: `per_thread` companies each, thread
