@@ -6,14 +6,18 @@
 //! none of them, and the client gets every position to fix (up to a limit).
 
 mod elements;
+mod error;
 mod shape;
 mod text;
+
+pub use error::{ExtractError, Problem, SplitError};
 
 pub use shape::DEPTH_CEILING;
 
 use std::io::{BufRead, Read};
 
 use elements::{Elements, Next};
+use error::{Location, invalid_json};
 use shape::Name;
 use text::TextReader;
 
@@ -32,70 +36,6 @@ pub struct CompanyDoc {
     pub bytes: Vec<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ExtractError {
-    #[error("{message} at line {line}, column {column}")]
-    InvalidJson {
-        message: String,
-        line: u64,
-        column: u64,
-    },
-    #[error("{message} (line {line}, column {column})")]
-    InvalidEncoding {
-        message: String,
-        line: u64,
-        column: u64,
-    },
-    #[error(
-        "arrays and objects nest deeper than the limit of {limit} levels at line {line}, column {column}"
-    )]
-    TooDeep {
-        limit: usize,
-        line: u64,
-        column: u64,
-    },
-    #[error(
-        "key {key:?} appears twice in the object at {} (line {line}, column {column}); keep one: readers disagree on which one counts, so the api does not guess",
-        if path.is_empty() { "the top level" } else { path }
-    )]
-    DuplicateKey {
-        key: String,
-        /// JSON Pointer of the object holding the key.
-        path: String,
-        line: u64,
-        column: u64,
-    },
-    #[error("{message}")]
-    MissingCompany {
-        message: String,
-        problems: Vec<Problem>,
-    },
-}
-
-/// Where in the upload a document is unusable, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Problem {
-    /// Array index (JSON) or line number (NDJSON); absent for a single object.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub index: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl ExtractError {
-    /// Line and column of a problem in the body's text, when it has one.
-    pub fn position(&self) -> Option<(u64, u64)> {
-        match self {
-            ExtractError::InvalidJson { line, column, .. }
-            | ExtractError::InvalidEncoding { line, column, .. }
-            | ExtractError::TooDeep { line, column, .. }
-            | ExtractError::DuplicateKey { line, column, .. } => Some((*line, *column)),
-            ExtractError::MissingCompany { .. } => None,
-        }
-    }
-}
-
 /// Problems listed in one answer; the rest are counted.
 const MAX_PROBLEMS: usize = 20;
 /// Unusable documents after which the rest of the body is not read: the
@@ -111,35 +51,6 @@ pub struct SplitLimits {
     /// Largest company document (array element, NDJSON line, or the whole
     /// body when it is one object): the most the splitter holds at once.
     pub max_company_bytes: usize,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SplitError {
-    #[error(transparent)]
-    Extract(#[from] ExtractError),
-    #[error("{place} is larger than the limit of {limit} bytes for one company")]
-    CompanyTooLarge { place: String, limit: usize },
-    /// The reader failed (the client, or a layer below such as gzip).
-    #[error("the body could not be read: {0}")]
-    Read(std::io::Error),
-    /// The sink refused a document.
-    #[error("stopped")]
-    Stopped,
-}
-
-impl SplitError {
-    /// Takes an error of the text layer (an encoding error) back out of an
-    /// `io::Error`; anything else is the reader's.
-    fn from_read(e: std::io::Error) -> Self {
-        if e.get_ref().is_some_and(|inner| inner.is::<ExtractError>()) {
-            let inner = e.into_inner().expect("checked: it has an inner error");
-            let extract = inner
-                .downcast::<ExtractError>()
-                .expect("checked: it is an ExtractError");
-            return SplitError::Extract(*extract);
-        }
-        SplitError::Read(e)
-    }
 }
 
 /// Splits a whole body held in memory; see [`split_stream`].
@@ -409,53 +320,6 @@ fn split_ndjson<R: Read, F: FnMut(CompanyDoc) -> bool>(
         seen.insert(content, usable);
     }
     unreachable!("more lines than a u64 counts")
-}
-
-#[derive(Clone, Copy)]
-enum Location {
-    Whole,
-    Index(usize),
-    Line(usize),
-}
-
-impl Location {
-    fn problem(self, message: String) -> Problem {
-        let (index, line) = match self {
-            Location::Whole => (None, None),
-            Location::Index(i) => (Some(i), None),
-            Location::Line(l) => (None, Some(l)),
-        };
-        Problem {
-            index,
-            line,
-            message,
-        }
-    }
-}
-
-impl Problem {
-    fn where_prefix(&self) -> String {
-        match (self.index, self.line) {
-            (Some(i), _) => format!("element {i}: "),
-            (_, Some(l)) => format!("line {l}: "),
-            _ => String::new(),
-        }
-    }
-}
-
-/// `line` and `column`: where the error is in the whole body.
-fn invalid_json(e: &serde_json::Error, line: u64, column: u64) -> ExtractError {
-    let text = e.to_string();
-    // serde_json appends " at line L column C"; we report those as fields.
-    let message = text
-        .rsplit_once(" at line ")
-        .map(|(m, _)| m.to_owned())
-        .unwrap_or(text);
-    ExtractError::InvalidJson {
-        message,
-        line,
-        column,
-    }
 }
 
 fn company_of(json: &[u8], name: Name<'_>) -> Result<CompanySlug, String> {

@@ -3,30 +3,30 @@
 //! stored while the body is still arriving; the events are published only
 //! once the whole body was read and found usable, and the 202 only after
 //! every event is acknowledged by the broker. A refused body is announced
-//! nowhere (see [`HOLD_BYTES`] for what is stored of it).
-
-use std::collections::HashSet;
+//! nowhere (see [`storing::HOLD_BYTES`] for what is stored of it).
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::{Stream, StreamExt, TryStreamExt, stream};
+use futures::stream;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
 use etl_core::domain::{CompanySlug, FileId, RequestId};
-use etl_core::events::{COMPANIES_DATASET, Envelope, Event, FileExtractError, FileExtractSuccess};
-use etl_core::storage::company_file_key;
-
-use tokio::sync::mpsc;
 
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{BodyFormat, CompanyDoc, ExtractError, SplitError, SplitLimits, split_stream};
 use crate::idempotency::{self, Answer, Fingerprint, IdempotencyKey};
 use crate::state::AppState;
 use crate::upload::{self, BodyReader, Decoded, ReadFailure};
+
+mod announce;
+mod storing;
+
+use announce::{announce, report_extract_error};
+use storing::{Stored, StoredFile, hold_then_store, store_all};
 
 #[derive(Debug, Deserialize)]
 pub struct ImportParams {
@@ -276,22 +276,6 @@ fn split_refusal(
     }
 }
 
-/// Publishes one `FileExtractSuccess` per stored file, in upload order,
-/// and builds the answer.
-async fn announce(
-    state: &AppState,
-    request_id: &RequestId,
-    filename: Option<&str>,
-    files: Vec<StoredFile>,
-) -> Result<ImportAccepted, ApiError> {
-    publish_all(state, request_id, filename, &files).await?;
-    tracing::info!(files = files.len(), "import accepted");
-    Ok(ImportAccepted {
-        request_id: request_id.clone(),
-        files: files.into_iter().map(|f| f.accepted).collect(),
-    })
-}
-
 /// Whether the body is gzipped; any encoding but gzip or none is refused.
 fn gzipped(headers: &HeaderMap) -> Result<bool, ApiError> {
     let Some(encoding) = headers.get(header::CONTENT_ENCODING) else {
@@ -327,164 +311,5 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
         other => Err(ApiError::UnsupportedMediaType(format!(
             "Content-Type {other:?} is not supported; send application/json or application/x-ndjson"
         ))),
-    }
-}
-
-struct StoredFile {
-    accepted: AcceptedFile,
-    sha256: String,
-}
-
-/// Documents of an upload held back before any is stored: a body refused
-/// within its first few MiB (nearly every refused body) stores nothing.
-/// Past this the upload streams, and a body refused later leaves the objects
-/// stored before its problem unannounced in the bucket.
-const HOLD_BYTES: usize = 4 * 1024 * 1024;
-
-enum Stored {
-    /// Every document, stored.
-    All(Vec<StoredFile>),
-    /// The whole upload fit in the hold: nothing stored yet.
-    Held(Vec<CompanyDoc>),
-}
-
-async fn hold_then_store(
-    state: &AppState,
-    mut docs: mpsc::Receiver<CompanyDoc>,
-) -> Result<Stored, ApiError> {
-    let mut held = Vec::new();
-    let mut held_bytes = 0;
-    while held_bytes <= HOLD_BYTES {
-        let Some(doc) = docs.recv().await else {
-            return Ok(Stored::Held(held));
-        };
-        held_bytes += doc.bytes.len();
-        held.push(doc);
-    }
-    let rest = stream::unfold(
-        docs,
-        |mut rx| async move { rx.recv().await.map(|d| (d, rx)) },
-    );
-    store_all(state, stream::iter(held).chain(rest))
-        .await
-        .map(Stored::All)
-}
-
-/// Stores each document as it comes, identical documents of one upload
-/// once.
-async fn store_all(
-    state: &AppState,
-    docs: impl Stream<Item = CompanyDoc>,
-) -> Result<Vec<StoredFile>, ApiError> {
-    let mut seen = HashSet::new();
-    docs.filter_map(|doc| {
-        let sha: [u8; 32] = Sha256::digest(&doc.bytes).into();
-        let id = FileId::for_content(&doc.company, &sha);
-        std::future::ready(seen.insert(id).then_some((doc, sha, id)))
-    })
-    .map(|(doc, sha, file_id)| async move {
-        let key = company_file_key(&doc.company, file_id);
-        let size = doc.bytes.len() as u64;
-        let stored = state.store.put(&key, doc.bytes).await?;
-        state.metrics.stored(size);
-        tracing::info!(
-            %file_id,
-            company = doc.company.as_str(),
-            s3_key = %key,
-            size_bytes = size,
-            "file stored"
-        );
-        Ok(StoredFile {
-            accepted: AcceptedFile {
-                file_id,
-                company: doc.company,
-                s3_key: key,
-                etag: stored.etag,
-                size_bytes: size,
-            },
-            sha256: hex::encode(sha),
-        })
-    })
-    // `buffered` keeps upload order, so events of one company are
-    // published in the order the client sent them.
-    .buffered(state.settings.put_concurrency)
-    .try_collect()
-    .await
-}
-
-/// Enough to keep the producer's batches full.
-const PUBLISHES_IN_FLIGHT: usize = 1024;
-
-async fn publish_all(
-    state: &AppState,
-    request_id: &RequestId,
-    filename: Option<&str>,
-    files: &[StoredFile],
-) -> Result<(), ApiError> {
-    // Sends are queued in order as they are first polled, many awaited
-    // together; bounded so a huge upload holds neither a future nor an
-    // envelope per file.
-    stream::iter(0..files.len())
-        .map(|i| {
-            let envelope = success_envelope(state, request_id, filename, &files[i]);
-            async move { state.publisher.publish(&envelope).await }
-        })
-        .buffered(PUBLISHES_IN_FLIGHT)
-        .try_for_each(|_| std::future::ready(Ok(())))
-        .await
-        .map_err(ApiError::from)
-}
-
-fn success_envelope(
-    state: &AppState,
-    request_id: &RequestId,
-    filename: Option<&str>,
-    file: &StoredFile,
-) -> Envelope {
-    let a = &file.accepted;
-    Envelope::new(
-        request_id.clone(),
-        Some(a.company.clone()),
-        Event::FileExtractSuccess(FileExtractSuccess {
-            file_id: a.file_id,
-            filename: filename
-                .map(|n| n.chars().take(255).collect())
-                .unwrap_or_else(|| format!("{}.json", a.file_id)),
-            s3_bucket: state.store.bucket().to_owned(),
-            s3_key: a.s3_key.clone(),
-            size_bytes: a.size_bytes,
-            sha256: file.sha256.clone(),
-            etag: a.etag.clone(),
-            dataset: COMPANIES_DATASET.into(),
-            replay: false,
-        }),
-    )
-}
-
-/// Announces an upload that could not be extracted. Best effort: the client
-/// already gets the error, so a broker outage is logged, not escalated.
-async fn report_extract_error(
-    state: &AppState,
-    request_id: &RequestId,
-    error: &ApiError,
-    size: u64,
-) {
-    let (line, column) = match error {
-        ApiError::Extract(e) => e.position().unzip(),
-        _ => (None, None),
-    };
-    let envelope = Envelope::new(
-        request_id.clone(),
-        None,
-        Event::FileExtractError(FileExtractError {
-            reason: error.code().into(),
-            message: error.short_message(),
-            line,
-            column,
-            size_bytes: size,
-        }),
-    );
-    if let Err(e) = state.publisher.publish(&envelope).await {
-        tracing::warn!(error.cause_chain = %e, "could not publish FileExtractError");
     }
 }
