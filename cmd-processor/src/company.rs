@@ -1,15 +1,16 @@
-//! The company document, checked against `schemas/company.schema.json`
-//! (compiled once) and the INN checksum rule, then typed for loading.
+//! The company document, checked against the companies dataset
+//! (`datasets/companies/schema.json`, the INN checksum as `"format": "inn"`),
+//! then typed for loading.
 
 use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use etl_core::dataset::Datasets;
 use etl_core::domain::Inn;
 use etl_core::events::FieldError;
 
-/// The schema, embedded so a deployed binary cannot drift from it.
-pub const SCHEMA: &str = include_str!("../../schemas/company.schema.json");
+use crate::validate::DocumentValidator;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Company {
@@ -52,124 +53,24 @@ pub struct Office {
     pub headcount: Option<i32>,
 }
 
-/// Problems listed per document; the rest are counted. A document with a
-/// million bad elements must not become a ValidationError too large for
-/// the broker (or the ledger row).
-const MAX_ERRORS: usize = 100;
-/// Problems looked at to choose those listed; beyond, they are only counted.
-const MAX_ERRORS_SORTED: usize = 10_000;
-/// Characters of one problem's message. jsonschema quotes the failing
-/// value, which can be a 10 MB string or a million-element array.
-const MAX_MESSAGE_CHARS: usize = 300;
-
-fn bounded(message: String) -> String {
-    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
-        Some((cut, _)) => format!("{}… ({} bytes in all)", &message[..cut], message.len()),
-        None => message,
-    }
-}
-
-/// PostgreSQL text and jsonb cannot hold U+0000: a document carrying one
-/// would be refused at load time, so it is reported here, at its path.
-fn nul_characters(value: &Value, path: &mut String, errors: &mut Vec<FieldError>) {
-    const MESSAGE: &str = "contains a NUL character (\\u0000), which the database cannot store";
-    if errors.len() > MAX_ERRORS {
-        return;
-    }
-    let len = path.len();
-    match value {
-        Value::String(s) if s.contains('\0') => errors.push(FieldError {
-            path: path.clone(),
-            message: format!("the text {MESSAGE}"),
-        }),
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                path.push_str(&format!("/{i}"));
-                nul_characters(item, path, errors);
-                path.truncate(len);
-            }
-        }
-        Value::Object(fields) => {
-            for (key, item) in fields {
-                path.push('/');
-                path.push_str(&key.replace('~', "~0").replace('/', "~1"));
-                if key.contains('\0') {
-                    errors.push(FieldError {
-                        path: path.clone(),
-                        message: format!("the key {MESSAGE}"),
-                    });
-                }
-                nul_characters(item, path, errors);
-                path.truncate(len);
-            }
-        }
-        _ => {}
-    }
-}
-
+/// Checks a stored file against the companies dataset and types it for
+/// the loader.
 pub struct CompanyValidator {
-    schema: jsonschema::Validator,
+    documents: DocumentValidator,
 }
 
 impl CompanyValidator {
     pub fn new() -> Self {
-        let schema: Value = serde_json::from_str(SCHEMA).expect("embedded schema is JSON");
-        let schema = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .should_validate_formats(true)
-            .build(&schema)
-            .expect("embedded schema compiles");
-        Self { schema }
+        let datasets = Datasets::load(None).expect("the built-in datasets are valid");
+        let companies = datasets.get("companies").expect("companies is built in");
+        let documents = DocumentValidator::new(companies).expect("its schema compiles");
+        Self { documents }
     }
 
     /// Every problem of the document, each with its JSON Pointer, or the
     /// typed company.
     pub fn validate(&self, bytes: &[u8]) -> Result<Company, Vec<FieldError>> {
-        let doc: Value = serde_json::from_slice(bytes).map_err(|e| {
-            vec![FieldError {
-                path: String::new(),
-                message: format!("the stored file is not JSON: {e}"),
-            }]
-        })?;
-        // Shallow paths first: a wrong top-level field is not hidden behind
-        // a thousand bad elements of one array.
-        let mut errors: Vec<FieldError> = Vec::new();
-        let mut more = 0usize;
-        for e in self.schema.iter_errors(&doc) {
-            if errors.len() == MAX_ERRORS_SORTED {
-                more += 1;
-                continue;
-            }
-            errors.push(FieldError {
-                path: e.instance_path().as_str().to_owned(),
-                message: bounded(e.to_string()),
-            });
-        }
-        errors.sort_by_key(|e| e.path.matches('/').count());
-        if errors.len() > MAX_ERRORS {
-            more += errors.len() - MAX_ERRORS;
-            errors.truncate(MAX_ERRORS);
-        }
-        if more > 0 {
-            errors.push(FieldError {
-                path: String::new(),
-                message: format!("and {more} more problems of the same document"),
-            });
-        }
-        nul_characters(&doc, &mut String::new(), &mut errors);
-        // The checksum only means something once the shape is right.
-        if let Some(inn) = doc.get("inn").and_then(Value::as_str)
-            && !errors.iter().any(|e| e.path == "/inn")
-            && let Err(e) = Inn::parse(inn)
-        {
-            errors.push(FieldError {
-                path: "/inn".into(),
-                message: e.to_string(),
-            });
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        let doc = self.documents.validate(bytes)?;
         serde_json::from_value(doc).map_err(|e| {
             vec![FieldError {
                 path: String::new(),
@@ -188,6 +89,7 @@ impl Default for CompanyValidator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validate::MAX_ERRORS;
     use serde_json::json;
 
     fn check(doc: Value) -> Result<Company, Vec<FieldError>> {

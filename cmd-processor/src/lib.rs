@@ -14,7 +14,9 @@ mod process_file;
 mod progress;
 pub mod redrive;
 pub mod replay;
+mod rules;
 pub mod settings;
+pub mod validate;
 
 pub use app::Application;
 pub use settings::ProcessorSettings;

@@ -2,6 +2,7 @@
 
 pub mod bus;
 pub mod config;
+pub mod dataset;
 pub mod db;
 pub mod domain;
 pub mod events;

@@ -33,15 +33,20 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         .unwrap_or_else(|_| panic!("{} does not exist; {how}", binary.display()));
     let root = repo_root();
     // Sources, and files embedded with include_str! and sqlx::migrate!:
-    // etl-core's go into every binary.
+    // etl-core's (with the datasets) go into every binary.
     let embedded: &[&str] = match name {
         "cmd-api" => &["api"],
-        "cmd-processor" => &["schemas"],
         _ => &[],
     };
-    let sources = [name, "crates/etl-core", "migrations", ".env.example"]
-        .into_iter()
-        .chain(embedded.iter().copied());
+    let sources = [
+        name,
+        "crates/etl-core",
+        "datasets",
+        "migrations",
+        ".env.example",
+    ]
+    .into_iter()
+    .chain(embedded.iter().copied());
     for source in sources.map(|dir| root.join(dir)) {
         if let Some((path, changed)) = newest_file(&source)
             && changed > built
