@@ -18,6 +18,7 @@ use etl_core::http::{
 use etl_core::metrics::DependencyTimer;
 use etl_core::storage::ObjectStore;
 
+use crate::catalog::{Catalog, TablesError};
 use crate::consume::Worker;
 use crate::loader::Loader;
 use crate::metrics::ProcessorMetrics;
@@ -35,6 +36,8 @@ pub enum StartupError {
     Database(#[source] sqlx::Error),
     #[error("applying migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the datasets do not fit the database: {0}")]
+    Tables(String),
 }
 
 pub struct Application {
@@ -65,6 +68,8 @@ impl Application {
         if settings.migrate_on_start {
             etl_core::db::migrate(&pool).await?;
         }
+        let catalog = Catalog::built_in();
+        check_tables(&catalog, &pool, settings.readiness_timeout).await?;
         let store = ObjectStore::new(&settings.s3, timer.clone());
         let publisher = EventPublisher::new(&settings.kafka, &registry, timer.clone())?;
         let topics = settings.kafka.topics();
@@ -95,7 +100,7 @@ impl Application {
             metrics.files_per_transaction(),
             settings.concurrency.get(),
         );
-        let files = FileProcessor::new(pool, store, loader, metrics.clone(), timer);
+        let files = FileProcessor::new(catalog, pool, store, loader, metrics.clone(), timer);
         let worker = Worker::new(
             consumer,
             files,
@@ -189,4 +194,29 @@ fn readiness(
             let pool = pool.clone();
             async move { etl_core::db::check(&pool, timeout).await }
         })
+}
+
+/// Refuses to start when a dataset's mapping does not fit the tables. A
+/// database that does not answer yet is not a reason to stay down (the
+/// processor waits for it like for any dependency): then the check is
+/// skipped, and a mismatch shows as files the database refuses.
+async fn check_tables(
+    catalog: &Catalog,
+    pool: &sqlx::PgPool,
+    timeout: std::time::Duration,
+) -> Result<(), StartupError> {
+    match tokio::time::timeout(timeout, catalog.check_tables(pool)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(TablesError::Mismatch(problems))) => Err(StartupError::Tables(problems)),
+        Ok(Err(TablesError::Database(e))) => {
+            tracing::warn!(error = %e, "the datasets were not checked against the tables: the database did not answer");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!(
+                "the datasets were not checked against the tables: the database did not answer in time"
+            );
+            Ok(())
+        }
+    }
 }

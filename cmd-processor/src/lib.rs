@@ -3,7 +3,7 @@
 //! `ValidationError`.
 
 pub mod app;
-pub mod company;
+pub mod catalog;
 mod consume;
 pub mod db;
 pub mod loader;
@@ -12,6 +12,7 @@ mod offsets;
 mod outcome;
 mod process_file;
 mod progress;
+pub mod record;
 pub mod redrive;
 pub mod replay;
 mod rules;

@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use etl_core::metrics::DependencyTimer;
 
-use crate::company::Company;
+use crate::catalog::Loadable;
 use crate::db::{self, FileMeta, Load, Rows, Written};
+use crate::record::Record;
 
 /// What a lane gets back: a failure is shared by every file of the
 /// transaction.
@@ -27,7 +28,8 @@ pub type Loaded = Result<Written<Rows>, Arc<sqlx::Error>>;
 
 struct Request {
     meta: FileMeta,
-    company: Company,
+    record: Record,
+    dataset: Arc<Loadable>,
     started: Instant,
     answer: oneshot::Sender<Loaded>,
 }
@@ -59,11 +61,18 @@ impl Loader {
     }
 
     /// Loads one file, with whichever others are ready at the same time.
-    pub async fn load(&self, meta: FileMeta, company: Company, started: Instant) -> Loaded {
+    pub async fn load(
+        &self,
+        meta: FileMeta,
+        dataset: Arc<Loadable>,
+        record: Record,
+        started: Instant,
+    ) -> Loaded {
         let (answer, answered) = oneshot::channel();
         let request = Request {
             meta,
-            company,
+            record,
+            dataset,
             started,
             answer,
         };
@@ -84,8 +93,8 @@ struct Batches {
 
 impl Batches {
     async fn run(self, mut queue: mpsc::Receiver<Request>) {
-        // Files whose INN is already in the transaction being formed: a
-        // statement writes a company row once, so they go into the next.
+        // Files whose key is already in the transaction being formed: a
+        // statement writes a row once, so they go into the next.
         let mut held: VecDeque<Request> = VecDeque::new();
         loop {
             let first = match held.pop_front() {
@@ -95,7 +104,7 @@ impl Batches {
                     None => return,
                 },
             };
-            let mut inns = HashSet::from([first.company.inn.as_str().to_owned()]);
+            let mut keys = HashSet::from([key_of(&first)]);
             let mut batch = vec![first];
             let mut still_held = VecDeque::new();
             while batch.len() < self.max_files {
@@ -106,7 +115,7 @@ impl Batches {
                         Err(_) => break,
                     },
                 };
-                if inns.insert(next.company.inn.as_str().to_owned()) {
+                if keys.insert(key_of(&next)) {
                     batch.push(next);
                 } else {
                     still_held.push_back(next);
@@ -160,7 +169,12 @@ impl Batches {
 fn load_of(request: &Request) -> Load<'_> {
     Load {
         meta: &request.meta,
-        company: &request.company,
+        record: &request.record,
+        writer: &request.dataset.writer,
         started: request.started,
     }
+}
+
+fn key_of(request: &Request) -> (String, String) {
+    (request.dataset.name.clone(), request.record.key.clone())
 }

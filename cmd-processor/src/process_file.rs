@@ -3,6 +3,7 @@
 //! `import_files` ledger decides what a redelivery or a repost of the same
 //! content gets: the outcome it recorded, published again, or nothing.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -16,11 +17,12 @@ use etl_core::events::{Envelope, Event, FieldError, FileExtractSuccess};
 use etl_core::metrics::DependencyTimer;
 use etl_core::storage::{ObjectStore, StoreError, company_file_key};
 
-use crate::company::{Company, CompanyValidator};
+use crate::catalog::{Catalog, Loadable};
 use crate::db::{self, FileMeta, LedgerRow, Rejection, Rows, Written};
 use crate::loader::Loader;
 use crate::metrics::ProcessorMetrics;
 use crate::outcome::{Handled, Outcome, dead_letter_event, invalid_event, loaded_event};
+use crate::record::Record;
 
 /// A failure worth retrying: the dependency may come back.
 #[derive(Debug)]
@@ -101,7 +103,7 @@ struct Place {
 pub struct FileProcessor {
     pool: PgPool,
     store: ObjectStore,
-    validator: CompanyValidator,
+    catalog: Catalog,
     loader: Loader,
     metrics: ProcessorMetrics,
     timer: DependencyTimer,
@@ -109,6 +111,7 @@ pub struct FileProcessor {
 
 impl FileProcessor {
     pub fn new(
+        catalog: Catalog,
         pool: PgPool,
         store: ObjectStore,
         loader: Loader,
@@ -118,7 +121,7 @@ impl FileProcessor {
         Self {
             pool,
             store,
-            validator: CompanyValidator::new(),
+            catalog,
             loader,
             metrics,
             timer,
@@ -144,9 +147,20 @@ impl FileProcessor {
         let place = self.place(&event).await?;
         let bytes = self.download(&event, &place).await?;
         let meta = event.meta(place);
-        match self.validator.validate(&bytes) {
+        let Some(dataset) = self.catalog.get(&event.file.dataset) else {
+            let known = self.catalog.names().join(", ");
+            let why = format!(
+                "dataset {:?} is not one this processor loads ({known})",
+                event.file.dataset
+            );
+            return Err(event.dead_letter(why));
+        };
+        match dataset.read(&bytes) {
             Err(errors) => self.reject_invalid(&event, &meta, errors).await,
-            Ok(company) => self.load(&event, meta, company, started).await,
+            Ok(record) => {
+                self.load(&event, meta, dataset.clone(), record, started)
+                    .await
+            }
         }
     }
 
@@ -216,10 +230,15 @@ impl FileProcessor {
         &self,
         event: &FileEvent<'_>,
         meta: FileMeta,
-        company: Company,
+        dataset: Arc<Loadable>,
+        record: Record,
         started: Instant,
     ) -> Result<Handled, Stop> {
-        match self.loader.load(meta.clone(), company, started).await {
+        match self
+            .loader
+            .load(meta.clone(), dataset, record, started)
+            .await
+        {
             Ok(Written::AlreadyRecorded) => Ok(self.recorded_before(event).await?),
             Ok(Written::Done(rows)) => Ok(self.loaded(event, rows, started)),
             Err(e) if db::is_permanent(&e) => self.refused_by_database(event, &meta, &e).await,

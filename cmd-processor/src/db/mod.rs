@@ -4,10 +4,11 @@
 //! load of the same `file_id` impossible.
 //!
 //! - [`ledger`]: the `import_files` rows (what happened to each file);
-//! - [`companies`]: the company rows and their offices and contacts.
+//! - [`TableWriter`]: a dataset's rows and their child rows, with
+//!   statements made from its mapping.
 
-mod companies;
 mod ledger;
+mod table;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -15,8 +16,9 @@ use std::time::Instant;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::company::Company;
+use crate::record::Record;
 pub use ledger::{FileMeta, LedgerRow, Rejection, find, record_rejected};
+pub use table::TableWriter;
 
 /// Result of a write: done, or another consumer recorded this file first
 /// (then nothing of ours was committed).
@@ -33,39 +35,41 @@ pub type Rows = BTreeMap<String, u64>;
 #[derive(Debug, Clone, Copy)]
 pub struct Load<'a> {
     pub meta: &'a FileMeta,
-    pub company: &'a Company,
+    pub record: &'a Record,
+    /// The dataset's writer.
+    pub writer: &'a TableWriter,
     /// When handling the file began: its ledger row's `duration_ms`.
     pub started: Instant,
 }
 
-/// Loads the files in one transaction: each company with its children
-/// (unless a newer file already set the company) and each file's `loaded`
+/// Loads the files in one transaction: each file's row with its children
+/// (unless a newer file already set the row) and each file's `loaded`
 /// ledger row. A file another consumer recorded first is left out and
 /// answered `AlreadyRecorded`, the others are loaded without it.
 ///
-/// No two files may carry the same INN: a statement writes a company row
-/// once (the caller splits them over transactions).
+/// No two files of a dataset may carry the same key: a statement writes a
+/// row once (the caller splits them over transactions).
 pub async fn load(pool: &PgPool, files: &[Load<'_>]) -> Result<Vec<Written<Rows>>, sqlx::Error> {
     debug_assert!(
         files
             .iter()
-            .map(|f| f.company.inn.as_str())
+            .map(|f| (std::ptr::from_ref(f.writer), f.record.key.as_str()))
             .collect::<HashSet<_>>()
             .len()
             == files.len(),
-        "one INN twice in a load"
+        "one key twice in a load"
     );
     let mut recorded_elsewhere = vec![false; files.len()];
     loop {
-        // Sorted by INN, so that two transactions lock companies in the
-        // same order and cannot deadlock.
+        // Sorted by key, so that two transactions lock rows in the same
+        // order and cannot deadlock.
         let mut live: Vec<usize> = (0..files.len())
             .filter(|&i| !recorded_elsewhere[i])
             .collect();
         if live.is_empty() {
             return Ok(vec![Written::AlreadyRecorded; files.len()]);
         }
-        live.sort_by_key(|&i| files[i].company.inn.as_str());
+        live.sort_by_key(|&i| files[i].record.key.as_str());
         let live: Vec<&Load<'_>> = live.iter().map(|&i| &files[i]).collect();
 
         let mut tx = pool.begin().await?;
@@ -78,21 +82,7 @@ pub async fn load(pool: &PgPool, files: &[Load<'_>]) -> Result<Vec<Written<Rows>
         sqlx::query!("SET LOCAL plan_cache_mode = force_custom_plan")
             .execute(&mut *tx)
             .await?;
-        let set = companies::upsert(&mut tx, &live).await?;
-        let ours: Vec<&Company> = live
-            .iter()
-            .map(|f| f.company)
-            .filter(|c| set.contains(c.inn.as_str()))
-            .collect();
-        companies::replace_offices(&mut tx, &ours).await?;
-        companies::replace_contacts(&mut tx, &ours).await?;
-        let rows: BTreeMap<Uuid, Rows> = live
-            .iter()
-            .map(|f| {
-                let ours = set.contains(f.company.inn.as_str());
-                (f.meta.file_id.as_uuid(), rows_of(f.company, ours))
-            })
-            .collect();
+        let rows = write_rows(&mut tx, &live).await?;
         let recorded = ledger::record_loaded(&mut tx, &live, &rows).await?;
         if recorded.len() < live.len() {
             // Rare: a rebalance let another consumer take these files too.
@@ -113,17 +103,37 @@ pub async fn load(pool: &PgPool, files: &[Load<'_>]) -> Result<Vec<Written<Rows>
     }
 }
 
-fn rows_of(company: &Company, set: bool) -> Rows {
-    let (companies, offices, contacts) = if set {
-        (1, company.offices.len(), company.contacts.len())
-    } else {
-        (0, 0, 0)
-    };
-    BTreeMap::from([
-        ("companies".to_owned(), companies),
-        ("company_offices".to_owned(), offices as u64),
-        ("company_contacts".to_owned(), contacts as u64),
-    ])
+/// Each dataset's rows of `files`, one writer after another; the rows
+/// written per file.
+async fn write_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    files: &[&Load<'_>],
+) -> Result<BTreeMap<Uuid, Rows>, sqlx::Error> {
+    let mut rows = BTreeMap::new();
+    let mut done: Vec<&TableWriter> = Vec::new();
+    for writer in files.iter().map(|f| f.writer) {
+        if done.iter().any(|w| std::ptr::eq(*w, writer)) {
+            continue;
+        }
+        done.push(writer);
+        let ours: Vec<&Load<'_>> = files
+            .iter()
+            .copied()
+            .filter(|f| std::ptr::eq(f.writer, writer))
+            .collect();
+        let set = writer.upsert(tx, &ours).await?;
+        let written: Vec<&Record> = ours
+            .iter()
+            .map(|f| f.record)
+            .filter(|r| set.contains(&r.key))
+            .collect();
+        writer.replace_children(tx, &written).await?;
+        for f in &ours {
+            let set = set.contains(&f.record.key);
+            rows.insert(f.meta.file_id.as_uuid(), writer.rows_of(f.record, set));
+        }
+    }
+    Ok(rows)
 }
 
 /// One column of a multi-row statement, for `UNNEST($n::type[])`.

@@ -6,6 +6,7 @@
 //! take a transaction's files before the test has queued all of them, so
 //! which files share a transaction is known, not timing.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
@@ -13,27 +14,30 @@ use prometheus::{Histogram, Registry};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use cmd_processor::company::{Company, CompanyValidator};
+use cmd_processor::catalog::{Catalog, Loadable};
 use cmd_processor::db::{self, FileMeta, Rejection, Rows, Written};
 use cmd_processor::loader::{Loaded, Loader};
 use cmd_processor::metrics::ProcessorMetrics;
+use cmd_processor::record::Record;
 use etl_core::domain::{CompanySlug, FileId, RequestId};
 use etl_core::metrics::DependencyTimer;
 use etl_testkit::{TestEnv, generated_company};
 
 struct File {
+    doc: Value,
     meta: FileMeta,
-    company: Company,
+    dataset: Arc<Loadable>,
+    record: Record,
 }
 
 fn file(doc: &Value, received_at: DateTime<Utc>) -> File {
     let bytes = serde_json::to_vec(doc).unwrap();
-    let company = CompanyValidator::new()
-        .validate(&bytes)
-        .expect("a valid document");
-    let slug = CompanySlug::from_name(&company.name).unwrap();
+    let dataset = Catalog::built_in().get("companies").unwrap().clone();
+    let record = dataset.read(&bytes).expect("a valid document");
+    let slug = CompanySlug::from_name(doc["name"].as_str().unwrap()).unwrap();
     let file_id = FileId::for_content(&slug, &Sha256::digest(&bytes).into());
     File {
+        doc: doc.clone(),
         meta: FileMeta {
             file_id,
             s3_key: etl_core::storage::company_file_key(&slug, file_id),
@@ -45,8 +49,13 @@ fn file(doc: &Value, received_at: DateTime<Utc>) -> File {
             received_at,
             replaces: None,
         },
-        company,
+        dataset,
+        record,
     }
+}
+
+fn children(doc: &Value, field: &str) -> u64 {
+    doc[field].as_array().map_or(0, Vec::len) as u64
 }
 
 fn loader(env: &TestEnv) -> (Loader, Histogram) {
@@ -63,9 +72,14 @@ fn loader(env: &TestEnv) -> (Loader, Histogram) {
 
 /// Hands all the files over at once, in order, and waits for every answer.
 async fn load_together(loader: &Loader, files: &[&File]) -> Vec<Loaded> {
-    let loads = files
-        .iter()
-        .map(|f| loader.load(f.meta.clone(), f.company.clone(), Instant::now()));
+    let loads = files.iter().map(|f| {
+        loader.load(
+            f.meta.clone(),
+            f.dataset.clone(),
+            f.record.clone(),
+            Instant::now(),
+        )
+    });
     futures::future::join_all(loads).await
 }
 
@@ -86,7 +100,7 @@ async fn ledger_status(env: &TestEnv, f: &File) -> Vec<String> {
 
 async fn company_name(env: &TestEnv, f: &File) -> Option<String> {
     sqlx::query_scalar("SELECT name FROM companies WHERE inn = $1")
-        .bind(f.company.inn.as_str())
+        .bind(&f.record.key)
         .fetch_optional(&env.pool)
         .await
         .unwrap()
@@ -106,10 +120,13 @@ async fn files_waiting_together_load_in_one_transaction() {
     for (f, loaded) in files.iter().zip(&loaded) {
         let rows = rows(loaded);
         assert_eq!(rows["companies"], 1);
-        assert_eq!(rows["company_offices"], f.company.offices.len() as u64);
-        assert_eq!(rows["company_contacts"], f.company.contacts.len() as u64);
+        assert_eq!(rows["company_offices"], children(&f.doc, "offices"));
+        assert_eq!(rows["company_contacts"], children(&f.doc, "contacts"));
         assert_eq!(ledger_status(&env, f).await, ["loaded"]);
-        assert_eq!(company_name(&env, f).await.as_ref(), Some(&f.company.name));
+        assert_eq!(
+            company_name(&env, f).await.as_deref(),
+            f.doc["name"].as_str()
+        );
     }
     assert_eq!(per_transaction.get_sample_count(), 1);
     assert_eq!(per_transaction.get_sample_sum(), 5.0);
@@ -175,8 +192,8 @@ async fn files_of_one_inn_take_turns_and_the_newest_received_keeps_the_company()
     assert_eq!(older_rows["company_offices"], 0);
     assert_eq!(ledger_status(&env, &older).await, ["loaded"]);
     assert_eq!(
-        company_name(&env, &newer).await.as_ref(),
-        Some(&newer.company.name)
+        company_name(&env, &newer).await.as_deref(),
+        newer.doc["name"].as_str()
     );
     // The same INN cannot be written twice by one statement: the second
     // file waited for the next transaction.
@@ -214,7 +231,7 @@ async fn a_file_another_consumer_recorded_first_is_left_out_and_the_others_load(
         "its data rolled back"
     );
     assert_eq!(
-        company_name(&env, &files[2]).await.as_ref(),
-        Some(&files[2].company.name)
+        company_name(&env, &files[2]).await.as_deref(),
+        files[2].doc["name"].as_str()
     );
 }

@@ -52,6 +52,14 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
+    /// The name to cast an array of it to in SQL (`$1::integer[]`).
+    pub fn sql_type(self) -> &'static str {
+        match self {
+            ColumnType::Timestamptz => "timestamptz",
+            other => other.data_type(),
+        }
+    }
+
     pub fn data_type(self) -> &'static str {
         match self {
             ColumnType::Text => "text",

@@ -144,6 +144,15 @@ impl Datasets {
         Ok(Self(Arc::new(all)))
     }
 
+    /// Exactly these datasets (tests that declare their own).
+    pub fn from_datasets(datasets: impl IntoIterator<Item = Dataset>) -> Self {
+        let all = datasets
+            .into_iter()
+            .map(|d| (d.name.clone(), Arc::new(d)))
+            .collect();
+        Self(Arc::new(all))
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<Dataset>> {
         self.0
             .iter()
