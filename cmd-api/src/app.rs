@@ -86,6 +86,7 @@ impl Application {
             metrics.clone(),
         );
         let header_timeout = settings.header_timeout;
+        let datasets = settings.datasets.clone();
         let state = AppState {
             settings: Arc::new(settings),
             store,
@@ -95,7 +96,7 @@ impl Application {
         };
         let http_metrics = HttpMetrics::new(&registry);
         let router = Router::new()
-            .route("/import/companies", post(import::import_companies))
+            .route("/import/{dataset}", post(import::import_dataset))
             .route_layer(axum::middleware::from_fn_with_state(slots, take_slot))
             .route_layer(axum::middleware::from_fn_with_state(
                 keys,
@@ -104,6 +105,7 @@ impl Application {
             .with_state(state)
             .merge(ops_router(crate::service_info(), readiness, registry))
             .merge(crate::docs::router())
+            .merge(crate::datasets::router(datasets))
             .route_layer(axum::middleware::from_fn_with_state(
                 http_metrics,
                 track_http,

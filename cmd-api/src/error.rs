@@ -67,6 +67,8 @@ pub enum ApiError {
     Overloaded { limit: usize },
     #[error("no route for {0}")]
     NotFound(String),
+    #[error("there is no dataset {name:?}; the api imports: {}", known.join(", "))]
+    UnknownDataset { name: String, known: Vec<String> },
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
 }
@@ -114,6 +116,7 @@ impl ApiError {
             ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::NotFound(_) => "not_found",
+            ApiError::UnknownDataset { .. } => "unknown_dataset",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
         }
     }
@@ -135,7 +138,7 @@ impl ApiError {
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::UnknownDataset { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -149,6 +152,15 @@ impl ApiError {
                 | ExtractError::InvalidEncoding { message, .. },
             ) => message.clone(),
             other => other.to_string(),
+        }
+    }
+
+    /// The answer to a dataset name the api does not know (any text a
+    /// client put in the path, shortened for the message).
+    pub fn unknown_dataset(name: &str, datasets: &etl_core::dataset::Datasets) -> Self {
+        ApiError::UnknownDataset {
+            name: name.chars().take(80).collect(),
+            known: datasets.names().into_iter().map(str::to_owned).collect(),
         }
     }
 
@@ -193,6 +205,7 @@ impl IntoResponse for ErrorResponse {
             ApiError::PayloadTooLarge { limit } | ApiError::CompanyTooLarge { limit, .. } => {
                 body["limit_bytes"] = json!(limit)
             }
+            ApiError::UnknownDataset { known, .. } => body["datasets"] = json!(known),
             ApiError::DependencyUnavailable { dependency, source } => {
                 tracing::error!(
                     request_id = %self.request_id,

@@ -15,6 +15,7 @@ pub use error::{ExtractError, Problem, SplitError};
 pub use shape::DEPTH_CEILING;
 
 use std::io::{BufRead, Read};
+use std::sync::Arc;
 
 use elements::{Elements, Next};
 use error::{Location, invalid_json};
@@ -43,7 +44,7 @@ const MAX_PROBLEMS: usize = 20;
 /// otherwise cost seconds of a core to count.
 const STOP_AT_PROBLEMS: usize = 100;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SplitLimits {
     /// Deepest nesting of arrays and objects accepted, at most
     /// [`DEPTH_CEILING`].
@@ -51,6 +52,9 @@ pub struct SplitLimits {
     /// Largest company document (array element, NDJSON line, or the whole
     /// body when it is one object): the most the splitter holds at once.
     pub max_company_bytes: usize,
+    /// The top-level field that names a document (its dataset's
+    /// `document_name`): `name` for companies.
+    pub name_field: Arc<str>,
 }
 
 /// Splits a whole body held in memory; see [`split_stream`].
@@ -63,6 +67,7 @@ pub fn split(
     let limits = SplitLimits {
         max_depth,
         max_company_bytes: usize::MAX,
+        name_field: "name".into(),
     };
     match split_stream(body, format, limits, |doc| {
         docs.push(doc);
@@ -88,6 +93,7 @@ pub fn split_stream<R: Read>(
     let mut text = TextReader::new(reader);
     let mut collector = Collector {
         sink,
+        name_field: limits.name_field.clone(),
         documents: 0,
         problems: Vec::new(),
         problem_count: 0,
@@ -117,6 +123,7 @@ pub fn split_stream<R: Read>(
 /// are, and lists the problems.
 struct Collector<F> {
     sink: F,
+    name_field: Arc<str>,
     documents: usize,
     problems: Vec<Problem>,
     problem_count: usize,
@@ -133,7 +140,7 @@ impl<F: FnMut(CompanyDoc) -> bool> Collector<F> {
         name: Name<'_>,
     ) -> Result<Result<(), String>, SplitError> {
         self.documents += 1;
-        match company_of(json, name) {
+        match company_of(json, name, &self.name_field) {
             Ok(company) => {
                 // After a problem the body is refused: no point storing more.
                 if self.problem_count == 0 {
@@ -227,7 +234,13 @@ fn split_json<R: Read, F: FnMut(CompanyDoc) -> bool>(
         let name = if value.checked {
             Name::Missing
         } else {
-            shape::check_value(bytes, limits.max_depth, index, value.start)?
+            shape::check_value(
+                bytes,
+                limits.max_depth,
+                &limits.name_field,
+                index,
+                value.start,
+            )?
         };
         // UTF-8 already: TextReader checked it, and cuts fall only around
         // ASCII brackets, quotes and delimiters.
@@ -314,7 +327,7 @@ fn split_ndjson<R: Read, F: FnMut(CompanyDoc) -> bool>(
             collector.again(at, usable)?;
             continue;
         }
-        let name = shape::check_json(content, limits.max_depth, number)?;
+        let name = shape::check_json(content, limits.max_depth, &limits.name_field, number)?;
         // Valid JSON: what surrounds the value is JSON whitespace.
         let usable = collector.take(at, content.trim_ascii(), name)?;
         seen.insert(content, usable);
@@ -322,21 +335,22 @@ fn split_ndjson<R: Read, F: FnMut(CompanyDoc) -> bool>(
     unreachable!("more lines than a u64 counts")
 }
 
-fn company_of(json: &[u8], name: Name<'_>) -> Result<CompanySlug, String> {
+/// The slug of the document's `field`, or why it has none.
+fn company_of(json: &[u8], name: Name<'_>, field: &str) -> Result<CompanySlug, String> {
     if json.first() != Some(&b'{') {
         return Err(format!(
-            "expected a company object, found {}",
+            "expected a document object, found {}",
             kind_of(json)
         ));
     }
     let name = match name {
         Name::Str(name) => name,
-        Name::Missing => return Err("the company has no \"name\"".to_owned()),
-        Name::Other(kind) => return Err(format!("\"name\" must be a string, found {kind}")),
+        Name::Missing => return Err(format!("the document has no {field:?}")),
+        Name::Other(kind) => return Err(format!("{field:?} must be a string, found {kind}")),
     };
     CompanySlug::from_name(&name).map_err(|e| match e {
         SlugError::Empty(_) | SlugError::Invalid(_) => format!(
-            "\"name\" {:?} has no letters or digits to identify the company",
+            "{field:?} {:?} has no letters or digits to identify the document",
             name.chars().take(80).collect::<String>()
         ),
     })
@@ -488,6 +502,7 @@ mod tests {
         let limits = SplitLimits {
             max_depth: 64,
             max_company_bytes,
+            name_field: "name".into(),
         };
         split_stream(Trickle { data: body, chunk }, format, limits, |doc| {
             docs.push(doc);
@@ -552,6 +567,7 @@ mod tests {
         let limits = SplitLimits {
             max_depth: 64,
             max_company_bytes: 1 << 20,
+            name_field: "name".into(),
         };
         let result = split_stream(&body[..], BodyFormat::Json, limits, |doc| {
             handed.push(doc.company);
@@ -569,6 +585,7 @@ mod tests {
         let limits = SplitLimits {
             max_depth: 64,
             max_company_bytes: 1 << 20,
+            name_field: "name".into(),
         };
         let mut calls = 0;
         let result = split_stream(

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod datasets;
 pub mod docs;
 pub mod error;
 pub mod extract;

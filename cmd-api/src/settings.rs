@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use etl_core::bus::KafkaSettings;
 use etl_core::config::{ConfigError, Env, Secret};
+use etl_core::dataset::Datasets;
 use etl_core::storage::S3Settings;
 use etl_core::telemetry::LogFormat;
 
@@ -40,6 +41,8 @@ pub struct ApiSettings {
     /// `API_KEYS`: comma-separated keys accepted as `Authorization: Bearer
     /// <key>` on the import route; empty for an open api.
     pub api_keys: Vec<Secret>,
+    /// The built-in datasets and those of `DATASETS_DIR`.
+    pub datasets: Datasets,
     pub kafka: KafkaSettings,
     pub s3: S3Settings,
 }
@@ -95,6 +98,7 @@ impl ApiSettings {
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", 20_000)?,
             log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,
             api_keys,
+            datasets: Datasets::from_env(env)?,
             kafka: KafkaSettings::from_env(env)?,
             s3: S3Settings::from_env(env)?,
         })

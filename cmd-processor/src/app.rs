@@ -38,6 +38,8 @@ pub enum StartupError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the datasets do not fit the database: {0}")]
     Tables(String),
+    #[error("a dataset cannot be used: {0}")]
+    Datasets(String),
 }
 
 pub struct Application {
@@ -68,7 +70,7 @@ impl Application {
         if settings.migrate_on_start {
             etl_core::db::migrate(&pool).await?;
         }
-        let catalog = Catalog::built_in();
+        let catalog = Catalog::new(&settings.datasets).map_err(StartupError::Datasets)?;
         check_tables(&catalog, &pool, settings.readiness_timeout).await?;
         let store = ObjectStore::new(&settings.s3, timer.clone());
         let publisher = EventPublisher::new(&settings.kafka, &registry, timer.clone())?;

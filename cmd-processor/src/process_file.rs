@@ -12,10 +12,11 @@ use rdkafka::message::OwnedMessage;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use etl_core::dataset::DatasetName;
 use etl_core::domain::CompanySlug;
 use etl_core::events::{Envelope, Event, FieldError, FileExtractSuccess};
 use etl_core::metrics::DependencyTimer;
-use etl_core::storage::{ObjectStore, StoreError, company_file_key};
+use etl_core::storage::{ObjectStore, StoreError, file_key};
 
 use crate::catalog::{Catalog, Loadable};
 use crate::db::{self, FileMeta, LedgerRow, Rejection, Rows, Written};
@@ -144,9 +145,6 @@ impl FileProcessor {
 
     async fn steps(&self, record: &OwnedMessage, started: Instant) -> Result<Handled, Stop> {
         let event = read_event(record)?;
-        let place = self.place(&event).await?;
-        let bytes = self.download(&event, &place).await?;
-        let meta = event.meta(place);
         let Some(dataset) = self.catalog.get(&event.file.dataset) else {
             let known = self.catalog.names().join(", ");
             let why = format!(
@@ -155,6 +153,9 @@ impl FileProcessor {
             );
             return Err(event.dead_letter(why));
         };
+        let place = self.place(&event).await?;
+        let bytes = self.download(&event, &place).await?;
+        let meta = event.meta(place);
         match dataset.read(&bytes) {
             Err(errors) => self.reject_invalid(&event, &meta, errors).await,
             Ok(record) => {
@@ -348,10 +349,13 @@ fn read_event(record: &OwnedMessage) -> Result<FileEvent<'_>, Stop> {
     };
     // The key is rebuilt from validated parts; a record pointing
     // elsewhere is not followed.
-    let s3_key = company_file_key(&company, file.file_id);
+    if let Err(e) = DatasetName::parse(&file.dataset) {
+        return Err(letter(Some(&envelope), e.to_string()));
+    }
+    let s3_key = file_key(&file.dataset, &company, file.file_id);
     if file.s3_key != s3_key {
         let error = format!(
-            "s3_key {:?} does not match company and file_id (expected {s3_key:?})",
+            "s3_key {:?} does not match dataset, company and file_id (expected {s3_key:?})",
             file.s3_key
         );
         return Err(letter(Some(&envelope), error));

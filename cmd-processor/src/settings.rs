@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use etl_core::bus::KafkaSettings;
 use etl_core::config::{ConfigError, Env};
+use etl_core::dataset::Datasets;
 use etl_core::db::DatabaseSettings;
 use etl_core::storage::S3Settings;
 use etl_core::telemetry::LogFormat;
@@ -31,6 +32,8 @@ pub struct ProcessorSettings {
     pub readiness_timeout: Duration,
     /// `LOG_FORMAT`: `json` or `pretty`.
     pub log_format: LogFormat,
+    /// The built-in datasets and those of `DATASETS_DIR`.
+    pub datasets: Datasets,
     pub kafka: KafkaSettings,
     pub s3: S3Settings,
     pub database: DatabaseSettings,
@@ -52,6 +55,7 @@ impl ProcessorSettings {
             migrate_on_start: env.bool("DATABASE_MIGRATE_ON_START", false)?,
             readiness_timeout: env.millis("READINESS_TIMEOUT_MS", 2_000)?,
             log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,
+            datasets: Datasets::from_env(env)?,
             kafka: KafkaSettings::from_env(env)?,
             s3: S3Settings::from_env(env)?,
             database: DatabaseSettings::from_env(env)?,

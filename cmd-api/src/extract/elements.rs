@@ -221,7 +221,8 @@ impl<'r, R: BufRead> Elements<'r, R> {
         let next = buf.first().copied();
         let len = self.element.len();
         self.element.extend(next);
-        let checked = shape::check_value(&self.element, self.max_depth, index, start).map(drop);
+        // Only the shape matters here: no member is noted as the name.
+        let checked = shape::check_value(&self.element, self.max_depth, "", index, start).map(drop);
         self.element.truncate(len);
         let after = start.column + len as u64;
         match checked {

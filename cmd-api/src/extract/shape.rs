@@ -35,12 +35,13 @@ pub enum Name<'a> {
 
 /// Checks one JSON text (a whole body, or one NDJSON line starting at
 /// `first_line`).
-pub fn check_json(
-    text: &[u8],
+pub fn check_json<'a>(
+    text: &'a [u8],
     max_depth: usize,
+    name_field: &'a str,
     first_line: u64,
-) -> Result<Name<'_>, ExtractError> {
-    let mut walk = WalkState::new(max_depth);
+) -> Result<Name<'a>, ExtractError> {
+    let mut walk = WalkState::new(max_depth, name_field);
     let mut de = serde_json::Deserializer::from_slice(text);
     let result = Walk(&mut walk).deserialize(&mut de).and_then(|()| de.end());
     let Err(e) = result else { return Ok(walk.name) };
@@ -58,13 +59,14 @@ pub struct Position {
 /// Checks one value cut out of a JSON body: `index` is its place in the
 /// top-level array (`None` for the body's one value), `at` where its first
 /// byte is, so that a finding names its place in the whole body.
-pub fn check_value(
-    text: &[u8],
+pub fn check_value<'a>(
+    text: &'a [u8],
     max_depth: usize,
+    name_field: &'a str,
     index: Option<usize>,
     at: Position,
-) -> Result<Name<'_>, ExtractError> {
-    let mut walk = WalkState::new(max_depth);
+) -> Result<Name<'a>, ExtractError> {
+    let mut walk = WalkState::new(max_depth, name_field);
     walk.path.extend(index.map(Segment::Index));
     walk.root = walk.path.len();
     let mut de = serde_json::Deserializer::from_slice(text);
@@ -95,16 +97,19 @@ struct WalkState<'de> {
     finding: Option<Finding>,
     /// The path's length at the value's own top level.
     root: usize,
+    /// The top-level member noted as the value's name.
+    name_field: &'de str,
     name: Name<'de>,
 }
 
-impl WalkState<'_> {
-    fn new(max_depth: usize) -> Self {
+impl<'de> WalkState<'de> {
+    fn new(max_depth: usize, name_field: &'de str) -> Self {
         Self {
             path: Vec::new(),
             max_depth,
             finding: None,
             root: 0,
+            name_field,
             name: Name::Missing,
         }
     }
@@ -224,7 +229,7 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
                 });
                 return Err(A::Error::custom("duplicate key"));
             }
-            let is_name = key == "name" && self.0.path.len() == self.0.root;
+            let is_name = key == self.0.name_field && self.0.path.len() == self.0.root;
             self.0.path.push(Segment::Key(key.clone()));
             if is_name {
                 map.next_value_seed(NameSeed(&mut *self.0))?;
@@ -334,8 +339,8 @@ mod tests {
 
     #[test]
     fn nesting_up_to_the_limit_passes_and_one_more_is_too_deep() {
-        assert!(check_json(&deep(64), 64, 1).is_ok());
-        let err = check_json(&deep(65), 64, 1).unwrap_err();
+        assert!(check_json(&deep(64), 64, "name", 1).is_ok());
+        let err = check_json(&deep(65), 64, "name", 1).unwrap_err();
         // serde_json points just past the bracket that opened level 65.
         assert!(
             matches!(
@@ -352,16 +357,16 @@ mod tests {
 
     #[test]
     fn a_hundred_thousand_nested_arrays_are_too_deep_not_a_crash() {
-        let err = check_json(&deep(100_000), 64, 1).unwrap_err();
+        let err = check_json(&deep(100_000), 64, "name", 1).unwrap_err();
         assert!(matches!(err, ExtractError::TooDeep { .. }), "{err:?}");
         let unclosed = vec![b'{'; 100_000];
-        assert!(check_json(&unclosed, DEPTH_CEILING, 1).is_err());
+        assert!(check_json(&unclosed, DEPTH_CEILING, "name", 1).is_err());
     }
 
     #[test]
     fn a_duplicate_key_is_named_with_the_object_that_holds_it() {
         let body = br#"[{"name":"A"},{"name":"B","address":{"city":"x","city":"y"}}]"#;
-        let err = check_json(body, 64, 1).unwrap_err();
+        let err = check_json(body, 64, "name", 1).unwrap_err();
         let ExtractError::DuplicateKey { key, path, .. } = err else {
             panic!("{err:?}")
         };
@@ -370,7 +375,7 @@ mod tests {
 
     #[test]
     fn escaped_and_plain_spellings_of_one_key_are_duplicates() {
-        let err = check_json(br#"{"name":"A","n\u0061me":"B"}"#, 64, 1).unwrap_err();
+        let err = check_json(br#"{"name":"A","n\u0061me":"B"}"#, 64, "name", 1).unwrap_err();
         assert!(matches!(err, ExtractError::DuplicateKey { key, .. } if key == "name"));
     }
 
@@ -378,16 +383,29 @@ mod tests {
     fn a_key_repeated_after_many_others_is_found() {
         let keys: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
         let body = format!("{{{},\"k3\":0}}", keys.join(","));
-        let err = check_json(body.as_bytes(), 64, 1).unwrap_err();
+        let err = check_json(body.as_bytes(), 64, "name", 1).unwrap_err();
         assert!(matches!(err, ExtractError::DuplicateKey { key, .. } if key == "k3"));
         let body = format!("{{{}}}", keys.join(","));
-        assert!(check_json(body.as_bytes(), 64, 1).is_ok());
+        assert!(check_json(body.as_bytes(), 64, "name", 1).is_ok());
+    }
+
+    #[test]
+    fn a_dataset_names_its_documents_by_its_own_top_level_field() {
+        let body = br#"{"name":"not this","sku":"A-1","x":{"sku":"inner"}}"#;
+        assert_eq!(
+            check_json(body, 64, "sku", 1).unwrap(),
+            Name::Str("A-1".into())
+        );
+        assert_eq!(
+            check_json(br#"{"name":"A"}"#, 64, "sku", 1).unwrap(),
+            Name::Missing
+        );
     }
 
     #[test]
     fn the_top_level_name_is_noted_and_nested_ones_are_not() {
         fn name(body: &[u8]) -> Name<'_> {
-            check_json(body, 64, 1).unwrap()
+            check_json(body, 64, "name", 1).unwrap()
         }
         let text = |s: &str| Name::Str(Cow::Owned(s.to_owned()));
         assert_eq!(name(br#"{"x":{"name":"inner"},"name":"A"}"#), text("A"));
@@ -401,22 +419,22 @@ mod tests {
         assert_eq!(name(br#"{"name":true}"#), Name::Other("a boolean"));
         assert_eq!(name(br#"{"name":-1.5}"#), Name::Other("a number"));
         let at = Position { line: 1, column: 2 };
-        let element = check_value(br#"{"name":"C"}"#, 64, Some(3), at).unwrap();
+        let element = check_value(br#"{"name":"C"}"#, 64, "name", Some(3), at).unwrap();
         assert_eq!(element, text("C"));
         // A name that is an object is still checked like any value.
-        let err = check_json(br#"{"name":{"a":1,"a":2}}"#, 64, 1).unwrap_err();
+        let err = check_json(br#"{"name":{"a":1,"a":2}}"#, 64, "name", 1).unwrap_err();
         assert!(matches!(err, ExtractError::DuplicateKey { path, .. } if path == "/name"));
     }
 
     #[test]
     fn the_same_key_in_sibling_objects_is_fine() {
-        assert!(check_json(br#"[{"a":1},{"a":2},{"a":{"a":3}}]"#, 64, 1).is_ok());
+        assert!(check_json(br#"[{"a":1},{"a":2},{"a":{"a":3}}]"#, 64, "name", 1).is_ok());
     }
 
     #[test]
     fn numbers_beyond_f64_are_invalid_json_and_big_integers_pass() {
-        assert!(check_json(b"[123456789012345678901234567890, -1e300]", 64, 1).is_ok());
-        let err = check_json(b"[1,\n1e400]", 64, 1).unwrap_err();
+        assert!(check_json(b"[123456789012345678901234567890, -1e300]", 64, "name", 1).is_ok());
+        let err = check_json(b"[1,\n1e400]", 64, "name", 1).unwrap_err();
         assert!(
             matches!(err, ExtractError::InvalidJson { line: 2, .. }),
             "{err:?}"
@@ -425,7 +443,7 @@ mod tests {
 
     #[test]
     fn line_numbers_count_from_the_ndjson_line() {
-        let err = check_json(b"{\"a\":1,\"a\":2}", 64, 7).unwrap_err();
+        let err = check_json(b"{\"a\":1,\"a\":2}", 64, "name", 7).unwrap_err();
         assert!(matches!(err, ExtractError::DuplicateKey { line: 7, .. }));
     }
 
@@ -435,30 +453,31 @@ mod tests {
         let body = br#"{"name":"B","address":{"city":"x","city":"y"}}"#;
         let Err(ExtractError::DuplicateKey {
             path, line, column, ..
-        }) = check_value(body, 64, Some(1), at)
+        }) = check_value(body, 64, "name", Some(1), at)
         else {
             panic!("expected a duplicate key")
         };
         assert_eq!((path.as_str(), line), ("/1/address", 3));
-        let Err(ExtractError::DuplicateKey { column: alone, .. }) = check_json(body, 64, 1) else {
+        let Err(ExtractError::DuplicateKey { column: alone, .. }) = check_json(body, 64, "name", 1)
+        else {
             panic!("expected a duplicate key")
         };
         // The value's own column, moved to where the value starts.
         assert_eq!(column, 5 - 1 + alone);
 
         let Err(ExtractError::InvalidJson { line, column, .. }) =
-            check_value(b"{\n  \"a\" 1}", 64, Some(0), at)
+            check_value(b"{\n  \"a\" 1}", 64, "name", Some(0), at)
         else {
             panic!("expected invalid JSON")
         };
         assert_eq!((line, column), (4, 7), "the second line of the value");
 
         // Inside the top-level array, the value's own nesting starts at 2.
-        assert!(check_value(&deep(63), 64, Some(0), at).is_ok());
+        assert!(check_value(&deep(63), 64, "name", Some(0), at).is_ok());
         assert!(matches!(
-            check_value(&deep(64), 64, Some(0), at),
+            check_value(&deep(64), 64, "name", Some(0), at),
             Err(ExtractError::TooDeep { .. })
         ));
-        assert!(check_value(&deep(64), 64, None, at).is_ok());
+        assert!(check_value(&deep(64), 64, "name", None, at).is_ok());
     }
 }

@@ -4,7 +4,7 @@
 use futures::{StreamExt, TryStreamExt, stream};
 
 use etl_core::domain::RequestId;
-use etl_core::events::{COMPANIES_DATASET, Envelope, Event, FileExtractError, FileExtractSuccess};
+use etl_core::events::{Envelope, Event, FileExtractError, FileExtractSuccess};
 
 use super::ImportAccepted;
 use super::storing::StoredFile;
@@ -16,10 +16,11 @@ use crate::state::AppState;
 pub(super) async fn announce(
     state: &AppState,
     request_id: &RequestId,
+    dataset: &str,
     filename: Option<&str>,
     files: Vec<StoredFile>,
 ) -> Result<ImportAccepted, ApiError> {
-    publish_all(state, request_id, filename, &files).await?;
+    publish_all(state, request_id, dataset, filename, &files).await?;
     tracing::info!(files = files.len(), "import accepted");
     Ok(ImportAccepted {
         request_id: request_id.clone(),
@@ -33,6 +34,7 @@ const PUBLISHES_IN_FLIGHT: usize = 1024;
 async fn publish_all(
     state: &AppState,
     request_id: &RequestId,
+    dataset: &str,
     filename: Option<&str>,
     files: &[StoredFile],
 ) -> Result<(), ApiError> {
@@ -41,7 +43,7 @@ async fn publish_all(
     // envelope per file.
     stream::iter(0..files.len())
         .map(|i| {
-            let envelope = success_envelope(state, request_id, filename, &files[i]);
+            let envelope = success_envelope(state, request_id, dataset, filename, &files[i]);
             async move { state.publisher.publish(&envelope).await }
         })
         .buffered(PUBLISHES_IN_FLIGHT)
@@ -53,6 +55,7 @@ async fn publish_all(
 fn success_envelope(
     state: &AppState,
     request_id: &RequestId,
+    dataset: &str,
     filename: Option<&str>,
     file: &StoredFile,
 ) -> Envelope {
@@ -70,7 +73,7 @@ fn success_envelope(
             size_bytes: a.size_bytes,
             sha256: file.sha256.clone(),
             etag: a.etag.clone(),
-            dataset: COMPANIES_DATASET.into(),
+            dataset: dataset.into(),
             replay: false,
         }),
     )

@@ -1,4 +1,4 @@
-//! `POST /import/companies`: store each company of the upload as one S3
+//! `POST /import/{dataset}`: store each document of the upload as one S3
 //! object and announce it with one `FileExtractSuccess`. Companies are
 //! stored while the body is still arriving; the events are published only
 //! once the whole body was read and found usable, and the 202 only after
@@ -7,14 +7,18 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::stream;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
+use etl_core::dataset::Dataset;
 use etl_core::domain::{CompanySlug, FileId, RequestId};
+use etl_core::events::COMPANIES_DATASET;
 
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{BodyFormat, CompanyDoc, ExtractError, SplitError, SplitLimits, split_stream};
@@ -49,14 +53,23 @@ pub struct AcceptedFile {
     pub size_bytes: u64,
 }
 
-pub async fn import_companies(
+/// `POST /import/{dataset}`: `companies`, or any dataset the api was given.
+pub async fn import_dataset(
     State(state): State<AppState>,
     axum::Extension(request_id): axum::Extension<RequestId>,
+    dataset: Result<Path<String>, PathRejection>,
     Query(params): Query<ImportParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ErrorResponse> {
-    let result = accept(&state, &request_id, params, &headers, body).await;
+    let dataset = dataset.map_or_else(|_| String::new(), |Path(name)| name);
+    let result = match state.settings.datasets.get(&dataset) {
+        Some(dataset) => accept(&state, &request_id, dataset, params, &headers, body).await,
+        None => Err(ApiError::unknown_dataset(
+            &dataset,
+            &state.settings.datasets,
+        )),
+    };
     state.metrics.requests(match &result {
         Ok(answer) if answer.replayed => "replayed",
         Ok(_) => "accepted",
@@ -80,6 +93,7 @@ pub async fn import_companies(
 async fn accept(
     state: &AppState,
     request_id: &RequestId,
+    dataset: &Dataset,
     params: ImportParams,
     headers: &HeaderMap,
     body: Body,
@@ -96,22 +110,17 @@ async fn accept(
         return Err(ApiError::PayloadTooLarge { limit });
     }
     let filename = params.filename.as_deref();
-    let fingerprint = key.as_ref().map(|_| {
-        let format_tag: &[u8] = match format {
-            BodyFormat::Json => b"json",
-            BodyFormat::NdJson => b"ndjson",
-        };
-        Fingerprint::new(&[format_tag, filename.unwrap_or_default().as_bytes()])
-    });
+    let name = dataset.name.as_str();
     let reading = Reading {
         gzip,
         format,
-        fingerprint,
+        fingerprint: key.as_ref().map(|_| fingerprint(name, format, filename)),
+        name_field: dataset.mapping.name_field().into(),
     };
     // A client trickling its body would otherwise hold a slot forever.
     let upload = tokio::time::timeout(
         state.settings.body_timeout,
-        receive_and_store(state, body, reading),
+        receive_and_store(state, name, body, reading),
     )
     .await
     .map_err(|_| ApiError::RequestTimeout {
@@ -134,7 +143,7 @@ async fn accept(
         "upload stored"
     );
     let Some(key) = key else {
-        let accepted = announce(state, request_id, filename, upload.files).await?;
+        let accepted = announce(state, request_id, name, filename, upload.files).await?;
         return Ok(Answer {
             accepted,
             replayed: false,
@@ -146,9 +155,26 @@ async fn accept(
     state
         .idempotency
         .run(&state.store, &key, fingerprint, || {
-            announce(state, request_id, filename, upload.files)
+            announce(state, request_id, name, filename, upload.files)
         })
         .await
+}
+
+/// What identifies "the same request" besides its Idempotency-Key: its
+/// dataset, format and file name (then its text, as it streams in). A
+/// companies request leaves its dataset out, as before datasets, so keys
+/// sent then still replay.
+fn fingerprint(dataset: &str, format: BodyFormat, filename: Option<&str>) -> Fingerprint {
+    let format_tag: &[u8] = match format {
+        BodyFormat::Json => b"json",
+        BodyFormat::NdJson => b"ndjson",
+    };
+    let filename = filename.unwrap_or_default().as_bytes();
+    if dataset == COMPANIES_DATASET {
+        Fingerprint::new(&[format_tag, filename])
+    } else {
+        Fingerprint::new(&[dataset.as_bytes(), format_tag, filename])
+    }
 }
 
 /// How to read one upload.
@@ -156,6 +182,8 @@ struct Reading {
     gzip: bool,
     format: BodyFormat,
     fingerprint: Option<Fingerprint>,
+    /// The top-level field naming each document.
+    name_field: Arc<str>,
 }
 
 /// An upload read whole and every file of it stored, none announced yet.
@@ -177,6 +205,7 @@ struct Refused {
 /// time, so memory holds a few documents whatever the upload's size.
 async fn receive_and_store(
     state: &AppState,
+    dataset: &str,
     body: Body,
     reading: Reading,
 ) -> Result<Upload, Refused> {
@@ -187,6 +216,7 @@ async fn receive_and_store(
     let limits = SplitLimits {
         max_depth: settings.max_json_depth,
         max_company_bytes: settings.max_company_bytes,
+        name_field: reading.name_field.clone(),
     };
     let splitting = tokio::task::spawn_blocking(move || {
         let body = BodyReader::new(chunk_rx);
@@ -205,7 +235,7 @@ async fn receive_and_store(
     let (received, split, stored) = tokio::join!(
         upload::pump(body, chunk_tx),
         splitting,
-        hold_then_store(state, doc_rx)
+        hold_then_store(state, dataset, doc_rx)
     );
     let refused = |error| Refused { error, received };
     let (split, (text_bytes, fingerprint)) = split.map_err(|e| {
@@ -229,7 +259,7 @@ async fn receive_and_store(
     };
     let files = match stored.map_err(refused)? {
         Stored::All(files) => files,
-        Stored::Held(docs) => store_all(state, stream::iter(docs))
+        Stored::Held(docs) => store_all(state, dataset, stream::iter(docs))
             .await
             .map_err(refused)?,
     };

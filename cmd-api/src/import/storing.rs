@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use etl_core::domain::FileId;
-use etl_core::storage::company_file_key;
+use etl_core::storage::file_key;
 
 use super::AcceptedFile;
 use crate::error::ApiError;
@@ -36,6 +36,7 @@ pub(super) enum Stored {
 
 pub(super) async fn hold_then_store(
     state: &AppState,
+    dataset: &str,
     mut docs: mpsc::Receiver<CompanyDoc>,
 ) -> Result<Stored, ApiError> {
     let mut held = Vec::new();
@@ -51,7 +52,7 @@ pub(super) async fn hold_then_store(
         docs,
         |mut rx| async move { rx.recv().await.map(|d| (d, rx)) },
     );
-    store_all(state, stream::iter(held).chain(rest))
+    store_all(state, dataset, stream::iter(held).chain(rest))
         .await
         .map(Stored::All)
 }
@@ -60,6 +61,7 @@ pub(super) async fn hold_then_store(
 /// once.
 pub(super) async fn store_all(
     state: &AppState,
+    dataset: &str,
     docs: impl Stream<Item = CompanyDoc>,
 ) -> Result<Vec<StoredFile>, ApiError> {
     let mut seen = HashSet::new();
@@ -69,7 +71,7 @@ pub(super) async fn store_all(
         std::future::ready(seen.insert(id).then_some((doc, sha, id)))
     })
     .map(|(doc, sha, file_id)| async move {
-        let key = company_file_key(&doc.company, file_id);
+        let key = file_key(dataset, &doc.company, file_id);
         let size = doc.bytes.len() as u64;
         let stored = state.store.put(&key, doc.bytes).await?;
         state.metrics.stored(size);

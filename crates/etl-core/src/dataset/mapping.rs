@@ -12,8 +12,8 @@ use serde::Deserialize;
 pub struct Mapping {
     #[serde(rename = "$comment", default, skip_serializing)]
     pub comment: Option<String>,
-    /// JSON Pointer of the field that names a document (its slug is the
-    /// Kafka key and part of the S3 key).
+    /// JSON Pointer of the top-level field that names a document (its
+    /// slug is the Kafka key and part of the S3 key).
     pub document_name: String,
     pub table: String,
     /// The column identifying a row; a newer document replaces the row.
@@ -117,6 +117,12 @@ impl Mapping {
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         pointer(&self.document_name, "document_name", &mut problems);
+        if self.document_name.matches('/').count() > 1 {
+            problems.push(format!(
+                "document_name {:?} must name a top-level field: the api reads it while the body streams",
+                self.document_name
+            ));
+        }
         identifier(&self.table, "table", &mut problems);
         let mut names = vec![self.key.as_str()];
         let pipeline = &self.pipeline_columns;
@@ -149,6 +155,11 @@ impl Mapping {
             columns(&child.table, &child.columns, &own, &mut problems);
         }
         problems
+    }
+
+    /// The top-level field that names a document (`name` for `/name`).
+    pub fn name_field(&self) -> String {
+        unescape(self.document_name.trim_start_matches('/'))
     }
 
     /// The top-level fields the mapping reads, for telling unknown ones.

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::config::{ConfigError, Env};
+
 /// The datasets built into the binaries: (name, schema, mapping).
 const EMBEDDED: [(&str, &str, &str); 1] = [(
     "companies",
@@ -142,6 +144,15 @@ impl Datasets {
             }
         }
         Ok(Self(Arc::new(all)))
+    }
+
+    /// The built-in datasets and those of `DATASETS_DIR`, when set.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let dir = env.raw("DATASETS_DIR").filter(|d| !d.trim().is_empty());
+        Self::load(dir.as_deref().map(Path::new)).map_err(|e| ConfigError {
+            var: "DATASETS_DIR".into(),
+            problem: e.to_string(),
+        })
     }
 
     /// Exactly these datasets (tests that declare their own).

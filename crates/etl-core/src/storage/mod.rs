@@ -74,6 +74,17 @@ pub fn company_file_key(company: &CompanySlug, file_id: FileId) -> String {
     format!("{company}/files/{file_id}.json")
 }
 
+/// The S3 key of a file of `dataset`: a company file's as it always was,
+/// any other's under its dataset, `{dataset}/{document}/files/{file_id}.json`
+/// (a dataset name is a safe segment, like the slug).
+pub fn file_key(dataset: &str, document: &CompanySlug, file_id: FileId) -> String {
+    if dataset == crate::events::COMPANIES_DATASET {
+        company_file_key(document, file_id)
+    } else {
+        format!("{dataset}/{document}/files/{file_id}.json")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("object {key} does not exist")]

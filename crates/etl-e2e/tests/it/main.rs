@@ -8,6 +8,7 @@ mod cluster;
 mod config;
 mod crash;
 mod dashboard;
+mod datasets;
 mod fatal_client;
 mod journey;
 mod monitoring;
