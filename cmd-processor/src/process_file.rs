@@ -82,6 +82,7 @@ impl FileEvent<'_> {
     fn meta(&self, place: Place) -> FileMeta {
         FileMeta {
             file_id: self.file.file_id,
+            dataset: self.file.dataset.clone(),
             company: self.company.clone(),
             s3_key: self.s3_key.clone(),
             sha256: self.file.sha256.clone(),

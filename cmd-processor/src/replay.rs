@@ -18,7 +18,7 @@ use etl_core::bus::{BusError, EventPublisher};
 use etl_core::domain::{CompanySlug, FileId, RequestId, SlugError};
 use etl_core::events::{COMPANIES_DATASET, Envelope, Event, FileExtractSuccess};
 use etl_core::metrics::DependencyTimer;
-use etl_core::storage::{ObjectStore, StoreError, company_file_key};
+use etl_core::storage::{ObjectStore, StoreError, file_key};
 
 use crate::db;
 use crate::settings::ProcessorSettings;
@@ -86,30 +86,12 @@ pub async fn replay(
 
     let pool = etl_core::db::pool(&settings.database)?;
     let row = db::find(&pool, file_id).await?;
-    let (company, previous_status) = match (row, given) {
-        (Some(row), given) => {
-            if let Some(g) = given.filter(|g| g.as_str() != row.company) {
-                return Err(ReplayError::OtherCompany {
-                    file_id,
-                    ledger: row.company,
-                    given: g.as_str().to_owned(),
-                });
-            }
-            let company =
-                CompanySlug::parse(&row.company).map_err(|source| ReplayError::Company {
-                    company: row.company.clone(),
-                    source,
-                })?;
-            (company, Some(row.status))
-        }
-        (None, Some(given)) => (given, None),
-        (None, None) => return Err(ReplayError::Unknown(file_id)),
-    };
+    let (company, dataset, previous_status) = locate(file_id, row, given)?;
 
     let registry = Registry::new();
     let timer = DependencyTimer::new(&registry);
     let store = ObjectStore::new(&settings.s3, timer.clone());
-    let key = company_file_key(&company, file_id);
+    let key = file_key(&dataset, &company, file_id);
     let bytes = store.get(&key).await.map_err(|e| match e {
         StoreError::NotFound { key } => ReplayError::ObjectMissing { file_id, key },
         other => ReplayError::Store(other),
@@ -132,7 +114,7 @@ pub async fn replay(
             size_bytes: bytes.len() as u64,
             sha256: hex::encode(sha),
             etag: String::new(),
-            dataset: COMPANIES_DATASET.into(),
+            dataset,
             replay: true,
         }),
     );
@@ -144,4 +126,33 @@ pub async fn replay(
         previous_status,
         request_id,
     })
+}
+
+/// The file's company, dataset and ledger status: from its ledger row
+/// (a company given must be the row's), else from the company given (a
+/// file the ledger does not know is taken for a company file).
+fn locate(
+    file_id: FileId,
+    row: Option<db::LedgerRow>,
+    given: Option<CompanySlug>,
+) -> Result<(CompanySlug, String, Option<String>), ReplayError> {
+    match (row, given) {
+        (Some(row), given) => {
+            if let Some(g) = given.filter(|g| g.as_str() != row.company) {
+                return Err(ReplayError::OtherCompany {
+                    file_id,
+                    ledger: row.company,
+                    given: g.as_str().to_owned(),
+                });
+            }
+            let company =
+                CompanySlug::parse(&row.company).map_err(|source| ReplayError::Company {
+                    company: row.company.clone(),
+                    source,
+                })?;
+            Ok((company, row.dataset, Some(row.status)))
+        }
+        (None, Some(given)) => Ok((given, COMPANIES_DATASET.to_owned(), None)),
+        (None, None) => Err(ReplayError::Unknown(file_id)),
+    }
 }

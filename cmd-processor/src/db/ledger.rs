@@ -18,6 +18,8 @@ use super::{Load, Rows, Written, column};
 #[derive(Debug, Clone)]
 pub struct FileMeta {
     pub file_id: FileId,
+    /// The dataset the file belongs to (`companies`, …).
+    pub dataset: String,
     pub company: CompanySlug,
     pub s3_key: String,
     pub sha256: String,
@@ -35,6 +37,7 @@ pub struct FileMeta {
 #[derive(Debug, Clone)]
 pub struct LedgerRow {
     pub status: String,
+    pub dataset: String,
     pub source_event_id: Uuid,
     pub company: String,
     pub s3_key: String,
@@ -47,7 +50,7 @@ pub struct LedgerRow {
 pub async fn find(pool: &PgPool, file_id: FileId) -> Result<Option<LedgerRow>, sqlx::Error> {
     sqlx::query_as!(
         LedgerRow,
-        r#"SELECT status, source_event_id, company, s3_key, received_at,
+        r#"SELECT status, dataset, source_event_id, company, s3_key, received_at,
                   errors AS "errors: Json<Vec<FieldError>>",
                   rows AS "rows: Json<BTreeMap<String, u64>>",
                   duration_ms
@@ -102,55 +105,41 @@ async fn write_ledger(
     // The query macros expect a jsonb parameter as serde_json::Value;
     // `as _` lets Json<T> encode itself instead.
     let (errors, rows) = (errors.map(Json), rows.map(Json));
-    let written = match meta.replaces {
-        Some(replaced) => {
-            sqlx::query!(
-                "UPDATE import_files SET
-               company = $2, s3_key = $3, sha256 = $4, size_bytes = $5, request_id = $6,
-               source_event_id = $7, status = $8, errors = $9, rows = $10, duration_ms = $11,
-               received_at = $12, processed_at = now(), replays = replays + 1
-             WHERE file_id = $1 AND source_event_id = $13",
-                meta.file_id.as_uuid(),
-                meta.company.as_str(),
-                meta.s3_key,
-                meta.sha256,
-                size_bytes,
-                meta.request_id.as_str(),
-                meta.event_id,
-                status,
-                errors as _,
-                rows as _,
-                duration_ms,
-                meta.received_at,
-                replaced,
-            )
-            .execute(&mut **tx)
-            .await?
-        }
-        None => {
-            sqlx::query!(
-                "INSERT INTO import_files
-               (file_id, company, s3_key, sha256, size_bytes, request_id, source_event_id,
-                status, errors, rows, duration_ms, received_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-             ON CONFLICT (file_id) DO NOTHING",
-                meta.file_id.as_uuid(),
-                meta.company.as_str(),
-                meta.s3_key,
-                meta.sha256,
-                size_bytes,
-                meta.request_id.as_str(),
-                meta.event_id,
-                status,
-                errors as _,
-                rows as _,
-                duration_ms,
-                meta.received_at,
-            )
-            .execute(&mut **tx)
-            .await?
-        }
-    };
+    // A replay updates its row only while the row still names the event
+    // it replaces ($14), so two consumers replaying at once record one
+    // outcome; for a new file $14 is NULL and a row already there is kept:
+    // another consumer recorded the file first.
+    let written = sqlx::query!(
+        "INSERT INTO import_files AS f
+           (file_id, dataset, company, s3_key, sha256, size_bytes, request_id,
+            source_event_id, status, errors, rows, duration_ms, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (file_id) DO UPDATE SET
+           dataset = excluded.dataset, company = excluded.company,
+           s3_key = excluded.s3_key, sha256 = excluded.sha256,
+           size_bytes = excluded.size_bytes, request_id = excluded.request_id,
+           source_event_id = excluded.source_event_id, status = excluded.status,
+           errors = excluded.errors, rows = excluded.rows,
+           duration_ms = excluded.duration_ms, received_at = excluded.received_at,
+           processed_at = now(), replays = f.replays + 1
+         WHERE f.source_event_id = $14",
+        meta.file_id.as_uuid(),
+        meta.dataset,
+        meta.company.as_str(),
+        meta.s3_key,
+        meta.sha256,
+        size_bytes,
+        meta.request_id.as_str(),
+        meta.event_id,
+        status,
+        errors as _,
+        rows as _,
+        duration_ms,
+        meta.received_at,
+        meta.replaces as Option<Uuid>,
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(written.rows_affected() == 1)
 }
 
@@ -180,11 +169,11 @@ pub(super) async fn record_loaded(
     let inserted: Vec<Uuid> = sqlx::query_scalar!(
         "INSERT INTO import_files
            (file_id, company, s3_key, sha256, size_bytes, request_id, source_event_id,
-            status, rows, duration_ms, received_at)
-         SELECT f, c, k, h, s, r, e, 'loaded', w, d, t
+            status, rows, duration_ms, received_at, dataset)
+         SELECT f, c, k, h, s, r, e, 'loaded', w, d, t, ds
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
-                     $7::uuid[], $8::jsonb[], $9::bigint[], $10::timestamptz[])
-              AS u(f, c, k, h, s, r, e, w, d, t)
+                     $7::uuid[], $8::jsonb[], $9::bigint[], $10::timestamptz[], $11::text[])
+              AS u(f, c, k, h, s, r, e, w, d, t, ds)
          ON CONFLICT (file_id) DO NOTHING
          RETURNING file_id",
         &column(&new, |(m, ..)| m.file_id.as_uuid()),
@@ -198,6 +187,7 @@ pub(super) async fn record_loaded(
         &column(&new, |(_, rows, _)| Json(*rows)) as _,
         &column(&new, |(.., d)| *d),
         &column(&new, |(m, ..)| m.received_at),
+        &column(&new, |(m, ..)| m.dataset.as_str()) as &[&str],
     )
     .fetch_all(&mut **tx)
     .await?;

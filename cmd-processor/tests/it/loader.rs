@@ -40,6 +40,7 @@ fn file(doc: &Value, received_at: DateTime<Utc>) -> File {
         doc: doc.clone(),
         meta: FileMeta {
             file_id,
+            dataset: "companies".into(),
             s3_key: etl_core::storage::company_file_key(&slug, file_id),
             company: slug,
             sha256: hex::encode(Sha256::digest(&bytes)),

@@ -148,8 +148,9 @@ impl Datasets {
 
     /// The built-in datasets and those of `DATASETS_DIR`, when set.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let dir = env.raw("DATASETS_DIR").filter(|d| !d.trim().is_empty());
-        Self::load(dir.as_deref().map(Path::new)).map_err(|e| ConfigError {
+        let dir = env.string("DATASETS_DIR", "");
+        let dir = (!dir.trim().is_empty()).then(|| Path::new(&dir));
+        Self::load(dir).map_err(|e| ConfigError {
             var: "DATASETS_DIR".into(),
             problem: e.to_string(),
         })

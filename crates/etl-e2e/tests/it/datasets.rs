@@ -143,14 +143,14 @@ async fn a_dataset_declared_in_a_folder_is_imported_end_to_end() {
     assert_eq!(written, 0);
     let ledger: Vec<String> = eventually(DEADLINE, "both ledger rows", || async {
         let statuses: Vec<String> =
-            sqlx::query_scalar("SELECT status FROM import_files ORDER BY status")
+            sqlx::query_scalar("SELECT status || ' ' || dataset FROM import_files ORDER BY status")
                 .fetch_all(&env.pool)
                 .await
                 .unwrap();
         (statuses.len() == 2).then_some(statuses)
     })
     .await;
-    assert_eq!(ledger, ["invalid", "loaded"]);
+    assert_eq!(ledger, ["invalid products", "loaded products"]);
 }
 
 #[tokio::test]
