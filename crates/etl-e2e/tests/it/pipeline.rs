@@ -566,7 +566,7 @@ async fn the_api_counted_the_upload(
         .map(|f| f["size_bytes"].as_u64().unwrap())
         .sum();
     let api = scrape(&p.api).await;
-    let route = [("method", "POST"), ("route", "/import/companies")];
+    let route = [("method", "POST"), ("route", "/import/{dataset}")];
     assert_eq!(
         metric(&api, "import_requests_total", &[("outcome", "accepted")]),
         1.0
