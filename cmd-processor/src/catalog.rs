@@ -20,6 +20,8 @@ pub struct Loadable {
     pub name: String,
     validator: DocumentValidator,
     mapping: Mapping,
+    /// The mapping's top-level fields, worked out once.
+    known: BTreeSet<String>,
     pub writer: TableWriter,
 }
 
@@ -29,6 +31,7 @@ impl Loadable {
             name: dataset.name.to_string(),
             validator: DocumentValidator::new(dataset)?,
             mapping: dataset.mapping.clone(),
+            known: dataset.mapping.known_fields(),
             writer: TableWriter::new(&dataset.mapping),
         })
     }
@@ -36,7 +39,7 @@ impl Loadable {
     /// The values a stored file writes, or every problem of it.
     pub fn read(&self, bytes: &[u8]) -> Result<Record, Vec<FieldError>> {
         let doc: Value = self.validator.validate(bytes)?;
-        Record::read(&self.mapping, &doc)
+        Record::read(&self.mapping, &self.known, doc)
     }
 }
 

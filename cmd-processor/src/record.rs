@@ -4,6 +4,8 @@
 //! let through but the column cannot hold (an integer out of range) is
 //! reported as the document's problem, at its path, not as a failed load.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value};
 
@@ -41,28 +43,34 @@ pub struct Record {
 
 impl Record {
     /// The values `mapping` writes for `doc`, or each value that does not
-    /// fit its column.
-    pub fn read(mapping: &Mapping, doc: &Value) -> Result<Self, Vec<FieldError>> {
+    /// fit its column. The values are moved out of `doc`, not copied (a
+    /// mapping reads each field into one column); `known` is the mapping's
+    /// [`Mapping::known_fields`], worked out once.
+    pub fn read(
+        mapping: &Mapping,
+        known: &BTreeSet<String>,
+        mut doc: Value,
+    ) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let cells = read_cells(&mapping.columns, doc, "", &mut errors);
+        let cells = read_cells(&mapping.columns, &mut doc, None, &mut errors);
         let children = mapping
             .children
             .iter()
             .map(|child| {
-                let elements = match doc.pointer(&child.from) {
-                    Some(Value::Array(elements)) => elements.as_slice(),
-                    None | Some(Value::Null) => &[],
+                let elements = match doc.pointer_mut(&child.from).map(Value::take) {
+                    Some(Value::Array(elements)) => elements,
+                    None | Some(Value::Null) => Vec::new(),
                     Some(_) => {
                         errors.push(problem(&child.from, "must be an array (a child table)"));
-                        &[]
+                        Vec::new()
                     }
                 };
                 elements
-                    .iter()
+                    .into_iter()
                     .enumerate()
-                    .map(|(i, element)| {
-                        let at = format!("{}/{i}", child.from);
-                        read_cells(&child.columns, element, &at, &mut errors)
+                    .map(|(i, mut element)| {
+                        let at = Some((child.from.as_str(), i));
+                        read_cells(&child.columns, &mut element, at, &mut errors)
                     })
                     .collect()
             })
@@ -83,22 +91,25 @@ impl Record {
             key,
             cells,
             children,
-            unknown: unknown_fields(mapping, doc),
+            unknown: unknown_fields(mapping, known, doc),
         })
     }
 }
 
+/// One cell per column, each value taken out of `doc`; `element` is the
+/// child array and index `doc` is an element of, for the error's path.
 fn read_cells(
     columns: &[Column],
-    doc: &Value,
-    at: &str,
+    doc: &mut Value,
+    element: Option<(&str, usize)>,
     errors: &mut Vec<FieldError>,
 ) -> Vec<Cell> {
     columns
         .iter()
         .map(|c| {
-            let value = doc.pointer(&c.from).unwrap_or(&Value::Null);
+            let value = doc.pointer_mut(&c.from).map_or(Value::Null, Value::take);
             cell(value, c.kind).unwrap_or_else(|expected| {
+                let at = element.map_or(String::new(), |(array, i)| format!("{array}/{i}"));
                 errors.push(problem(
                     &format!("{at}{}", c.from),
                     &format!("must be {expected} to fit column {}", c.column),
@@ -110,14 +121,14 @@ fn read_cells(
 }
 
 /// The cell for `value` in a column of type `kind`, or what it should be.
-fn cell(value: &Value, kind: ColumnType) -> Result<Cell, &'static str> {
+fn cell(value: Value, kind: ColumnType) -> Result<Cell, &'static str> {
     if value.is_null() {
         return Ok(Cell::Null);
     }
     let cell = match kind {
         ColumnType::Text => match value {
-            Value::String(s) => Some(Cell::Text(s.clone())),
-            Value::Number(_) | Value::Bool(_) => Some(Cell::Text(value.to_string())),
+            Value::String(s) => Some(Cell::Text(s)),
+            other @ (Value::Number(_) | Value::Bool(_)) => Some(Cell::Text(other.to_string())),
             _ => None,
         },
         ColumnType::Integer => value
@@ -135,7 +146,7 @@ fn cell(value: &Value, kind: ColumnType) -> Result<Cell, &'static str> {
             .as_str()
             .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
             .map(|t| Cell::Timestamptz(t.with_timezone(&Utc))),
-        ColumnType::Jsonb => Some(Cell::Jsonb(value.clone())),
+        ColumnType::Jsonb => Some(Cell::Jsonb(value)),
     };
     cell.ok_or(match kind {
         ColumnType::Text => "a string, number or boolean",
@@ -163,16 +174,13 @@ fn key_text(cell: &Cell) -> String {
     }
 }
 
-fn unknown_fields(mapping: &Mapping, doc: &Value) -> Map<String, Value> {
-    let (UnknownFields::KeepIn(_), Some(fields)) = (&mapping.unknown_fields, doc.as_object())
-    else {
+fn unknown_fields(mapping: &Mapping, known: &BTreeSet<String>, doc: Value) -> Map<String, Value> {
+    let (UnknownFields::KeepIn(_), Value::Object(fields)) = (&mapping.unknown_fields, doc) else {
         return Map::new();
     };
-    let known = mapping.known_fields();
     fields
-        .iter()
-        .filter(|(k, _)| !known.contains(*k))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .into_iter()
+        .filter(|(k, _)| !known.contains(k))
         .collect()
 }
 
@@ -207,11 +215,16 @@ mod tests {
         .unwrap()
     }
 
+    fn read(doc: &Value) -> Result<Record, Vec<FieldError>> {
+        let mapping = mapping();
+        Record::read(&mapping, &mapping.known_fields(), doc.clone())
+    }
+
     #[test]
     fn each_column_gets_its_typed_value_and_a_missing_field_is_null() {
         let doc = json!({"sku": "A-1", "listed": "2026-12-05T10:00:00+03:00", "tags": ["x"],
                          "prices": [{"amount": 9.5}, {}]});
-        let record = Record::read(&mapping(), &doc).unwrap();
+        let record = read(&doc).unwrap();
         assert_eq!(record.key, "A-1");
         let listed = DateTime::parse_from_rfc3339("2026-12-05T07:00:00Z").unwrap();
         assert_eq!(
@@ -234,7 +247,7 @@ mod tests {
     fn a_value_its_column_cannot_hold_is_the_documents_problem_at_its_path() {
         let doc = json!({"sku": "A-1", "stock": 3_000_000_000_i64, "listed": "soon",
                          "prices": [{"amount": "cheap"}]});
-        let errors = Record::read(&mapping(), &doc).unwrap_err();
+        let errors = read(&doc).unwrap_err();
         let found: Vec<(&str, &str)> = errors
             .iter()
             .map(|e| (e.path.as_str(), e.message.as_str()))
@@ -257,7 +270,7 @@ mod tests {
 
     #[test]
     fn a_document_without_its_key_is_refused() {
-        let errors = Record::read(&mapping(), &json!({"stock": 1})).unwrap_err();
+        let errors = read(&json!({"stock": 1})).unwrap_err();
         assert_eq!(errors[0].path, "/sku");
         assert_eq!(errors[0].message, "is required: it identifies the row");
     }

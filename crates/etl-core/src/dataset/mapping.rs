@@ -189,8 +189,15 @@ fn columns(table: &str, columns: &[Column], others: &[&str], problems: &mut Vec<
             problems.push(format!("{table}: column {name:?} is written twice"));
         }
     }
+    let mut read: BTreeSet<&str> = BTreeSet::new();
     for c in columns {
         pointer(&c.from, &format!("{table}.{}: from", c.column), problems);
+        if !read.insert(&c.from) {
+            problems.push(format!(
+                "{table}: {} is read into two columns; read it once",
+                c.from
+            ));
+        }
     }
 }
 

@@ -122,7 +122,8 @@ fn a_mapping_names_each_thing_wrong_with_it() {
         "table": "Products",
         "key": "id",
         "columns": [{"column": "sku", "from": "/sku", "type": "text"},
-                    {"column": "sku", "from": "price", "type": "text"}],
+                    {"column": "sku", "from": "price", "type": "text"},
+                    {"column": "code", "from": "/sku", "type": "text"}],
         "pipeline_columns": {"slug": "slug", "file_id": "slug", "received_at": "received_at"},
         "unknown_fields": {"keep_in": "extra"},
         "children": [{"table": "parts", "from": "/parts", "parent_key": "sku", "position": "n",
@@ -138,6 +139,7 @@ fn a_mapping_names_each_thing_wrong_with_it() {
         "Products: column \"sku\" is written twice",
         "Products.sku: from \"price\" is not a JSON Pointer",
         "parts: column \"n\" is written twice",
+        "Products: /sku is read into two columns; read it once",
     ] {
         assert!(
             problems.contains(expected),
