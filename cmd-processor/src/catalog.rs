@@ -142,11 +142,7 @@ fn expected_columns(m: &Mapping) -> BTreeMap<String, Vec<(String, &'static str)>
     if let UnknownFields::KeepIn(column) = &m.unknown_fields {
         own.push((column.clone(), "jsonb"));
     }
-    let key_type = m
-        .columns
-        .iter()
-        .find(|c| c.column == m.key)
-        .map_or("text", |c| c.kind.data_type());
+    let key_type = m.key_type().data_type();
     let mut tables = BTreeMap::from([(m.table.clone(), own)]);
     for child in &m.children {
         let mut columns = vec![

@@ -11,7 +11,7 @@ use sqlx::query::Query;
 use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 
-use etl_core::dataset::{ColumnType, Mapping, UnknownFields};
+use etl_core::dataset::{Child, ColumnType, Mapping, UnknownFields};
 
 use super::{Load, Rows};
 use crate::record::{Cell, Record};
@@ -38,11 +38,7 @@ struct ChildWriter {
 
 impl TableWriter {
     pub fn new(mapping: &Mapping) -> Self {
-        let key_type = mapping
-            .columns
-            .iter()
-            .find(|c| c.column == mapping.key)
-            .map_or(ColumnType::Text, |c| c.kind);
+        let key_type = mapping.key_type();
         Self {
             table: mapping.table.clone(),
             upsert: upsert_sql(mapping),
@@ -51,29 +47,7 @@ impl TableWriter {
             children: mapping
                 .children
                 .iter()
-                .map(|child| {
-                    let keys = format!("CAST($1::text[] AS {}[])", key_type.sql_type());
-                    let columns: Vec<&str> = child.columns.iter().map(|c| c.column.as_str()).collect();
-                    let arrays: Vec<String> = child
-                        .columns
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| format!("${}::{}[]", i + 3, c.kind.sql_type()))
-                        .collect();
-                    ChildWriter {
-                        table: child.table.clone(),
-                        delete: format!("DELETE FROM {} WHERE {} = ANY({keys})", child.table, child.parent_key),
-                        insert: format!(
-                            "INSERT INTO {} ({}, {}{}) SELECT * FROM UNNEST({keys}, $2::integer[]{})",
-                            child.table,
-                            child.parent_key,
-                            child.position,
-                            columns.iter().map(|c| format!(", {c}")).collect::<String>(),
-                            arrays.iter().map(|a| format!(", {a}")).collect::<String>(),
-                        ),
-                        types: child.columns.iter().map(|c| c.kind).collect(),
-                    }
-                })
+                .map(|child| ChildWriter::new(child, key_type))
                 .collect(),
         }
     }
@@ -158,6 +132,36 @@ impl TableWriter {
         std::iter::once((self.table.clone(), count(1)))
             .chain(children)
             .collect()
+    }
+}
+
+impl ChildWriter {
+    /// The child rows of `child` find their parent by its key, given to
+    /// both statements as text and cast to the key's type.
+    fn new(child: &Child, key_type: ColumnType) -> Self {
+        let keys = format!("CAST($1::text[] AS {}[])", key_type.sql_type());
+        let columns: String = child
+            .columns
+            .iter()
+            .map(|c| format!(", {}", c.column))
+            .collect();
+        let arrays: String = child
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!(", ${}::{}[]", i + 3, c.kind.sql_type()))
+            .collect();
+        let (table, parent_key) = (&child.table, &child.parent_key);
+        Self {
+            table: table.clone(),
+            delete: format!("DELETE FROM {table} WHERE {parent_key} = ANY({keys})"),
+            insert: format!(
+                "INSERT INTO {table} ({parent_key}, {}{columns}) \
+                 SELECT * FROM UNNEST({keys}, $2::integer[]{arrays})",
+                child.position
+            ),
+            types: child.columns.iter().map(|c| c.kind).collect(),
+        }
     }
 }
 

@@ -157,6 +157,15 @@ impl Mapping {
         problems
     }
 
+    /// The type of the key column (text when the mapping is wrong and
+    /// names none: [`Mapping::problems`] refuses that).
+    pub fn key_type(&self) -> ColumnType {
+        self.columns
+            .iter()
+            .find(|c| c.column == self.key)
+            .map_or(ColumnType::Text, |c| c.kind)
+    }
+
     /// The top-level field that names a document (`name` for `/name`).
     pub fn name_field(&self) -> String {
         unescape(self.document_name.trim_start_matches('/'))
