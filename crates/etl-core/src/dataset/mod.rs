@@ -47,6 +47,14 @@ impl DatasetName {
     }
 }
 
+/// Looked up by any text (a name in a URL, in an event): ordered as its
+/// text, so the map's order is the same.
+impl std::borrow::Borrow<str> for DatasetName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::fmt::Display for DatasetName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -166,9 +174,7 @@ impl Datasets {
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Dataset>> {
-        self.0
-            .iter()
-            .find_map(|(n, d)| (n.as_str() == name).then_some(d))
+        self.0.get(name)
     }
 
     pub fn names(&self) -> Vec<&str> {
