@@ -136,7 +136,7 @@ up() {
   stop        make dev-down
 
 Try it:
-  curl -sS -X POST $API_URL/import/companies -H 'Content-Type: application/json' --data-binary @examples/data/json/c.json
+  curl -sS -X POST $API_URL/import/companies -H 'Content-Type: application/json' --data-binary @examples/data/json/companies/c.json
   examples/sh/import.sh
   psql $DATABASE_URL -c 'select inn, name from companies'
 MSG

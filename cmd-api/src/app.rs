@@ -84,6 +84,7 @@ impl Application {
             settings.max_concurrent_imports,
             settings.slot_wait,
             metrics.clone(),
+            settings.datasets.clone(),
         );
         let header_timeout = settings.header_timeout;
         let datasets = settings.datasets.clone();

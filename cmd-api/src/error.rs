@@ -100,7 +100,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Extract(ExtractError::InvalidJson { .. }) => "invalid_json",
-            ApiError::Extract(ExtractError::MissingCompany { .. }) => "missing_company",
+            ApiError::Extract(ExtractError::NoUsableDocument { code, .. }) => code,
             ApiError::Extract(ExtractError::InvalidEncoding { .. }) => "invalid_encoding",
             ApiError::Extract(ExtractError::TooDeep { .. }) => "too_deep",
             ApiError::Extract(ExtractError::DuplicateKey { .. }) => "duplicate_key",
@@ -123,7 +123,7 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Extract(ExtractError::MissingCompany { .. }) => {
+            ApiError::Extract(ExtractError::NoUsableDocument { .. }) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::Extract(_) => StatusCode::BAD_REQUEST,
@@ -197,7 +197,7 @@ impl IntoResponse for ErrorResponse {
                 body["key"] = json!(key);
                 body["path"] = json!(path);
             }
-            ApiError::Extract(ExtractError::MissingCompany { problems, .. })
+            ApiError::Extract(ExtractError::NoUsableDocument { problems, .. })
                 if !problems.is_empty() =>
             {
                 body["problems"] = json!(problems);

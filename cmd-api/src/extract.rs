@@ -23,6 +23,7 @@ use shape::Name;
 use text::TextReader;
 
 use etl_core::domain::{CompanySlug, SlugError};
+use etl_core::events::COMPANIES_DATASET;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFormat {
@@ -52,9 +53,40 @@ pub struct SplitLimits {
     /// Largest company document (array element, NDJSON line, or the whole
     /// body when it is one object): the most the splitter holds at once.
     pub max_company_bytes: usize,
+    pub naming: Naming,
+}
+
+/// How a dataset's documents are named, and how a document without a
+/// usable name is answered.
+#[derive(Debug, Clone)]
+pub struct Naming {
     /// The top-level field that names a document (its dataset's
     /// `document_name`): `name` for companies.
-    pub name_field: Arc<str>,
+    pub field: Arc<str>,
+    /// The dataset's name, which the answers use for its documents.
+    pub dataset: Arc<str>,
+    /// The error code: `missing_company` for companies, as the contract
+    /// has it since before datasets; `missing_document_name` for others.
+    pub code: &'static str,
+}
+
+impl Naming {
+    pub fn companies() -> Self {
+        Self::new("name", COMPANIES_DATASET)
+    }
+
+    pub fn new(field: &str, dataset: &str) -> Self {
+        let code = if dataset == COMPANIES_DATASET {
+            "missing_company"
+        } else {
+            "missing_document_name"
+        };
+        Self {
+            field: field.into(),
+            dataset: dataset.into(),
+            code,
+        }
+    }
 }
 
 /// Splits a whole body held in memory; see [`split_stream`].
@@ -67,7 +99,7 @@ pub fn split(
     let limits = SplitLimits {
         max_depth,
         max_company_bytes: usize::MAX,
-        name_field: "name".into(),
+        naming: Naming::companies(),
     };
     match split_stream(body, format, limits, |doc| {
         docs.push(doc);
@@ -93,7 +125,7 @@ pub fn split_stream<R: Read>(
     let mut text = TextReader::new(reader);
     let mut collector = Collector {
         sink,
-        name_field: limits.name_field.clone(),
+        naming: limits.naming.clone(),
         documents: 0,
         problems: Vec::new(),
         problem_count: 0,
@@ -123,7 +155,7 @@ pub fn split_stream<R: Read>(
 /// are, and lists the problems.
 struct Collector<F> {
     sink: F,
-    name_field: Arc<str>,
+    naming: Naming,
     documents: usize,
     problems: Vec<Problem>,
     problem_count: usize,
@@ -140,7 +172,7 @@ impl<F: FnMut(CompanyDoc) -> bool> Collector<F> {
         name: Name<'_>,
     ) -> Result<Result<(), String>, SplitError> {
         self.documents += 1;
-        match company_of(json, name, &self.name_field) {
+        match company_of(json, name, &self.naming.field) {
             Ok(company) => {
                 // After a problem the body is refused: no point storing more.
                 if self.problem_count == 0 {
@@ -184,9 +216,13 @@ impl<F: FnMut(CompanyDoc) -> bool> Collector<F> {
 
     fn finish(mut self) -> Result<usize, SplitError> {
         if self.documents == 0 {
-            return Err(ExtractError::MissingCompany {
-                message: "the array is empty: there is no company to import".into(),
+            return Err(ExtractError::NoUsableDocument {
+                message: format!(
+                    "the array is empty: there are no {} to import",
+                    self.naming.dataset
+                ),
                 problems: self.problems,
+                code: self.naming.code,
             }
             .into());
         }
@@ -204,12 +240,17 @@ impl<F: FnMut(CompanyDoc) -> bool> Collector<F> {
         let message = match self.problem_count {
             1 => format!("{}{}", first.where_prefix(), first.message),
             n => format!(
-                "{count_prefix}{n} documents are not usable companies; first: {}{}",
+                "{count_prefix}{n} documents are not usable {}; first: {}{}",
+                self.naming.dataset,
                 first.where_prefix(),
                 first.message
             ),
         };
-        ExtractError::MissingCompany { message, problems }
+        ExtractError::NoUsableDocument {
+            message,
+            problems,
+            code: self.naming.code,
+        }
     }
 }
 
@@ -237,7 +278,7 @@ fn split_json<R: Read, F: FnMut(CompanyDoc) -> bool>(
             shape::check_value(
                 bytes,
                 limits.max_depth,
-                &limits.name_field,
+                &limits.naming.field,
                 index,
                 value.start,
             )?
@@ -327,7 +368,7 @@ fn split_ndjson<R: Read, F: FnMut(CompanyDoc) -> bool>(
             collector.again(at, usable)?;
             continue;
         }
-        let name = shape::check_json(content, limits.max_depth, &limits.name_field, number)?;
+        let name = shape::check_json(content, limits.max_depth, &limits.naming.field, number)?;
         // Valid JSON: what surrounds the value is JSON whitespace.
         let usable = collector.take(at, content.trim_ascii(), name)?;
         seen.insert(content, usable);
@@ -460,7 +501,7 @@ mod tests {
         ] {
             let err = split(body, BodyFormat::Json, 64).unwrap_err();
             assert!(
-                matches!(err, ExtractError::MissingCompany { .. }),
+                matches!(err, ExtractError::NoUsableDocument { .. }),
                 "{body:?}: {err:?}"
             );
         }
@@ -469,7 +510,10 @@ mod tests {
     #[test]
     fn every_bad_element_of_an_array_is_listed() {
         let err = split(br#"[{"name":"A"}, 1, {"x":1}]"#, BodyFormat::Json, 64).unwrap_err();
-        let ExtractError::MissingCompany { problems, message } = err else {
+        let ExtractError::NoUsableDocument {
+            problems, message, ..
+        } = err
+        else {
             panic!("expected missing_company")
         };
         let indexes: Vec<_> = problems.iter().map(|p| p.index).collect();
@@ -502,7 +546,7 @@ mod tests {
         let limits = SplitLimits {
             max_depth: 64,
             max_company_bytes,
-            name_field: "name".into(),
+            naming: Naming::companies(),
         };
         split_stream(Trickle { data: body, chunk }, format, limits, |doc| {
             docs.push(doc);
@@ -567,7 +611,7 @@ mod tests {
         let limits = SplitLimits {
             max_depth: 64,
             max_company_bytes: 1 << 20,
-            name_field: "name".into(),
+            naming: Naming::companies(),
         };
         let result = split_stream(&body[..], BodyFormat::Json, limits, |doc| {
             handed.push(doc.company);
@@ -575,7 +619,7 @@ mod tests {
         });
         assert!(matches!(
             result,
-            Err(SplitError::Extract(ExtractError::MissingCompany { .. }))
+            Err(SplitError::Extract(ExtractError::NoUsableDocument { .. }))
         ));
         assert_eq!(handed.len(), 1);
     }
@@ -585,7 +629,7 @@ mod tests {
         let limits = SplitLimits {
             max_depth: 64,
             max_company_bytes: 1 << 20,
-            name_field: "name".into(),
+            naming: Naming::companies(),
         };
         let mut calls = 0;
         let result = split_stream(

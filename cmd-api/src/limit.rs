@@ -13,6 +13,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
+use etl_core::dataset::Datasets;
+
 use crate::error::ApiError;
 use crate::metrics::ImportMetrics;
 use crate::request_id;
@@ -23,16 +25,25 @@ pub struct ImportSlots {
     limit: usize,
     wait: Duration,
     metrics: ImportMetrics,
+    datasets: Datasets,
 }
 
 impl ImportSlots {
-    pub fn new(limit: usize, wait: Duration, metrics: ImportMetrics) -> Self {
+    pub fn new(limit: usize, wait: Duration, metrics: ImportMetrics, datasets: Datasets) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(limit)),
             limit,
             wait,
             metrics,
+            datasets,
         }
+    }
+
+    /// The dataset a refused request was posted to, as the import route
+    /// would name it in the metrics.
+    fn dataset_of(&self, req: &Request) -> &str {
+        let name = req.uri().path().rsplit('/').next().unwrap_or_default();
+        self.datasets.get(name).map_or("", |d| d.name.as_str())
     }
 }
 
@@ -40,7 +51,7 @@ pub async fn take_slot(State(slots): State<ImportSlots>, req: Request, next: Nex
     let slot = tokio::time::timeout(slots.wait, slots.slots.clone().acquire_owned()).await;
     let Ok(Ok(_slot)) = slot else {
         let error = ApiError::Overloaded { limit: slots.limit };
-        slots.metrics.requests(error.code());
+        slots.metrics.requests(slots.dataset_of(&req), error.code());
         tracing::warn!(limit = slots.limit, "import refused: every slot is taken");
         return error.with_request_id(request_id::of(&req)).into_response();
     };

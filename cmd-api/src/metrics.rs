@@ -1,7 +1,7 @@
 //! The api's pipeline counters (the HTTP and dependency metrics are
 //! etl-core's).
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Opts, Registry};
 
 use etl_core::metrics::register;
 
@@ -9,9 +9,17 @@ use etl_core::metrics::register;
 #[derive(Clone)]
 pub struct ImportMetrics {
     requests: IntCounterVec,
-    files_received: IntCounter,
-    files_stored: IntCounter,
-    bytes_stored: IntCounter,
+    files_received: IntCounterVec,
+    files_stored: IntCounterVec,
+    bytes_stored: IntCounterVec,
+}
+
+/// A counter by dataset.
+fn by_dataset(registry: &Registry, name: &str, help: &str) -> IntCounterVec {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), &["dataset"]).expect("valid counter"),
+    )
 }
 
 impl ImportMetrics {
@@ -22,44 +30,39 @@ impl ImportMetrics {
                 IntCounterVec::new(
                     Opts::new(
                         "import_requests_total",
-                        "Import requests by outcome (accepted or error code).",
+                        "Import requests by dataset and outcome (accepted or error code).",
                     ),
-                    &["outcome"],
+                    &["dataset", "outcome"],
                 )
                 .expect("valid counter"),
             ),
-            files_received: register(
+            files_received: by_dataset(
                 registry,
-                IntCounter::new(
-                    "import_files_received_total",
-                    "Company documents parsed from uploads (before de-duplication).",
-                )
-                .expect("valid counter"),
+                "import_files_received_total",
+                "Documents parsed from uploads (before de-duplication).",
             ),
-            files_stored: register(
+            files_stored: by_dataset(registry, "import_files_stored_total", "Files stored in S3."),
+            bytes_stored: by_dataset(
                 registry,
-                IntCounter::new("import_files_stored_total", "Company files stored in S3.")
-                    .expect("valid counter"),
-            ),
-            bytes_stored: register(
-                registry,
-                IntCounter::new(
-                    "import_stored_bytes_total",
-                    "Bytes of company files stored in S3.",
-                )
-                .expect("valid counter"),
+                "import_stored_bytes_total",
+                "Bytes of files stored in S3.",
             ),
         }
     }
 
-    pub fn requests(&self, outcome: &str) {
-        self.requests.with_label_values(&[outcome]).inc();
+    /// `dataset` is empty for a name the api does not know.
+    pub fn requests(&self, dataset: &str, outcome: &str) {
+        self.requests.with_label_values(&[dataset, outcome]).inc();
     }
-    pub fn received(&self, files: usize) {
-        self.files_received.inc_by(files as u64);
+    pub fn received(&self, dataset: &str, files: usize) {
+        self.files_received
+            .with_label_values(&[dataset])
+            .inc_by(files as u64);
     }
-    pub fn stored(&self, bytes: u64) {
-        self.files_stored.inc();
-        self.bytes_stored.inc_by(bytes);
+    pub fn stored(&self, dataset: &str, bytes: u64) {
+        self.files_stored.with_label_values(&[dataset]).inc();
+        self.bytes_stored
+            .with_label_values(&[dataset])
+            .inc_by(bytes);
     }
 }

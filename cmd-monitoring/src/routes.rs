@@ -18,10 +18,11 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
+use etl_core::dataset::DatasetName;
 use etl_core::domain::{CompanySlug, FileId, RequestId};
 use etl_core::events::Event;
 
-use crate::store::{EventView, Store};
+use crate::store::{EventView, StatsFilter, Store};
 use crate::tail::Feed;
 
 const DEFAULT_FILES_LIMIT: i64 = 50;
@@ -39,6 +40,8 @@ pub enum MonitorError {
     InvalidRequestId(String),
     #[error("`{value}` is not a company slug: {problem}")]
     InvalidCompany { value: String, problem: String },
+    #[error("`{value}` is not a dataset name: {problem}")]
+    InvalidDataset { value: String, problem: String },
     #[error("`{0}` is not an event type; use one of {types}", types = Event::TYPE_NAMES.join(", "))]
     UnknownEventType(String),
     #[error("`limit` must be a whole number from 1 to {MAX_FILES_LIMIT}, got `{0}`")]
@@ -61,6 +64,7 @@ impl MonitorError {
             MonitorError::InvalidFileId(_) => "invalid_file_id",
             MonitorError::InvalidRequestId(_) => "invalid_request_id",
             MonitorError::InvalidCompany { .. } => "invalid_company",
+            MonitorError::InvalidDataset { .. } => "invalid_dataset",
             MonitorError::UnknownEventType(_) => "unknown_event_type",
             MonitorError::InvalidLimit(_) => "invalid_limit",
             MonitorError::DatabaseUnavailable(_) => "dependency_unavailable",
@@ -77,6 +81,7 @@ impl MonitorError {
             MonitorError::InvalidFileId(_)
             | MonitorError::InvalidRequestId(_)
             | MonitorError::InvalidCompany { .. }
+            | MonitorError::InvalidDataset { .. }
             | MonitorError::UnknownEventType(_)
             | MonitorError::InvalidLimit(_) => StatusCode::BAD_REQUEST,
             MonitorError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -154,12 +159,22 @@ fn company_param(value: &str) -> Result<CompanySlug, MonitorError> {
     })
 }
 
+fn dataset_param(value: &str) -> Result<DatasetName, MonitorError> {
+    DatasetName::parse(value).map_err(|e| MonitorError::InvalidDataset {
+        value: value.to_owned(),
+        problem: e.to_string(),
+    })
+}
+
 async fn stats(
     State(s): State<RouteState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, MonitorError> {
-    let company = q.get("company").map(|c| company_param(c)).transpose()?;
-    Ok(Json(s.store.stats(company.as_ref()).await?).into_response())
+    let filter = StatsFilter {
+        company: q.get("company").map(|c| company_param(c)).transpose()?,
+        dataset: q.get("dataset").map(|d| dataset_param(d)).transpose()?,
+    };
+    Ok(Json(s.store.stats(&filter).await?).into_response())
 }
 
 async fn file(
@@ -208,6 +223,7 @@ async fn request(
 /// What a live subscriber asked to see.
 struct StreamFilter {
     company: Option<String>,
+    dataset: Option<String>,
     event_types: Option<Vec<String>>,
 }
 
@@ -216,6 +232,10 @@ impl StreamFilter {
         let company = q
             .get("company")
             .map(|c| company_param(c).map(|c| c.as_str().to_owned()))
+            .transpose()?;
+        let dataset = q
+            .get("dataset")
+            .map(|d| dataset_param(d).map(String::from))
             .transpose()?;
         let event_types = q
             .get("event_type")
@@ -232,6 +252,7 @@ impl StreamFilter {
             .transpose()?;
         Ok(Self {
             company,
+            dataset,
             event_types,
         })
     }
@@ -240,6 +261,10 @@ impl StreamFilter {
         self.company
             .as_ref()
             .is_none_or(|c| event.company.as_ref() == Some(c))
+            && self
+                .dataset
+                .as_ref()
+                .is_none_or(|d| event.dataset.as_ref() == Some(d))
             && self
                 .event_types
                 .as_ref()

@@ -11,7 +11,7 @@ fn validate(c: &mut Criterion) {
     let catalog = Catalog::built_in();
     let companies = catalog.get("companies").expect("built in");
     let valid = serde_json::to_vec(&generated_company("bench", 1)).unwrap();
-    let invalid = example("invalid/schema-errors.json");
+    let invalid = example("companies/invalid/schema-errors.json");
     let mut group = c.benchmark_group("validate");
     group.throughput(Throughput::Bytes(valid.len() as u64));
     group.bench_function("valid company", |b| {

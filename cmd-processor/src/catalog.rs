@@ -321,6 +321,60 @@ mod tests {
         assert!(errors[0].message.contains("inn"), "{}", errors[0].message);
     }
 
+    fn employee(doc: Value) -> Result<Record, Vec<FieldError>> {
+        let employees = Catalog::built_in().get("employees").unwrap().clone();
+        employees.read(doc.to_string().as_bytes())
+    }
+
+    #[test]
+    fn an_employee_is_read_for_its_typed_columns_and_skills() {
+        let e = employee(json!({
+            "full_name": "Иванова Анна Сергеевна", "snils": "11223344595",
+            "company_inn": "7707083893", "hired_at": "2021-03-01",
+            "monthly_salary_rub": 3_000_000_000_i64, "remote": true,
+            "skills": [{"name": "SQL", "level": 4}, {"name": "Rust"}]
+        }))
+        .unwrap();
+        assert_eq!(e.key, "11223344595");
+        assert_eq!(e.cells[5], Cell::Bigint(3_000_000_000), "beyond an integer");
+        assert_eq!(e.cells[6], Cell::Boolean(true));
+        assert_eq!(e.cells[7], Cell::Null, "no email");
+        assert_eq!(
+            e.children[0],
+            [
+                vec![Cell::Text("SQL".into()), Cell::Integer(4)],
+                vec![Cell::Text("Rust".into()), Cell::Null]
+            ]
+        );
+    }
+
+    #[test]
+    fn an_employee_is_checked_by_both_rules_and_refuses_unknown_fields() {
+        let errors = employee(json!({
+            "full_name": "Петров Пётр", "snils": "11223344594", "company_inn": "7707083894",
+            "email": "not an address", "skills": [{"name": "SQL", "level": 9}], "pet": "cat"
+        }))
+        .unwrap_err();
+        let mut p = paths(&errors);
+        p.sort();
+        assert_eq!(
+            p,
+            [
+                "/company_inn",
+                "/email",
+                "/pet",
+                "/skills/0/level",
+                "/snils"
+            ]
+        );
+        let snils = errors.iter().find(|e| e.path == "/snils").unwrap();
+        assert!(
+            snils.message.contains("last two digits should be 95"),
+            "{}",
+            snils.message
+        );
+    }
+
     #[test]
     fn a_file_that_is_not_json_is_one_error() {
         let errors = companies().read(b"{nope").unwrap_err();

@@ -129,5 +129,6 @@ pub fn dead_letter_event(
         original_value: String::from_utf8_lossy(record.payload().unwrap_or_default()).into_owned(),
         original_headers: headers,
     };
-    Envelope::new(request_id, company, Event::DeadLetter(letter))
+    let dataset = envelope.and_then(|e| e.dataset.clone());
+    Envelope::new(request_id, company, dataset, Event::DeadLetter(letter))
 }

@@ -65,6 +65,7 @@ struct FileEvent<'r> {
     record: &'r OwnedMessage,
     envelope: Envelope,
     file: FileExtractSuccess,
+    dataset: DatasetName,
     company: CompanySlug,
     /// Rebuilt from the company and the file id, never taken from the event.
     s3_key: String,
@@ -82,7 +83,7 @@ impl FileEvent<'_> {
     fn meta(&self, place: Place) -> FileMeta {
         FileMeta {
             file_id: self.file.file_id,
-            dataset: self.file.dataset.clone(),
+            dataset: self.dataset.as_str().to_owned(),
             company: self.company.clone(),
             s3_key: self.s3_key.clone(),
             sha256: self.file.sha256.clone(),
@@ -146,11 +147,11 @@ impl FileProcessor {
 
     async fn steps(&self, record: &OwnedMessage, started: Instant) -> Result<Handled, Stop> {
         let event = read_event(record)?;
-        let Some(dataset) = self.catalog.get(&event.file.dataset) else {
+        let Some(dataset) = self.catalog.get(event.dataset.as_str()) else {
             let known = self.catalog.names().join(", ");
             let why = format!(
                 "dataset {:?} is not one this processor loads ({known})",
-                event.file.dataset
+                event.dataset.as_str()
             );
             return Err(event.dead_letter(why));
         };
@@ -348,12 +349,13 @@ fn read_event(record: &OwnedMessage) -> Result<FileEvent<'_>, Stop> {
         let error = "FileExtractSuccess without a company".into();
         return Err(letter(Some(&envelope), error));
     };
+    let Some(dataset) = envelope.dataset.clone() else {
+        let error = "FileExtractSuccess without a dataset".into();
+        return Err(letter(Some(&envelope), error));
+    };
     // The key is rebuilt from validated parts; a record pointing
     // elsewhere is not followed.
-    if let Err(e) = DatasetName::parse(&file.dataset) {
-        return Err(letter(Some(&envelope), e.to_string()));
-    }
-    let s3_key = file_key(&file.dataset, &company, file.file_id);
+    let s3_key = file_key(dataset.as_str(), &company, file.file_id);
     if file.s3_key != s3_key {
         let error = format!(
             "s3_key {:?} does not match dataset, company and file_id (expected {s3_key:?})",
@@ -366,6 +368,7 @@ fn read_event(record: &OwnedMessage) -> Result<FileEvent<'_>, Stop> {
         record,
         envelope,
         file,
+        dataset,
         company,
         s3_key,
     })

@@ -15,6 +15,7 @@ use prometheus::Registry;
 use sha2::{Digest, Sha256};
 
 use etl_core::bus::{BusError, EventPublisher};
+use etl_core::dataset::{DatasetError, DatasetName};
 use etl_core::domain::{CompanySlug, FileId, RequestId, SlugError};
 use etl_core::events::{COMPANIES_DATASET, Envelope, Event, FileExtractSuccess};
 use etl_core::metrics::DependencyTimer;
@@ -48,6 +49,12 @@ pub enum ReplayError {
     ObjectMissing { file_id: FileId, key: String },
     #[error("the object at {key} does not hold file {file_id} (its content hash differs)")]
     ContentMismatch { file_id: FileId, key: String },
+    #[error("the ledger row of file {file_id} names no usable dataset: {source}")]
+    Dataset {
+        file_id: FileId,
+        #[source]
+        source: DatasetError,
+    },
     #[error("reading the ledger failed: {0}")]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -91,7 +98,7 @@ pub async fn replay(
     let registry = Registry::new();
     let timer = DependencyTimer::new(&registry);
     let store = ObjectStore::new(&settings.s3, timer.clone());
-    let key = file_key(&dataset, &company, file_id);
+    let key = file_key(dataset.as_str(), &company, file_id);
     let bytes = store.get(&key).await.map_err(|e| match e {
         StoreError::NotFound { key } => ReplayError::ObjectMissing { file_id, key },
         other => ReplayError::Store(other),
@@ -106,6 +113,7 @@ pub async fn replay(
     let envelope = Envelope::new(
         request_id.clone(),
         Some(company.clone()),
+        Some(dataset),
         Event::FileExtractSuccess(FileExtractSuccess {
             file_id,
             filename: format!("{file_id}.json"),
@@ -114,7 +122,6 @@ pub async fn replay(
             size_bytes: bytes.len() as u64,
             sha256: hex::encode(sha),
             etag: String::new(),
-            dataset,
             replay: true,
         }),
     );
@@ -135,7 +142,7 @@ fn locate(
     file_id: FileId,
     row: Option<db::LedgerRow>,
     given: Option<CompanySlug>,
-) -> Result<(CompanySlug, String, Option<String>), ReplayError> {
+) -> Result<(CompanySlug, DatasetName, Option<String>), ReplayError> {
     match (row, given) {
         (Some(row), given) => {
             if let Some(g) = given.filter(|g| g.as_str() != row.company) {
@@ -150,9 +157,15 @@ fn locate(
                     company: row.company.clone(),
                     source,
                 })?;
-            Ok((company, row.dataset, Some(row.status)))
+            let dataset = DatasetName::parse(&row.dataset)
+                .map_err(|source| ReplayError::Dataset { file_id, source })?;
+            Ok((company, dataset, Some(row.status)))
         }
-        (None, Some(given)) => Ok((given, COMPANIES_DATASET.to_owned(), None)),
+        (None, Some(given)) => Ok((given, companies(), None)),
         (None, None) => Err(ReplayError::Unknown(file_id)),
     }
+}
+
+fn companies() -> DatasetName {
+    DatasetName::parse(COMPANIES_DATASET).expect("a valid dataset name")
 }

@@ -2,7 +2,7 @@
 //! the schema compiler as custom formats, so any dataset's schema can ask
 //! for one by name: `"format": "inn"`.
 
-use etl_core::domain::Inn;
+use etl_core::domain::{Inn, Snils};
 
 /// A rule: its format name and its check, which says why a value fails.
 pub struct Rule {
@@ -10,10 +10,16 @@ pub struct Rule {
     pub check: fn(&str) -> Result<(), String>,
 }
 
-pub const RULES: [Rule; 1] = [Rule {
-    format: "inn",
-    check: |value| Inn::parse(value).map(|_| ()).map_err(|e| e.to_string()),
-}];
+pub const RULES: [Rule; 2] = [
+    Rule {
+        format: "inn",
+        check: |value| Inn::parse(value).map(|_| ()).map_err(|e| e.to_string()),
+    },
+    Rule {
+        format: "snils",
+        check: |value| Snils::parse(value).map(|_| ()).map_err(|e| e.to_string()),
+    },
+];
 
 /// Why `value` fails the rule registered as `format`; `None` for a format
 /// that is not one of ours (the schema language's own: date, uri ...).
@@ -42,6 +48,11 @@ mod tests {
         assert_eq!(
             explain("inn", "7707083894").as_deref(),
             Some("INN 7707083894 has a wrong check digit")
+        );
+        assert_eq!(explain("snils", "11223344595"), None);
+        assert_eq!(
+            explain("snils", "11223344594").as_deref(),
+            Some("SNILS 11223344594 has a wrong checksum: its last two digits should be 95")
         );
         assert_eq!(explain("date", "yesterday"), None, "not one of ours");
     }

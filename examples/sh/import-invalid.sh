@@ -8,5 +8,5 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 for f in malformed missing-name bad-inn schema-errors; do
   echo "== $f.json"
-  "$here/post.sh" "$here/../data/json/invalid/$f.json"
+  "$here/post.sh" "$here/../data/json/companies/invalid/$f.json"
 done

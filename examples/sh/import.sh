@@ -4,7 +4,7 @@
 #   psql "$DATABASE_URL" -c 'select inn, name from companies'
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-data="$here/../data/json"
+data="$here/../data/json/companies"
 "$here/post.sh" "$data/c.json"
 "$here/post.sh" "$data/companies.json"
 "$here/post.sh" "$data/companies.ndjson" application/x-ndjson

@@ -1,6 +1,6 @@
 // Drives the monitoring dashboard in headless Chromium the way an operator
 // would: open it, post a company through the api, watch it appear, search
-// for it. Prints one JSON line with what it saw; exits 1 (after a failure
+// for it; then pick the employees dataset and see only an employee's events. Prints one JSON line with what it saw; exits 1 (after a failure
 // screenshot) if any step misses its deadline.
 //
 //   node dashboard.cjs MONITOR_URL API_URL SCREENSHOT
@@ -13,12 +13,32 @@ const [monitorUrl, apiUrl, screenshot] = process.argv.slice(2);
 const STEP_MS = 60_000;
 
 function company(tag) {
-  // Same shape as examples/data/json/c.json, with its own name and a
+  // Same shape as examples/data/json/companies/c.json, with its own name and a
   // valid INN (10 digits, check digit computed).
   const base = String(Date.now() % 1_000_000_000).padStart(9, "0");
   const weights = [2, 4, 10, 3, 5, 9, 4, 6, 8];
   const check = (weights.reduce((s, w, i) => s + w * Number(base[i]), 0) % 11) % 10;
   return { name: `Browser ${tag}`, inn: base + check, employees: 3 };
+}
+
+function employee(tag) {
+  // A valid SNILS: 9 digits, then their weighted sum (9 down to 1) reduced
+  // as the rule says (datasets/employees, cmd-processor's "snils" format).
+  const number = String(100_000_000 + (Date.now() % 800_000_000)).padStart(9, "0");
+  const sum = [...number].reduce((s, d, i) => s + Number(d) * (9 - i), 0);
+  const check = sum < 100 ? sum : sum <= 101 ? 0 : (sum % 101) % 100;
+  return { full_name: `Browser Person ${tag}`, snils: number + String(check).padStart(2, "0"), company_inn: "7707083893" };
+}
+
+async function post(path, requestId, body) {
+  const response = await fetch(apiUrl + path, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-request-id": requestId },
+    body: JSON.stringify(body),
+  });
+  const accepted = await response.json();
+  if (response.status !== 202) throw new Error(`api answered ${response.status}: ${JSON.stringify(accepted)}`);
+  return accepted.files[0].file_id;
 }
 
 async function main() {
@@ -39,14 +59,7 @@ async function main() {
     const tag = `${process.pid}-${Date.now()}`;
     const requestId = `browser-${tag}`;
     const posted = Date.now();
-    const response = await fetch(apiUrl + "/import/companies", {
-      method: "POST",
-      headers: { "content-type": "application/json", "x-request-id": requestId },
-      body: JSON.stringify(company(tag)),
-    });
-    const accepted = await response.json();
-    if (response.status !== 202) throw new Error(`api answered ${response.status}: ${JSON.stringify(accepted)}`);
-    const fileId = accepted.files[0].file_id;
+    const fileId = await post("/import/companies", requestId, company(tag));
 
     // The live table shows the file loaded, from the stream alone.
     await page.waitForSelector(`tr[data-file-id="${fileId}"][data-event-type="FileLoaded"]`, { timeout: STEP_MS });
@@ -71,9 +84,23 @@ async function main() {
     await page.waitForSelector(`[data-detail-for="${requestId}"]`, { timeout: STEP_MS });
     const requestText = await page.textContent(`[data-detail-for="${requestId}"]`);
 
+    // Narrowed to employees: the company's rows go, an employee's come.
+    // The choices are the datasets the monitor has seen events of.
+    await page.waitForSelector('#dataset option[value="companies"]', { state: "attached", timeout: STEP_MS });
+    await post("/import/employees", `${requestId}-first-employee`, employee(`${tag}-1`));
+    await page.waitForSelector('#dataset option[value="employees"]', { state: "attached", timeout: STEP_MS });
+    await page.selectOption("#dataset", "employees");
+    await page.waitForSelector("#connection.live", { timeout: STEP_MS });
+    const employeeId = await post("/import/employees", `${requestId}-employee`, employee(`${tag}-2`));
+    const employeeRow = `tr[data-file-id="${employeeId}"][data-event-type="FileLoaded"]`;
+    const employeeShown = await page.waitForSelector(employeeRow, { timeout: STEP_MS }).then(() => true, () => false);
+    const datasetsShown = await page.$$eval("#events tr", (rows) => [...new Set(rows.map((r) => r.cells[2]?.textContent))]);
+    const companyRows = await page.$$(`tr[data-file-id="${fileId}"]`);
+
     await page.screenshot({ path: screenshot, fullPage: true });
     if (consoleErrors.length) throw new Error("console errors: " + consoleErrors.join(" | "));
-    console.log(JSON.stringify({ file_id: fileId, request_id: requestId, shown_after_ms: shownAfterMs, timeline, request_text: requestText }));
+    console.log(JSON.stringify({ file_id: fileId, request_id: requestId, shown_after_ms: shownAfterMs, timeline, request_text: requestText,
+                                 employee_id: employeeId, employee_shown: employeeShown, datasets_shown: datasetsShown, company_rows_after_filter: companyRows.length }));
   } catch (err) {
     await page.screenshot({ path: screenshot.replace(/\.png$/, "") + "-failure.png", fullPage: true }).catch(() => {});
     throw err;

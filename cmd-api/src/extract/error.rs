@@ -34,10 +34,13 @@ pub enum ExtractError {
         line: u64,
         column: u64,
     },
+    /// Valid JSON, but a document is not an object or has no usable name.
     #[error("{message}")]
-    MissingCompany {
+    NoUsableDocument {
         message: String,
         problems: Vec<Problem>,
+        /// `missing_company` or `missing_document_name`, by dataset.
+        code: &'static str,
     },
 }
 
@@ -60,7 +63,7 @@ impl ExtractError {
             | ExtractError::InvalidEncoding { line, column, .. }
             | ExtractError::TooDeep { line, column, .. }
             | ExtractError::DuplicateKey { line, column, .. } => Some((*line, *column)),
-            ExtractError::MissingCompany { .. } => None,
+            ExtractError::NoUsableDocument { .. } => None,
         }
     }
 }

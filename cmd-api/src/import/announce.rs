@@ -3,6 +3,7 @@
 
 use futures::{StreamExt, TryStreamExt, stream};
 
+use etl_core::dataset::DatasetName;
 use etl_core::domain::RequestId;
 use etl_core::events::{Envelope, Event, FileExtractError, FileExtractSuccess};
 
@@ -16,7 +17,7 @@ use crate::state::AppState;
 pub(super) async fn announce(
     state: &AppState,
     request_id: &RequestId,
-    dataset: &str,
+    dataset: &DatasetName,
     filename: Option<&str>,
     files: Vec<StoredFile>,
 ) -> Result<ImportAccepted, ApiError> {
@@ -34,7 +35,7 @@ const PUBLISHES_IN_FLIGHT: usize = 1024;
 async fn publish_all(
     state: &AppState,
     request_id: &RequestId,
-    dataset: &str,
+    dataset: &DatasetName,
     filename: Option<&str>,
     files: &[StoredFile],
 ) -> Result<(), ApiError> {
@@ -55,7 +56,7 @@ async fn publish_all(
 fn success_envelope(
     state: &AppState,
     request_id: &RequestId,
-    dataset: &str,
+    dataset: &DatasetName,
     filename: Option<&str>,
     file: &StoredFile,
 ) -> Envelope {
@@ -63,6 +64,7 @@ fn success_envelope(
     Envelope::new(
         request_id.clone(),
         Some(a.company.clone()),
+        Some(dataset.clone()),
         Event::FileExtractSuccess(FileExtractSuccess {
             file_id: a.file_id,
             filename: filename
@@ -73,7 +75,6 @@ fn success_envelope(
             size_bytes: a.size_bytes,
             sha256: file.sha256.clone(),
             etag: a.etag.clone(),
-            dataset: dataset.into(),
             replay: false,
         }),
     )
@@ -84,6 +85,7 @@ fn success_envelope(
 pub(super) async fn report_extract_error(
     state: &AppState,
     request_id: &RequestId,
+    dataset: &DatasetName,
     error: &ApiError,
     size: u64,
 ) {
@@ -94,6 +96,7 @@ pub(super) async fn report_extract_error(
     let envelope = Envelope::new(
         request_id.clone(),
         None,
+        Some(dataset.clone()),
         Event::FileExtractError(FileExtractError {
             reason: error.code().into(),
             message: error.short_message(),

@@ -13,15 +13,16 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::stream;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use tokio::sync::mpsc;
 
-use etl_core::dataset::Dataset;
+use etl_core::dataset::{Dataset, DatasetName};
 use etl_core::domain::{CompanySlug, FileId, RequestId};
 use etl_core::events::COMPANIES_DATASET;
 
 use crate::error::{ApiError, ErrorResponse};
-use crate::extract::{BodyFormat, CompanyDoc, ExtractError, SplitError, SplitLimits, split_stream};
+use crate::extract::{
+    BodyFormat, CompanyDoc, ExtractError, Naming, SplitError, SplitLimits, split_stream,
+};
 use crate::idempotency::{self, Answer, Fingerprint, IdempotencyKey};
 use crate::state::AppState;
 use crate::upload::{self, BodyReader, Decoded, ReadFailure};
@@ -63,18 +64,23 @@ pub async fn import_dataset(
     body: Body,
 ) -> Result<Response, ErrorResponse> {
     let dataset = dataset.map_or_else(|_| String::new(), |Path(name)| name);
-    let result = match state.settings.datasets.get(&dataset) {
+    let known = state.settings.datasets.get(&dataset);
+    let result = match known {
         Some(dataset) => accept(&state, &request_id, dataset, params, &headers, body).await,
         None => Err(ApiError::unknown_dataset(
             &dataset,
             &state.settings.datasets,
         )),
     };
-    state.metrics.requests(match &result {
-        Ok(answer) if answer.replayed => "replayed",
-        Ok(_) => "accepted",
-        Err(e) => e.code(),
-    });
+    let label = known.map_or("", |d| d.name.as_str());
+    state.metrics.requests(
+        label,
+        match &result {
+            Ok(answer) if answer.replayed => "replayed",
+            Ok(_) => "accepted",
+            Err(e) => e.code(),
+        },
+    );
     match result {
         Ok(answer) => {
             let mut response = (StatusCode::ACCEPTED, Json(answer.accepted)).into_response();
@@ -110,12 +116,14 @@ async fn accept(
         return Err(ApiError::PayloadTooLarge { limit });
     }
     let filename = params.filename.as_deref();
-    let name = dataset.name.as_str();
+    let name = &dataset.name;
     let reading = Reading {
         gzip,
         format,
-        fingerprint: key.as_ref().map(|_| fingerprint(name, format, filename)),
-        name_field: dataset.mapping.name_field().into(),
+        fingerprint: key
+            .as_ref()
+            .map(|_| fingerprint(name.as_str(), format, filename)),
+        naming: Naming::new(&dataset.mapping.name_field(), name.as_str()),
     };
     // A client trickling its body would otherwise hold a slot forever.
     let upload = tokio::time::timeout(
@@ -130,12 +138,12 @@ async fn accept(
         Ok(upload) => upload,
         Err(Refused { error, received }) => {
             if matches!(error, ApiError::Extract(_)) {
-                report_extract_error(state, request_id, &error, received).await;
+                report_extract_error(state, request_id, name, &error, received).await;
             }
             return Err(error);
         }
     };
-    state.metrics.received(upload.documents);
+    state.metrics.received(name.as_str(), upload.documents);
     tracing::info!(
         companies = upload.documents,
         files = upload.files.len(),
@@ -183,7 +191,7 @@ struct Reading {
     format: BodyFormat,
     fingerprint: Option<Fingerprint>,
     /// The top-level field naming each document.
-    name_field: Arc<str>,
+    naming: Naming,
 }
 
 /// An upload read whole and every file of it stored, none announced yet.
@@ -205,7 +213,7 @@ struct Refused {
 /// time, so memory holds a few documents whatever the upload's size.
 async fn receive_and_store(
     state: &AppState,
-    dataset: &str,
+    dataset: &DatasetName,
     body: Body,
     reading: Reading,
 ) -> Result<Upload, Refused> {
@@ -216,7 +224,7 @@ async fn receive_and_store(
     let limits = SplitLimits {
         max_depth: settings.max_json_depth,
         max_company_bytes: settings.max_company_bytes,
-        name_field: reading.name_field.clone(),
+        naming: reading.naming.clone(),
     };
     let splitting = tokio::task::spawn_blocking(move || {
         let body = BodyReader::new(chunk_rx);

@@ -7,6 +7,7 @@ use futures::{Stream, StreamExt, TryStreamExt, stream};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use etl_core::dataset::DatasetName;
 use etl_core::domain::FileId;
 use etl_core::storage::file_key;
 
@@ -36,7 +37,7 @@ pub(super) enum Stored {
 
 pub(super) async fn hold_then_store(
     state: &AppState,
-    dataset: &str,
+    dataset: &DatasetName,
     mut docs: mpsc::Receiver<CompanyDoc>,
 ) -> Result<Stored, ApiError> {
     let mut held = Vec::new();
@@ -61,7 +62,7 @@ pub(super) async fn hold_then_store(
 /// once.
 pub(super) async fn store_all(
     state: &AppState,
-    dataset: &str,
+    dataset: &DatasetName,
     docs: impl Stream<Item = CompanyDoc>,
 ) -> Result<Vec<StoredFile>, ApiError> {
     let mut seen = HashSet::new();
@@ -71,10 +72,10 @@ pub(super) async fn store_all(
         std::future::ready(seen.insert(id).then_some((doc, sha, id)))
     })
     .map(|(doc, sha, file_id)| async move {
-        let key = file_key(dataset, &doc.company, file_id);
+        let key = file_key(dataset.as_str(), &doc.company, file_id);
         let size = doc.bytes.len() as u64;
         let stored = state.store.put(&key, doc.bytes).await?;
-        state.metrics.stored(size);
+        state.metrics.stored(dataset.as_str(), size);
         tracing::info!(
             %file_id,
             company = doc.company.as_str(),

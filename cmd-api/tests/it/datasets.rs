@@ -11,20 +11,26 @@ async fn the_datasets_are_listed_with_their_schemas() {
     assert_eq!(status, 200, "{listing}");
     assert_eq!(
         listing["datasets"],
-        serde_json::json!([{"name": "companies", "title": "Company",
-            "import": "/import/companies", "schema": "/datasets/companies/schema"}])
+        serde_json::json!([
+            {"name": "companies", "title": "Company",
+             "import": "/import/companies", "schema": "/datasets/companies/schema"},
+            {"name": "employees", "title": "Employee",
+             "import": "/import/employees", "schema": "/datasets/employees/schema"}])
     );
     let (status, schema) = get_json(&api, "/datasets/companies/schema").await;
     assert_eq!(status, 200);
     assert_eq!(schema["required"], serde_json::json!(["name", "inn"]));
     assert_eq!(schema["properties"]["inn"]["format"], "inn");
+    let (status, schema) = get_json(&api, "/datasets/employees/schema").await;
+    assert_eq!(status, 200);
+    assert_eq!(schema["properties"]["snils"]["format"], "snils");
 
     let (status, answer) = get_json(&api, "/datasets/products/schema").await;
     assert_eq!(status, 404);
     assert_eq!(answer["error"]["code"], "unknown_dataset");
     assert_eq!(
         answer["error"]["datasets"],
-        serde_json::json!(["companies"])
+        serde_json::json!(["companies", "employees"])
     );
 }
 
@@ -32,7 +38,7 @@ async fn the_datasets_are_listed_with_their_schemas() {
 async fn an_unknown_dataset_or_a_path_trick_is_404_with_the_list_and_nothing_is_stored() {
     let env = TestEnv::new().await;
     let api = env.spawn_api(&[]).await;
-    let company = etl_testkit::example("c.json");
+    let company = etl_testkit::example("companies/c.json");
     for path in [
         "/import/products",
         "/import/Companies",
@@ -46,11 +52,14 @@ async fn an_unknown_dataset_or_a_path_trick_is_404_with_the_list_and_nothing_is_
         assert_eq!(answer.body["error"]["code"], "unknown_dataset", "{path}");
         assert_eq!(
             answer.body["error"]["datasets"],
-            serde_json::json!(["companies"]),
+            serde_json::json!(["companies", "employees"]),
             "{path}"
         );
         let message = answer.body["error"]["message"].as_str().unwrap();
-        assert!(message.contains("the api imports: companies"), "{message}");
+        assert!(
+            message.contains("the api imports: companies, employees"),
+            "{message}"
+        );
     }
     // Dot segments the client resolves, and those it sends as they are.
     for path in [

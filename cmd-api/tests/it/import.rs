@@ -85,7 +85,7 @@ impl Api {
 #[tokio::test]
 async fn one_company_is_stored_and_announced_keyed_by_its_slug() {
     let api = start().await;
-    let posted = example("c.json");
+    let posted = example("companies/c.json");
     let (status, body) = api
         .post(posted.clone(), "application/json", Some("req-c-json-1"))
         .await;
@@ -123,7 +123,10 @@ async fn one_company_is_stored_and_announced_keyed_by_its_slug() {
     assert_eq!(e.s3_key, key);
     assert_eq!(e.s3_bucket, api.store.bucket());
     assert_eq!(e.size_bytes, stored.len() as u64);
-    assert_eq!(e.dataset, "companies");
+    assert_eq!(
+        record.envelope.dataset.as_ref().map(|d| d.as_str()),
+        Some("companies")
+    );
     assert_eq!(e.filename, "upload.json");
     assert_eq!(e.etag, file["etag"].as_str().unwrap());
 }
@@ -132,7 +135,11 @@ async fn one_company_is_stored_and_announced_keyed_by_its_slug() {
 async fn malformed_json_is_rejected_with_its_position_and_nothing_is_stored() {
     let api = start().await;
     let (status, body) = api
-        .post(example("invalid/malformed.json"), "application/json", None)
+        .post(
+            example("companies/invalid/malformed.json"),
+            "application/json",
+            None,
+        )
         .await;
 
     assert_eq!(status, 400, "{body}");
@@ -158,7 +165,7 @@ async fn a_company_without_a_name_is_422_and_reported() {
     let api = start().await;
     let (status, body) = api
         .post(
-            example("invalid/missing-name.json"),
+            example("companies/invalid/missing-name.json"),
             "application/json",
             None,
         )
@@ -174,7 +181,7 @@ async fn a_company_without_a_name_is_422_and_reported() {
 #[tokio::test]
 async fn ndjson_gives_one_file_per_line() {
     let api = start().await;
-    let posted = example("companies.ndjson");
+    let posted = example("companies/companies.ndjson");
     let (status, body) = api.post(posted.clone(), "application/x-ndjson", None).await;
     assert_eq!(status, 202, "{body}");
     let lines = posted
@@ -244,7 +251,9 @@ async fn without_s3_readiness_names_it_and_imports_get_503_until_it_is_back() {
     .await;
 
     readiness_follows(&api.service, &mut s3, OwnServer::kill, "s3", async || {
-        let refused = import(&api.service, example("c.json")).send().await;
+        let refused = import(&api.service, example("companies/c.json"))
+            .send()
+            .await;
         assert_eq!(refused.status, 503);
         assert!(refused.header("retry-after").is_some());
         let body = refused.body;
@@ -256,7 +265,9 @@ async fn without_s3_readiness_names_it_and_imports_get_503_until_it_is_back() {
     })
     .await;
 
-    let (status, body) = api.post(example("c.json"), "application/json", None).await;
+    let (status, body) = api
+        .post(example("companies/c.json"), "application/json", None)
+        .await;
     assert_eq!(status, 202, "{body}");
     // A 202 means the object is there.
     let key = body["files"][0]["s3_key"].as_str().unwrap().to_owned();
@@ -282,7 +293,9 @@ async fn without_the_broker_readiness_names_it_until_it_is_back() {
     )
     .await;
 
-    let (status, body) = api.post(example("c.json"), "application/json", None).await;
+    let (status, body) = api
+        .post(example("companies/c.json"), "application/json", None)
+        .await;
     assert_eq!(status, 202, "{body}");
 }
 
@@ -301,10 +314,13 @@ async fn post_with_key(api: &Api, key: &str, body: Vec<u8>) -> (u16, Value, bool
 async fn one_idempotency_key_posted_20_times_at_once_imports_once_and_answers_alike() {
     let api = start().await;
     let key = format!("key-{}", api.env.id);
-    let files = example_json("companies.json").as_array().unwrap().len();
+    let files = example_json("companies/companies.json")
+        .as_array()
+        .unwrap()
+        .len();
 
     let answers = futures::future::join_all(
-        (0..20).map(|_| post_with_key(&api, &key, example("companies.json"))),
+        (0..20).map(|_| post_with_key(&api, &key, example("companies/companies.json"))),
     )
     .await;
     let original = &answers[0].1;
@@ -338,14 +354,16 @@ async fn one_idempotency_key_posted_20_times_at_once_imports_once_and_answers_al
     );
 
     // Later, the same request gets the same answer again.
-    let (status, body, replayed) = post_with_key(&api, &key, example("companies.json")).await;
+    let (status, body, replayed) =
+        post_with_key(&api, &key, example("companies/companies.json")).await;
     assert_eq!((status, &body, replayed), (202, original, true));
 
     // The key cannot be reused for something else, nor be garbage.
-    let (status, body, _) = post_with_key(&api, &key, example("c.json")).await;
+    let (status, body, _) = post_with_key(&api, &key, example("companies/c.json")).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["code"], "idempotency_key_reused");
-    let (status, body, _) = post_with_key(&api, &"k".repeat(300), example("c.json")).await;
+    let (status, body, _) =
+        post_with_key(&api, &"k".repeat(300), example("companies/c.json")).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_idempotency_key");
     assert!(
@@ -358,7 +376,7 @@ async fn one_idempotency_key_posted_20_times_at_once_imports_once_and_answers_al
 
 /// Posts c.json with `authorization` (if any): status, WWW-Authenticate, body.
 async fn post_authorized(api: &Api, authorization: Option<&str>) -> (u16, Option<String>, Value) {
-    let mut request = import(&api.service, example("c.json"));
+    let mut request = import(&api.service, example("companies/c.json"));
     if let Some(value) = authorization {
         request = request.header("authorization", value);
     }

@@ -62,7 +62,7 @@ fn same_verdict_as_serde_json(body: &[u8]) -> Result<(), TestCaseError> {
         (Err(e @ ExtractError::InvalidJson { .. }), Ok(_)) => {
             prop_assert!(false, "refused JSON that serde_json reads: {e:?}");
         }
-        (Ok(_) | Err(ExtractError::MissingCompany { .. }), Err(e)) => {
+        (Ok(_) | Err(ExtractError::NoUsableDocument { .. }), Err(e)) => {
             prop_assert!(false, "accepted what serde_json refuses: {e}");
         }
         // Too deep, a duplicate key, or an outcome both agree on.
@@ -132,7 +132,7 @@ proptest! {
                 };
                 prop_assert_eq!(docs.len(), expected);
             }
-            Err(ExtractError::MissingCompany { .. }) => {}
+            Err(ExtractError::NoUsableDocument { .. }) => {}
             Err(other) => prop_assert!(false, "serialized JSON refused as {:?}", other),
         }
     }

@@ -15,7 +15,7 @@ mod record;
 mod stats;
 
 pub use record::{Recorded, SeenEvent};
-pub use stats::Stats;
+pub use stats::{Stats, StatsFilter};
 
 /// An event as the routes and the live stream show it.
 #[derive(Debug, Clone, Serialize)]
@@ -27,6 +27,7 @@ pub struct EventView {
     pub service: &'static str,
     pub request_id: String,
     pub company: Option<String>,
+    pub dataset: Option<String>,
     pub file_id: Option<Uuid>,
     pub topic: String,
     pub partition: i32,
@@ -42,6 +43,7 @@ pub struct EventView {
 pub struct FileSummary {
     pub file_id: Uuid,
     pub company: Option<String>,
+    pub dataset: Option<String>,
     pub request_id: String,
     pub filename: Option<String>,
     pub status: String,
@@ -84,6 +86,7 @@ struct EventRow {
     occurred_at: DateTime<Utc>,
     request_id: String,
     company: Option<String>,
+    dataset: Option<String>,
     file_id: Option<Uuid>,
     topic: String,
     partition: i32,
@@ -100,6 +103,7 @@ impl From<EventRow> for EventView {
             occurred_at: r.occurred_at,
             request_id: r.request_id,
             company: r.company,
+            dataset: r.dataset,
             file_id: r.file_id,
             topic: r.topic,
             partition: r.partition,
@@ -139,7 +143,7 @@ impl Store {
         let mut tx = self.snapshot().await?;
         let Some(file) = sqlx::query_as!(
             FileSummary,
-            "SELECT file_id, company, request_id, filename, status, status_at,
+            "SELECT file_id, company, dataset, request_id, filename, status, status_at,
                     received_at, loaded_at, latency_ms, events
              FROM monitoring_files WHERE file_id = $1",
             file_id.as_uuid(),
@@ -151,7 +155,7 @@ impl Store {
         };
         let timeline = sqlx::query_as!(
             EventRow,
-            r#"SELECT event_id, event_type, occurred_at, request_id, company, file_id,
+            r#"SELECT event_id, event_type, occurred_at, request_id, company, dataset, file_id,
                       topic, "partition", "offset", details
                FROM monitoring_events WHERE file_id = $1
                ORDER BY occurred_at, seen_at"#,
@@ -174,7 +178,7 @@ impl Store {
     ) -> Result<Vec<FileSummary>, sqlx::Error> {
         sqlx::query_as!(
             FileSummary,
-            "SELECT file_id, company, request_id, filename, status, status_at,
+            "SELECT file_id, company, dataset, request_id, filename, status, status_at,
                     received_at, loaded_at, latency_ms, events
              FROM monitoring_files WHERE company = $1
              ORDER BY status_at DESC LIMIT $2",
@@ -192,7 +196,7 @@ impl Store {
         let mut tx = self.snapshot().await?;
         let events: Vec<EventView> = sqlx::query_as!(
             EventRow,
-            r#"SELECT event_id, event_type, occurred_at, request_id, company, file_id,
+            r#"SELECT event_id, event_type, occurred_at, request_id, company, dataset, file_id,
                       topic, "partition", "offset", details
                FROM monitoring_events WHERE request_id = $1
                ORDER BY occurred_at, seen_at"#,
@@ -208,7 +212,7 @@ impl Store {
         }
         let files = sqlx::query_as!(
             FileSummary,
-            "SELECT file_id, company, request_id, filename, status, status_at,
+            "SELECT file_id, company, dataset, request_id, filename, status, status_at,
                     received_at, loaded_at, latency_ms, events
              FROM monitoring_files WHERE request_id = $1
              ORDER BY received_at NULLS LAST, file_id",

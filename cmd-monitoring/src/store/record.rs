@@ -35,15 +35,16 @@ impl Store {
             let mut view = seen.view();
             let inserted = sqlx::query!(
                 r#"INSERT INTO monitoring_events
-                       (event_id, event_type, occurred_at, request_id, company, file_id,
-                        topic, "partition", "offset", details)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                       (event_id, event_type, occurred_at, request_id, company, dataset,
+                        file_id, topic, "partition", "offset", details)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                    ON CONFLICT (event_id) DO NOTHING"#,
                 view.event_id,
                 view.event_type,
                 view.occurred_at,
                 view.request_id,
                 view.company,
+                view.dataset,
                 view.file_id,
                 view.topic,
                 view.partition,
@@ -100,6 +101,7 @@ impl SeenEvent {
             service: service_of(e.event.type_name(), &details),
             request_id: e.request_id.as_str().to_owned(),
             company: e.company.as_ref().map(|c| c.as_str().to_owned()),
+            dataset: e.dataset.as_ref().map(|d| d.as_str().to_owned()),
             file_id: e.event.file_id().map(|f| f.as_uuid()),
             topic: self.topic.clone(),
             partition: self.partition,
@@ -124,24 +126,35 @@ async fn update_file(
         Event::FileLoaded(_) => (None, None, Some(view.occurred_at)),
         _ => (None, None, None),
     };
-    // Events of different topics arrive in any order: the latest event
+    // Events of different topics arrive in any order: the latest outcome
     // decides the status, the first receipt and first load the latency.
+    // An announcement never hides an outcome: the same content posted
+    // again is announced again and skipped by the processor, with no
+    // outcome of its own (a replay's outcome comes, and decides by time).
     sqlx::query!(
         "INSERT INTO monitoring_files AS f
-             (file_id, company, request_id, filename, status, status_at,
+             (file_id, company, dataset, request_id, filename, status, status_at,
               received_at, loaded_at, events)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)
          ON CONFLICT (file_id) DO UPDATE SET
              company = coalesce(f.company, excluded.company),
+             dataset = coalesce(f.dataset, excluded.dataset),
              filename = coalesce(f.filename, excluded.filename),
-             status = CASE WHEN excluded.status_at >= f.status_at
-                           THEN excluded.status ELSE f.status END,
-             status_at = greatest(f.status_at, excluded.status_at),
+             status = CASE
+                 WHEN excluded.status = 'received' THEN f.status
+                 WHEN f.status = 'received' OR excluded.status_at >= f.status_at
+                     THEN excluded.status
+                 ELSE f.status END,
+             status_at = CASE
+                 WHEN excluded.status = 'received' THEN f.status_at
+                 WHEN f.status = 'received' THEN excluded.status_at
+                 ELSE greatest(f.status_at, excluded.status_at) END,
              received_at = least(f.received_at, excluded.received_at),
              loaded_at = least(f.loaded_at, excluded.loaded_at),
              events = f.events + 1",
         file_id,
         view.company,
+        view.dataset,
         view.request_id,
         filename,
         status,

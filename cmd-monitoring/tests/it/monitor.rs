@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use etl_core::dataset::DatasetName;
 use etl_core::domain::{CompanySlug, FileId, RequestId};
-use etl_core::events::{Envelope, Event, FileExtractSuccess, FileLoaded};
+use etl_core::events::{Envelope, Event, FileExtractSuccess, FileLoaded, ValidationError};
 use etl_testkit::{
     DEADLINE, OwnKafka, OwnServer, TestEnv, eventually, get_json, metric, readiness,
     readiness_follows, scrape,
@@ -40,30 +41,9 @@ async fn out_of_order_repeated_and_unreadable_records_leave_one_true_story() {
     let publisher = env.publisher();
     let company = CompanySlug::parse(&format!("order-{}", env.id.replace('_', "-"))).unwrap();
     let file_id: FileId = uuid::Uuid::new_v4().into();
-    let mut received = Envelope::new(
-        RequestId::parse("req-order").unwrap(),
-        Some(company.clone()),
-        Event::FileExtractSuccess(FileExtractSuccess {
-            file_id,
-            filename: "c.json".into(),
-            s3_bucket: "b".into(),
-            s3_key: format!("{company}/files/{file_id}.json"),
-            size_bytes: 10,
-            sha256: "00".repeat(32),
-            etag: "\"e\"".into(),
-            dataset: "companies".into(),
-            replay: false,
-        }),
-    );
+    let mut received = announcement(&company, file_id, false);
     received.occurred_at -= chrono::Duration::milliseconds(250);
-    let loaded = Envelope::caused_by(
-        &received,
-        Event::FileLoaded(FileLoaded {
-            file_id,
-            rows: BTreeMap::from([("companies".to_owned(), 1)]),
-            duration_ms: 5,
-        }),
-    );
+    let loaded = loaded(&received);
 
     // The outcome first (twice), garbage, then the cause.
     publisher.publish(&loaded).await.unwrap();
@@ -120,6 +100,99 @@ async fn out_of_order_repeated_and_unreadable_records_leave_one_true_story() {
     assert_eq!(
         metric(&samples, "pipeline_end_to_end_latency_seconds_count", &[]),
         1.0
+    );
+}
+
+/// A `FileExtractSuccess` of `file_id`, as the api (or, with `replay`,
+/// `cmd-processor replay`) publishes it.
+fn announcement(company: &CompanySlug, file_id: FileId, replay: bool) -> Envelope {
+    Envelope::new(
+        RequestId::parse("req-order").unwrap(),
+        Some(company.clone()),
+        Some(DatasetName::parse("companies").unwrap()),
+        Event::FileExtractSuccess(FileExtractSuccess {
+            file_id,
+            filename: "c.json".into(),
+            s3_bucket: "b".into(),
+            s3_key: format!("{company}/files/{file_id}.json"),
+            size_bytes: 10,
+            sha256: "00".repeat(32),
+            etag: "\"e\"".into(),
+            replay,
+        }),
+    )
+}
+
+fn loaded(cause: &Envelope) -> Envelope {
+    let file_id = cause.event.file_id().unwrap();
+    Envelope::caused_by(
+        cause,
+        Event::FileLoaded(FileLoaded {
+            file_id,
+            rows: BTreeMap::from([("companies".to_owned(), 1)]),
+            duration_ms: 5,
+        }),
+    )
+}
+
+/// The same content posted again is announced again, and the processor
+/// skips it without an outcome: the file stays loaded, whichever event the
+/// monitor reads first. A replay keeps the file's outcome until its own.
+#[tokio::test]
+async fn an_announcement_never_hides_an_outcome() {
+    let env = TestEnv::new().await;
+    let monitor = env.spawn_monitor(&[]).await;
+    let publisher = env.publisher();
+    let company = CompanySlug::parse(&format!("again-{}", env.id.replace('_', "-"))).unwrap();
+    let file_id: FileId = uuid::Uuid::new_v4().into();
+    let mut first = announcement(&company, file_id, false);
+    first.occurred_at -= chrono::Duration::milliseconds(500);
+    let mut outcome = loaded(&first);
+    outcome.occurred_at -= chrono::Duration::milliseconds(400);
+    let again = announcement(&company, file_id, false);
+
+    publisher.publish(&again).await.unwrap();
+    publisher.publish(&first).await.unwrap();
+    publisher.publish(&outcome).await.unwrap();
+    let file = eventually(DEADLINE, "the three events of the file", || async {
+        let (_, file) = get_json(&monitor, &format!("/files/{file_id}")).await;
+        (file["events"] == 3).then_some(file)
+    })
+    .await;
+    assert_eq!(file["status"], "loaded", "{file}");
+    let (_, stats) = get_json(&monitor, "/stats").await;
+    assert_eq!(
+        stats["files"],
+        serde_json::json!({"loaded": 1}),
+        "none waiting: {stats}"
+    );
+
+    let replay = announcement(&company, file_id, true);
+    publisher.publish(&replay).await.unwrap();
+    let file = eventually(DEADLINE, "the replay recorded", || async {
+        let (_, file) = get_json(&monitor, &format!("/files/{file_id}")).await;
+        (file["events"] == 4).then_some(file)
+    })
+    .await;
+    assert_eq!(file["status"], "loaded", "{file}");
+    let mut invalid = Envelope::caused_by(
+        &replay,
+        Event::ValidationError(ValidationError {
+            file_id,
+            s3_key: format!("{company}/files/{file_id}.json"),
+            errors: Vec::new(),
+        }),
+    );
+    invalid.occurred_at += chrono::Duration::milliseconds(100);
+    publisher.publish(&invalid).await.unwrap();
+    let file = eventually(DEADLINE, "the replay's outcome recorded", || async {
+        let (_, file) = get_json(&monitor, &format!("/files/{file_id}")).await;
+        (file["events"] == 5).then_some(file)
+    })
+    .await;
+    assert_eq!(
+        file["status"], "invalid",
+        "the later outcome decides: {file}"
     );
 }
 

@@ -106,7 +106,7 @@ pub async fn produce(env: &TestEnv, total: u64, pace: Pace) -> Phase {
 }
 
 /// Rows each benchmark company has: itself, two offices, two contacts
-/// (the shape of examples/data/json/c.json).
+/// (the shape of examples/data/json/companies/c.json).
 pub const ROWS_PER_COMPANY: u64 = 5;
 
 /// `COPY … FROM STDIN` of companies with their offices and contacts into

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::dataset::DatasetName;
 use crate::domain::{CompanySlug, FileId, RequestId, derived_uuid};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,6 +18,11 @@ pub struct Envelope {
     pub request_id: RequestId,
     /// `None` when the company could not be determined (an unparseable body).
     pub company: Option<CompanySlug>,
+    /// The dataset the file belongs to, or the upload was posted to; `None`
+    /// for a record the processor could not read, and in events written
+    /// before every event carried it (only `FileExtractSuccess` did).
+    #[serde(default)]
+    pub dataset: Option<DatasetName>,
     #[serde(flatten)]
     pub event: Event,
 }
@@ -31,7 +37,7 @@ pub enum Event {
     DeadLetter(DeadLetter),
 }
 
-/// `FileExtractSuccess.dataset` of company files, the one dataset so far.
+/// The dataset of company files, the one the pipeline was built for.
 pub const COMPANIES_DATASET: &str = "companies";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,7 +50,6 @@ pub struct FileExtractSuccess {
     /// Hex SHA-256 of the stored object.
     pub sha256: String,
     pub etag: String,
-    pub dataset: String,
     /// Set by `cmd-processor replay`: process the file again even though the
     /// ledger already has an outcome for it (an ordinary re-post of the same
     /// content is skipped as a duplicate).
@@ -134,12 +139,18 @@ impl Event {
 }
 
 impl Envelope {
-    pub fn new(request_id: RequestId, company: Option<CompanySlug>, event: Event) -> Self {
+    pub fn new(
+        request_id: RequestId,
+        company: Option<CompanySlug>,
+        dataset: Option<DatasetName>,
+        event: Event,
+    ) -> Self {
         Self {
             event_id: Uuid::new_v4(),
             occurred_at: Utc::now(),
             request_id,
             company,
+            dataset,
             event,
         }
     }
@@ -154,6 +165,7 @@ impl Envelope {
             occurred_at: Utc::now(),
             request_id: cause.request_id.clone(),
             company: cause.company.clone(),
+            dataset: cause.dataset.clone(),
             event,
         }
     }
@@ -177,6 +189,7 @@ mod tests {
         Envelope::new(
             RequestId::parse("req-1").unwrap(),
             Some(CompanySlug::parse("acme").unwrap()),
+            Some(DatasetName::parse("companies").unwrap()),
             Event::FileExtractSuccess(FileExtractSuccess {
                 file_id: "0190b2c4-0000-8000-8000-000000000001".parse().unwrap(),
                 filename: "c.json".into(),
@@ -185,7 +198,6 @@ mod tests {
                 size_bytes: 42,
                 sha256: "ab".repeat(32),
                 etag: "\"e\"".into(),
-                dataset: "companies".into(),
                 replay: false,
             }),
         )
@@ -209,9 +221,30 @@ mod tests {
     }
 
     #[test]
+    fn an_outcome_written_before_events_named_their_dataset_still_reads() {
+        let mut v: serde_json::Value = serde_json::from_slice(&success().to_json()).unwrap();
+        v["event_type"] = json!("FileLoaded");
+        v["rows"] = json!({"companies": 1});
+        v["duration_ms"] = json!(3);
+        v.as_object_mut().unwrap().remove("dataset");
+        let read = Envelope::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(read.dataset, None);
+        assert_eq!(read.event.type_name(), "FileLoaded");
+    }
+
+    #[test]
+    fn an_event_naming_an_impossible_dataset_is_refused() {
+        let mut v: serde_json::Value = serde_json::from_slice(&success().to_json()).unwrap();
+        v["dataset"] = json!("../companies");
+        let err = Envelope::from_json(v.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("../companies"), "{err}");
+    }
+
+    #[test]
     fn unknown_company_is_null_and_optional_fields_are_omitted() {
         let e = Envelope::new(
             RequestId::generate(),
+            None,
             None,
             Event::FileExtractError(FileExtractError {
                 reason: "invalid_json".into(),
@@ -223,6 +256,7 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
         assert_eq!(v["company"], json!(null));
+        assert_eq!(v["dataset"], json!(null));
         assert_eq!(v["line"], 3);
         assert!(v.get("column").is_none());
         assert_eq!(Envelope::from_json(&e.to_json()).unwrap(), e);
@@ -254,6 +288,7 @@ mod tests {
         );
         assert_eq!(loaded().request_id, cause.request_id);
         assert_eq!(loaded().company, cause.company);
+        assert_eq!(loaded().dataset, cause.dataset);
     }
 
     #[test]

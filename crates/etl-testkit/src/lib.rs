@@ -22,6 +22,7 @@ mod own_server;
 mod process;
 mod scrape;
 mod service;
+mod sse;
 mod stale;
 mod tail;
 pub use app::{Answer, ImportRequest, import, test_log};
@@ -36,6 +37,7 @@ pub use scrape::{Sample, metric, parse_metrics, scrape};
 pub use service::{
     Endpoint, Service, get_json, http, local_listener, post_import, readiness, readiness_follows,
 };
+pub use sse::read_events;
 pub use tail::{Received, TopicTail, file_loaded_event_ids};
 
 /// How long a test waits for something the pipeline does asynchronously.
@@ -214,7 +216,7 @@ where
     }
 }
 
-/// The content of an example file, `examples/data/json/<name>`.
+/// The content of an example file, `examples/data/json/<dataset>/<name>`.
 pub fn example(name: &str) -> Vec<u8> {
     let path = repo_root().join("examples/data/json").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
@@ -228,7 +230,7 @@ pub fn example_json(name: &str) -> serde_json::Value {
 /// A valid company document of its own: `c.json` with the name
 /// `Test {tag} {n}` and an INN derived from `n` (valid check digit).
 pub fn generated_company(tag: &str, n: u32) -> serde_json::Value {
-    let mut doc = example_json("c.json");
+    let mut doc = example_json("companies/c.json");
     doc["name"] = format!("Test {tag} {n}").into();
     let inn = etl_core::domain::Inn::with_check_digits(&format!("{:09}", 100_000_000 + n))
         .expect("nine digits");

@@ -11,23 +11,44 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{ConfigError, Env};
 
 /// The datasets built into the binaries: (name, schema, mapping).
-const EMBEDDED: [(&str, &str, &str); 1] = [(
-    "companies",
-    include_str!("../../../../datasets/companies/schema.json"),
-    include_str!("../../../../datasets/companies/mapping.json"),
-)];
+const EMBEDDED: [(&str, &str, &str); 2] = [
+    (
+        "companies",
+        include_str!("../../../../datasets/companies/schema.json"),
+        include_str!("../../../../datasets/companies/mapping.json"),
+    ),
+    (
+        "employees",
+        include_str!("../../../../datasets/employees/schema.json"),
+        include_str!("../../../../datasets/employees/mapping.json"),
+    ),
+];
 
 /// A dataset's name, `[a-z][a-z0-9_-]{0,62}`: safe as a URL segment, an
 /// S3 key segment and a metric label.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct DatasetName(String);
+
+impl TryFrom<String> for DatasetName {
+    type Error = DatasetError;
+
+    fn try_from(name: String) -> Result<Self, DatasetError> {
+        Self::parse(&name)
+    }
+}
+
+impl From<DatasetName> for String {
+    fn from(name: DatasetName) -> String {
+        name.0
+    }
+}
 
 impl DatasetName {
     pub fn parse(name: &str) -> Result<Self, DatasetError> {

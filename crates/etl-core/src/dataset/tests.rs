@@ -36,7 +36,7 @@ fn refusal(datasets: &[(&str, &str, &str)]) -> String {
 #[test]
 fn companies_is_built_in_and_reads_every_field_it_stores() {
     let all = Datasets::load(None).unwrap();
-    assert_eq!(all.names(), ["companies"]);
+    assert_eq!(all.names(), ["companies", "employees"]);
     let companies = all.get("companies").unwrap();
     assert_eq!(companies.mapping.key, "inn");
     assert_eq!(companies.schema["properties"]["inn"]["format"], "inn");
@@ -55,6 +55,32 @@ fn companies_is_built_in_and_reads_every_field_it_stores() {
             "ogrn",
             "website"
         ]
+    );
+}
+
+#[test]
+fn employees_is_built_in_keyed_by_snils_and_refuses_fields_it_does_not_store() {
+    let all = Datasets::load(None).unwrap();
+    let employees = all.get("employees").unwrap();
+    assert_eq!(employees.mapping.key, "snils");
+    assert_eq!(employees.mapping.name_field(), "full_name");
+    assert_eq!(employees.mapping.unknown_fields, UnknownFields::Refuse);
+    assert_eq!(employees.schema["properties"]["snils"]["format"], "snils");
+    assert_eq!(
+        employees.schema["properties"]["company_inn"]["format"],
+        "inn"
+    );
+    let known: Vec<String> = employees.mapping.known_fields().into_iter().collect();
+    let mut declared: Vec<&String> = employees.schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    declared.sort();
+    assert_eq!(
+        known.iter().collect::<Vec<_>>(),
+        declared,
+        "every field the schema allows is stored"
     );
 }
 
@@ -86,7 +112,7 @@ fn a_folder_adds_datasets_and_replaces_a_built_in_one_of_its_name() {
         ("companies", SCHEMA, &companies),
     ]);
     let all = Datasets::load(Some(&dir)).unwrap();
-    assert_eq!(all.names(), ["companies", "products"]);
+    assert_eq!(all.names(), ["companies", "employees", "products"]);
     assert_eq!(all.get("products").unwrap().mapping.table, "products");
     assert_eq!(all.get("companies").unwrap().mapping.key, "sku");
     assert!(all.get("nothing").is_none());

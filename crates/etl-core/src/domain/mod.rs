@@ -5,11 +5,13 @@ mod file_id;
 mod inn;
 mod request_id;
 mod slug;
+mod snils;
 
 pub use file_id::FileId;
 pub use inn::{Inn, InnError};
 pub use request_id::RequestId;
 pub use slug::{CompanySlug, SlugError};
+pub use snils::{Snils, SnilsError};
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;

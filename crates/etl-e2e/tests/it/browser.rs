@@ -1,7 +1,8 @@
 //! The monitoring dashboard in a real browser (headless Chromium through
 //! playwright-core, `scripts/browser.sh`): opened from the monitoring binary
 //! alone, it shows a file posted through the api, live, and finds it by
-//! file id and by request id. The screenshot lands in `.local/screenshots/`.
+//! file id and by request id; narrowed to a dataset, it shows only that
+//! dataset's events. The screenshot lands in `.local/screenshots/`.
 
 use std::time::Duration;
 
@@ -69,6 +70,26 @@ async fn the_dashboard_shows_a_posted_file_live_and_finds_it() {
     let (_, file) = get_json(&monitor, &format!("/files/{file_id}")).await;
     assert_eq!(file["status"], "loaded", "{file}");
     assert_eq!(file["request_id"], seen["request_id"], "{file}");
+
+    // Narrowed to employees, the page showed an employee's load and only
+    // employees' events.
+    assert_eq!(seen["employee_shown"], true, "{seen}");
+    assert_eq!(
+        seen["datasets_shown"],
+        serde_json::json!(["employees"]),
+        "{seen}"
+    );
+    assert_eq!(seen["company_rows_after_filter"], 0, "{seen}");
+    let employee_id = seen["employee_id"].as_str().unwrap();
+    let (_, file) = get_json(&monitor, &format!("/files/{employee_id}")).await;
+    assert_eq!(
+        (&file["dataset"], &file["status"]),
+        (
+            &serde_json::json!("employees"),
+            &serde_json::json!("loaded")
+        ),
+        "{file}"
+    );
 
     let png = std::fs::read(&screenshot).expect("the screenshot is written");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG screenshot");

@@ -148,7 +148,7 @@ async fn every_metric_the_dashboard_queries_is_exported() {
     let api = ServiceProcess::api(&env, &[]).await;
     let processor = ServiceProcess::processor(&env, &[]).await;
     let monitor = ServiceProcess::monitor(&env, &[]).await;
-    for body in [example("c.json"), b"{broken".to_vec()] {
+    for body in [example("companies/c.json"), b"{broken".to_vec()] {
         post_import(&api, body).await;
     }
     eventually(DEADLINE, "the file loaded", || async {

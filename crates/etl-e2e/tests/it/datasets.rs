@@ -8,7 +8,10 @@
 use serde_json::{Value, json};
 
 use etl_core::events::Event;
-use etl_testkit::{DEADLINE, ImportRequest, Received, TestEnv, eventually, run_binary};
+use etl_testkit::{
+    Answer, DEADLINE, Endpoint, ImportRequest, Received, TestEnv, eventually, example,
+    example_json, get_json, http, metric, read_events, run_binary, scrape,
+};
 
 const TABLES: &str = "
     CREATE TABLE products (
@@ -168,4 +171,258 @@ async fn a_mapping_that_does_not_fit_its_table_stops_the_processor_naming_it() {
         said.contains("dataset products: products.stock is integer, the mapping writes bigint"),
         "{said}"
     );
+}
+
+/// The files of one request of the shipped examples, by their answer.
+struct Posted {
+    loaded: Vec<String>,
+    bad_snils: String,
+    schema_errors: String,
+}
+
+#[tokio::test]
+async fn employees_go_end_to_end_and_the_monitor_tells_the_datasets_apart() {
+    let env = TestEnv::new().await;
+    let api = env.spawn_api(&[]).await;
+    let _processor = env.spawn_processor(&[]).await;
+    let monitor = env.spawn_monitor(&[]).await;
+    let mut live = subscribe(&monitor, "/events/stream?dataset=employees").await;
+
+    let posted = the_example_employees_are_accepted_and_the_broken_ones_answered(&api).await;
+    let company = etl_testkit::import(&api, example("companies/c.json"))
+        .send()
+        .await;
+    assert_eq!(company.status, 202, "{}", company.body);
+    every_good_employee_is_loaded_with_skills_and_the_bad_ones_are_not(&env, &posted).await;
+    the_api_counts_each_dataset_apart(&api).await;
+    the_monitor_filters_by_dataset(&monitor, &posted, &company.file_ids()[0], &mut live).await;
+}
+
+async fn subscribe(monitor: &impl Endpoint, path: &str) -> reqwest::Response {
+    let mut live = http().get(monitor.url(path)).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    let ready = read_events(&mut live, "the ready message", |e| !e.is_empty()).await;
+    assert_eq!(ready[0].0, "ready");
+    live
+}
+
+async fn post_employees(api: &impl Endpoint, name: &str, content_type: &str) -> Answer {
+    let path = format!("/import/employees?filename={name}");
+    ImportRequest::new(api, &path, example(&format!("employees/{name}")))
+        .header("content-type", content_type)
+        .send()
+        .await
+}
+
+async fn the_example_employees_are_accepted_and_the_broken_ones_answered(
+    api: &impl Endpoint,
+) -> Posted {
+    let mut loaded = Vec::new();
+    let mut keys = Vec::new();
+    for (name, content_type, files) in [
+        ("e.json", "application/json", 1),
+        ("employees.json", "application/json", 19),
+        ("employees.ndjson", "application/x-ndjson", 4),
+    ] {
+        let answer = post_employees(api, name, content_type).await;
+        assert_eq!(answer.status, 202, "{name}: {}", answer.body);
+        assert_eq!(answer.file_ids().len(), files, "{name}");
+        loaded.extend(answer.file_ids());
+        keys.push(answer.body["files"][0]["s3_key"].clone());
+    }
+    assert_eq!(
+        keys[0],
+        format!("employees/ivanova-anna-sergeevna/files/{}.json", loaded[0]),
+        "named by full_name"
+    );
+
+    let missing = post_employees(api, "invalid/missing-name.json", "application/json").await;
+    assert_eq!(missing.status, 422, "{}", missing.body);
+    assert_eq!(missing.body["error"]["code"], "missing_document_name");
+    let message = missing.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("\"full_name\""), "{message}");
+
+    let bad_snils = post_employees(api, "invalid/bad-snils.json", "application/json").await;
+    let schema_errors = post_employees(api, "invalid/schema-errors.json", "application/json").await;
+    assert_eq!((bad_snils.status, schema_errors.status), (202, 202));
+    Posted {
+        loaded,
+        bad_snils: bad_snils.file_ids().remove(0),
+        schema_errors: schema_errors.file_ids().remove(0),
+    }
+}
+
+async fn every_good_employee_is_loaded_with_skills_and_the_bad_ones_are_not(
+    env: &TestEnv,
+    posted: &Posted,
+) {
+    let topics = env.kafka().topics();
+    let mut loaded = env.tail(&topics.file_loaded);
+    let records = loaded
+        .until(DEADLINE, "a FileLoaded for every employee", |r| {
+            posted.loaded.iter().all(|id| outcome(r, id).is_some())
+        })
+        .await;
+    let Some(Event::FileLoaded(first)) = outcome(records, &posted.loaded[0]) else {
+        panic!("{records:?}")
+    };
+    let examples: Vec<Value> = [
+        vec![example_json("employees/e.json")],
+        example_json("employees/employees.json")
+            .as_array()
+            .unwrap()
+            .clone(),
+    ]
+    .concat();
+    let skills = examples[0]["skills"].as_array().unwrap().len() as u64;
+    let rows: Value = serde_json::to_value(&first.rows).unwrap();
+    assert_eq!(rows, json!({"employees": 1, "employee_skills": skills}));
+    let row: (String, String, Option<i64>, Option<bool>) = sqlx::query_as(
+        "SELECT full_name, company_inn, monthly_salary_rub, remote FROM employees WHERE snils = $1",
+    )
+    .bind(examples[0]["snils"].as_str().unwrap())
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    let e = &examples[0];
+    assert_eq!(
+        row,
+        (
+            e["full_name"].as_str().unwrap().to_owned(),
+            e["company_inn"].as_str().unwrap().to_owned(),
+            e["monthly_salary_rub"].as_i64(),
+            e["remote"].as_bool()
+        )
+    );
+    let employees: i64 = sqlx::query_scalar("SELECT count(*) FROM employees")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(employees, 24, "every example employee once; no bad one");
+
+    let mut invalid = env.tail(&topics.validation_error);
+    let records = invalid
+        .until(DEADLINE, "both employees' ValidationErrors", |r| {
+            outcome(r, &posted.bad_snils).is_some() && outcome(r, &posted.schema_errors).is_some()
+        })
+        .await;
+    let Some(Event::ValidationError(bad_snils)) = outcome(records, &posted.bad_snils) else {
+        panic!("{records:?}")
+    };
+    assert_eq!(bad_snils.errors.len(), 1, "{:?}", bad_snils.errors);
+    assert_eq!(bad_snils.errors[0].path, "/snils");
+    assert!(bad_snils.errors[0].message.contains("checksum"));
+    let Some(Event::ValidationError(many)) = outcome(records, &posted.schema_errors) else {
+        panic!("{records:?}")
+    };
+    let mut paths: Vec<&str> = many.errors.iter().map(|e| e.path.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "/company_inn",
+            "/department",
+            "/email",
+            "/hired_at",
+            "/monthly_salary_rub",
+            "/remote",
+            "/skills/0/level",
+            "/skills/0/name",
+            "/snils"
+        ],
+        "{:?}",
+        many.errors
+    );
+}
+
+async fn the_api_counts_each_dataset_apart(api: &impl Endpoint) {
+    let samples = scrape(api).await;
+    let requests = |dataset, outcome| {
+        metric(
+            &samples,
+            "import_requests_total",
+            &[("dataset", dataset), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(requests("employees", "accepted"), 5.0);
+    assert_eq!(requests("employees", "missing_document_name"), 1.0);
+    assert_eq!(requests("companies", "accepted"), 1.0);
+    let stored = |dataset| {
+        metric(
+            &samples,
+            "import_files_stored_total",
+            &[("dataset", dataset)],
+        )
+    };
+    assert_eq!(stored("employees"), 26.0, "24 good, 2 bad");
+    assert_eq!(stored("companies"), 1.0);
+}
+
+async fn the_monitor_filters_by_dataset(
+    monitor: &impl Endpoint,
+    posted: &Posted,
+    company_file: &str,
+    live: &mut reqwest::Response,
+) {
+    // 26 announced, 24 loaded, 2 invalid, 1 refused upload.
+    let stats = eventually(DEADLINE, "the monitor to count the employees", || async {
+        let (status, stats) = get_json(monitor, "/stats?dataset=employees").await;
+        assert_eq!(status, 200, "{stats}");
+        (stats["total"]["by_type"]["FileLoaded"] == 24
+            && stats["total"]["by_type"]["ValidationError"] == 2)
+            .then_some(stats)
+    })
+    .await;
+    assert_eq!(stats["dataset"], "employees");
+    assert_eq!(
+        stats["total"]["by_type"],
+        json!({"FileExtractSuccess": 26, "FileExtractError": 1, "FileLoaded": 24,
+               "ValidationError": 2}),
+        "no company event among them"
+    );
+    assert_eq!(stats["files"], json!({"loaded": 24, "invalid": 2}));
+
+    let (_, all) = eventually(DEADLINE, "the company's FileLoaded", || async {
+        let (status, all) = get_json(monitor, "/stats").await;
+        (all["total"]["by_type"]["FileLoaded"] == 25).then_some((status, all))
+    })
+    .await;
+    let by_dataset: Vec<(&str, &Value)> = all["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["dataset"].as_str().unwrap(), &d["by_type"]["FileLoaded"]))
+        .collect();
+    assert_eq!(
+        by_dataset,
+        [("companies", &json!(1)), ("employees", &json!(24))]
+    );
+
+    let (_, file) = get_json(monitor, &format!("/files/{}", posted.bad_snils)).await;
+    assert_eq!(
+        (&file["dataset"], &file["status"]),
+        (&json!("employees"), &json!("invalid"))
+    );
+    let (_, file) = get_json(monitor, &format!("/files/{company_file}")).await;
+    assert_eq!(file["dataset"], "companies");
+    assert!(
+        file["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["dataset"] == "companies")
+    );
+
+    let streamed = read_events(live, "every employee's FileLoaded on the stream", |e| {
+        e.iter().filter(|(name, _)| name == "FileLoaded").count() == 24
+    })
+    .await;
+    assert!(
+        streamed.iter().all(|(_, e)| e["dataset"] == "employees"),
+        "only employees' events: {streamed:?}"
+    );
+
+    let (status, refused) = get_json(monitor, "/stats?dataset=Employees").await;
+    assert_eq!(status, 400);
+    assert_eq!(refused["error"]["code"], "invalid_dataset");
 }

@@ -29,14 +29,14 @@ async fn one_request_id_leads_through_all_three_services_logs() {
 
     // A wrong key first: refused, and (checked below) not logged either.
     let wrong_key = format!("{api_key}-wrong");
-    let refused = import(&api, example("c.json"))
+    let refused = import(&api, example("companies/c.json"))
         .header("authorization", &format!("Bearer {wrong_key}"))
         .send()
         .await;
     assert_eq!(refused.status, 401);
 
     let request_id = format!("trace-{}", env.id);
-    let accepted = import(&api, example("c.json"))
+    let accepted = import(&api, example("companies/c.json"))
         .header("x-request-id", &request_id)
         .header("authorization", &format!("Bearer {api_key}"))
         .send()

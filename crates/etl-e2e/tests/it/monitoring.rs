@@ -3,13 +3,12 @@
 //! stream, its metrics — and that it remembers all of it across a crash.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use serde_json::{Value, json};
 
 use etl_testkit::{
     DEADLINE, ServiceProcess, TestEnv, eventually, generated_company, get_json, http, metric,
-    scrape,
+    read_events, scrape,
 };
 
 struct Pipeline {
@@ -44,41 +43,6 @@ fn slug(doc: &Value) -> String {
         .unwrap()
         .as_str()
         .to_owned()
-}
-
-/// Reads an SSE response until `done` holds for the events received so far.
-async fn read_stream(
-    response: &mut reqwest::Response,
-    what: &str,
-    done: impl Fn(&[(String, Value)]) -> bool,
-) -> Vec<(String, Value)> {
-    let deadline = Instant::now() + DEADLINE;
-    let (mut buffer, mut events) = (String::new(), Vec::new());
-    while !done(&events) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = tokio::time::timeout(left, response.chunk())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}; got {events:#?}"))
-            .unwrap()
-            .unwrap_or_else(|| panic!("stream ended waiting for {what}; got {events:#?}"));
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let message: String = buffer.drain(..end + 2).collect();
-            let mut name = String::from("message");
-            let mut data = String::new();
-            for line in message.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = v.trim().to_owned();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                }
-            }
-            if !data.is_empty() {
-                events.push((name, serde_json::from_str(&data).unwrap()));
-            }
-        }
-    }
-    events
 }
 
 /// What the import of [`import_three_and_a_refused_upload`] left behind.
@@ -120,7 +84,7 @@ async fn subscribe_to_loaded_files_of(p: &Pipeline, company: &str) -> reqwest::R
         .unwrap();
     assert_eq!(live.status(), 200);
     assert_eq!(live.headers()["content-type"], "text/event-stream");
-    read_stream(&mut live, "the ready message", |e| !e.is_empty()).await;
+    read_events(&mut live, "the ready message", |e| !e.is_empty()).await;
     live
 }
 
@@ -158,7 +122,7 @@ async fn the_live_stream_delivers_what_was_asked_for_and_nothing_else(
         loaded_id,
         ..
     } = run;
-    let streamed = read_stream(live, "FileLoaded on the stream", |e| {
+    let streamed = read_events(live, "FileLoaded on the stream", |e| {
         e.iter().any(|(_, v)| v["file_id"] == loaded_id.as_str())
     })
     .await;
@@ -488,7 +452,7 @@ async fn sigterm_ends_open_live_streams_and_the_monitor_exits() {
         .send()
         .await
         .unwrap();
-    read_stream(&mut live, "the ready message", |e| !e.is_empty()).await;
+    read_events(&mut live, "the ready message", |e| !e.is_empty()).await;
 
     monitor.signal("TERM");
     let status = monitor.wait(std::time::Duration::from_secs(15)).await;

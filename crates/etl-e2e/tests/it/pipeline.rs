@@ -154,7 +154,7 @@ fn loaded_ids(records: &[Received]) -> Vec<String> {
 #[tokio::test]
 async fn one_company_travels_from_curl_to_postgres() {
     let p = start().await;
-    let accepted = p.post(example("c.json")).await;
+    let accepted = p.post(example("companies/c.json")).await;
     let file_id = file_ids(&accepted).remove(0);
 
     let topics = p.env.kafka().topics();
@@ -179,7 +179,7 @@ async fn one_company_travels_from_curl_to_postgres() {
         ])
     );
 
-    let doc = example_json("c.json");
+    let doc = example_json("companies/c.json");
     let (name, slug, employees, city, extra): (
         String,
         String,
@@ -210,10 +210,10 @@ async fn one_company_travels_from_curl_to_postgres() {
 #[tokio::test]
 async fn every_company_of_a_large_file_is_loaded_exactly_once() {
     let p = start().await;
-    let companies = example_json("companies.json");
+    let companies = example_json("companies/companies.json");
     let n = companies.as_array().unwrap().len();
     assert!(n >= 50, "the example has {n} companies");
-    let accepted = p.post(example("companies.json")).await;
+    let accepted = p.post(example("companies/companies.json")).await;
     let ids: BTreeSet<String> = file_ids(&accepted).into_iter().collect();
     assert_eq!(ids.len(), n);
 
@@ -313,7 +313,7 @@ async fn one_companys_files_are_loaded_in_the_order_they_were_posted() {
 #[tokio::test]
 async fn a_bad_inn_checksum_is_reported_and_not_loaded() {
     let p = start().await;
-    let (file_id, event) = p.post_invalid("invalid/bad-inn.json").await;
+    let (file_id, event) = p.post_invalid("companies/invalid/bad-inn.json").await;
     assert_eq!(event.errors.len(), 1, "{:?}", event.errors);
     assert_eq!(event.errors[0].path, "/inn");
     assert!(
@@ -336,7 +336,7 @@ async fn a_bad_inn_checksum_is_reported_and_not_loaded() {
 #[tokio::test]
 async fn every_failing_path_of_a_document_is_listed_in_one_event() {
     let p = start().await;
-    let (_, event) = p.post_invalid("invalid/schema-errors.json").await;
+    let (_, event) = p.post_invalid("companies/invalid/schema-errors.json").await;
     let paths: BTreeSet<&str> = event.errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -356,8 +356,8 @@ async fn every_failing_path_of_a_document_is_listed_in_one_event() {
 #[tokio::test]
 async fn the_same_file_posted_twice_is_loaded_once() {
     let p = start().await;
-    let first = p.post(example("c.json")).await;
-    let second = p.post(example("c.json")).await;
+    let first = p.post(example("companies/c.json")).await;
+    let second = p.post(example("companies/c.json")).await;
     let file_id = file_ids(&first).remove(0);
     assert_eq!(
         file_ids(&second),
@@ -366,7 +366,7 @@ async fn the_same_file_posted_twice_is_loaded_once() {
     );
     // A later, different file of the same company goes to the same partition,
     // so once it is loaded, both copies before it have been handled.
-    let mut changed = example_json("c.json");
+    let mut changed = example_json("companies/c.json");
     changed["employees"] = 1.into();
     let marker = p.post(serde_json::to_vec(&changed).unwrap()).await;
     let marker_id = file_ids(&marker).remove(0);
@@ -399,7 +399,7 @@ async fn the_same_file_posted_twice_is_loaded_once() {
 #[tokio::test]
 async fn a_redelivered_event_is_not_loaded_again_and_its_outcome_repeats_with_the_same_id() {
     let p = start().await;
-    let accepted = p.post(example("c.json")).await;
+    let accepted = p.post(example("companies/c.json")).await;
     let file_id = file_ids(&accepted).remove(0);
     let topics = p.env.kafka().topics();
     let mut loaded = p.env.tail(&topics.file_loaded);
@@ -441,7 +441,7 @@ async fn a_poison_record_is_dead_lettered_and_later_files_still_load() {
         .map_err(|(e, _)| e)
         .expect("poison produced");
     eprintln!("injected: a record that is not an event, ahead of c.json in its partition");
-    let accepted = p.post(example("c.json")).await;
+    let accepted = p.post(example("companies/c.json")).await;
     let file_id = file_ids(&accepted).remove(0);
 
     let mut loaded = p.env.tail(&topics.file_loaded);
@@ -475,7 +475,7 @@ async fn a_poison_record_is_dead_lettered_and_later_files_still_load() {
 async fn a_file_deleted_before_processing_is_dead_lettered_and_later_files_still_load() {
     let env = TestEnv::new().await;
     let api = env.spawn_api(&[]).await;
-    let accepted = post_to(&api, example("c.json")).await;
+    let accepted = post_to(&api, example("companies/c.json")).await;
     let gone = file_ids(&accepted).remove(0);
     let key = accepted["files"][0]["s3_key"].as_str().unwrap().to_owned();
     env.store(&[])
@@ -543,8 +543,8 @@ impl Upload {
 #[tokio::test]
 async fn metrics_count_what_happened_and_are_all_documented() {
     let p = start().await;
-    let upload = Upload::of("companies.json");
-    let accepted = p.post(example("companies.json")).await;
+    let upload = Upload::of("companies/companies.json");
+    let accepted = p.post(example("companies/companies.json")).await;
 
     let api = the_api_counted_the_upload(&p, &upload, &accepted).await;
     the_processor_counted_every_file_and_row(&p, &upload).await;
@@ -567,14 +567,19 @@ async fn the_api_counted_the_upload(
         .sum();
     let api = scrape(&p.api).await;
     let route = [("method", "POST"), ("route", "/import/{dataset}")];
+    let companies = [("dataset", "companies")];
     assert_eq!(
-        metric(&api, "import_requests_total", &[("outcome", "accepted")]),
+        metric(
+            &api,
+            "import_requests_total",
+            &[("dataset", "companies"), ("outcome", "accepted")]
+        ),
         1.0
     );
-    assert_eq!(metric(&api, "import_files_received_total", &[]), n);
-    assert_eq!(metric(&api, "import_files_stored_total", &[]), n);
+    assert_eq!(metric(&api, "import_files_received_total", &companies), n);
+    assert_eq!(metric(&api, "import_files_stored_total", &companies), n);
     assert_eq!(
-        metric(&api, "import_stored_bytes_total", &[]),
+        metric(&api, "import_stored_bytes_total", &companies),
         stored_bytes as f64
     );
     assert_eq!(
@@ -750,7 +755,7 @@ async fn a_document_the_database_refuses_is_recorded_failed_and_dead_lettered_ev
         .execute(&p.env.pool)
         .await
         .unwrap();
-    let mut doc = example_json("c.json");
+    let mut doc = example_json("companies/c.json");
     doc["industry"] = "Refused".into();
     let accepted = p.post(serde_json::to_vec(&doc).unwrap()).await;
     let file_id = file_ids(&accepted).remove(0);
@@ -804,7 +809,8 @@ async fn a_postgres_outage_holds_files_back_and_loses_none() {
         ],
     )
     .await;
-    let companies: Vec<Value> = example_json("companies.json").as_array().unwrap()[..3].to_vec();
+    let companies: Vec<Value> =
+        example_json("companies/companies.json").as_array().unwrap()[..3].to_vec();
 
     let mut posted = Vec::new();
     readiness_follows(
@@ -891,7 +897,7 @@ async fn an_s3_outage_makes_the_processor_unready_until_it_is_back() {
     .await;
     readiness_follows(&p.processor, &mut s3, OwnServer::kill, "s3", async || {}).await;
 
-    let file_id = file_ids(&p.post(example("c.json")).await).remove(0);
+    let file_id = file_ids(&p.post(example("companies/c.json")).await).remove(0);
     let topic = p.env.kafka().topics().file_loaded;
     let loaded = p.outcomes(&topic, "FileLoaded", |r| !r.is_empty()).await;
     assert_eq!(loaded_ids(&loaded), vec![file_id]);

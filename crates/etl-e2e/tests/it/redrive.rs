@@ -5,6 +5,7 @@ use prometheus::Registry;
 use sha2::{Digest, Sha256};
 
 use etl_core::bus::EventPublisher;
+use etl_core::dataset::DatasetName;
 use etl_core::domain::{CompanySlug, FileId, RequestId};
 use etl_core::events::{Envelope, Event, FileExtractSuccess};
 use etl_core::metrics::DependencyTimer;
@@ -28,7 +29,7 @@ async fn a_file_whose_object_was_missing_loads_once_redriven() {
     let _processor = ServiceProcess::processor(&env, &[]).await;
 
     // An announced file whose object is not (yet) in S3: dead-lettered.
-    let bytes = example("c.json");
+    let bytes = example("companies/c.json");
     let company = CompanySlug::parse("pao-sberbank").unwrap();
     let sha: [u8; 32] = Sha256::digest(&bytes).into();
     let file_id = FileId::for_content(&company, &sha);
@@ -36,6 +37,7 @@ async fn a_file_whose_object_was_missing_loads_once_redriven() {
     let announced = Envelope::new(
         RequestId::generate(),
         Some(company),
+        Some(DatasetName::parse("companies").unwrap()),
         Event::FileExtractSuccess(FileExtractSuccess {
             file_id,
             filename: "c.json".into(),
@@ -44,7 +46,6 @@ async fn a_file_whose_object_was_missing_loads_once_redriven() {
             size_bytes: bytes.len() as u64,
             sha256: sha.iter().map(|b| format!("{b:02x}")).collect(),
             etag: String::new(),
-            dataset: "companies".into(),
             replay: false,
         }),
     );

@@ -1,0 +1,2 @@
+DROP TABLE employee_skills;
+DROP TABLE employees;
