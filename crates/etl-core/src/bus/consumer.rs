@@ -58,6 +58,9 @@ where
         .map_err(|e| BusError::Metadata(e.to_string()))
 }
 
+/// How often a consumer asks for the metadata of its topics.
+const TOPIC_REFRESH_MS: &str = "10000";
+
 /// A consumer of `topics` in `group_id` that starts from the earliest offset
 /// of a new group and never commits by itself: callers commit after their
 /// work is durable.
@@ -76,6 +79,11 @@ pub fn consumer(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        // A subscribed topic the broker does not know yet (created a moment
+        // ago, its metadata still on its way to this broker) is looked for
+        // again only at this interval: librdkafka's 5 minutes left a fresh
+        // consumer deaf for that long.
+        .set("topic.metadata.refresh.interval.ms", TOPIC_REFRESH_MS)
         .set(
             "session.timeout.ms",
             settings.session_timeout.as_millis().to_string(),
