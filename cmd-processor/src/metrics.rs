@@ -24,9 +24,9 @@ impl ProcessorMetrics {
                 IntCounterVec::new(
                     Opts::new(
                         "processor_files_total",
-                        "Files handled, by outcome (loaded, invalid, duplicate, reemitted, dead_lettered, failed, handed_over).",
+                        "Files handled, by dataset and outcome (loaded, invalid, duplicate, reemitted, dead_lettered, failed, handed_over).",
                     ),
-                    &["outcome"],
+                    &["dataset", "outcome"],
                 )
                 .expect("valid counter"),
             ),
@@ -78,8 +78,10 @@ impl ProcessorMetrics {
         metrics
     }
 
-    pub fn file(&self, outcome: &str) {
-        self.files.with_label_values(&[outcome]).inc();
+    /// `dataset` is empty for a record that named none (or was handed
+    /// over before it was read).
+    pub fn file(&self, dataset: &str, outcome: &str) {
+        self.files.with_label_values(&[dataset, outcome]).inc();
     }
 
     pub fn rows(&self, table: &str, n: u64) {

@@ -7,6 +7,7 @@ use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 
 use etl_core::bus::{HEADER_REQUEST_ID, headers_map};
+use etl_core::dataset::DatasetName;
 use etl_core::domain::{CompanySlug, RequestId};
 use etl_core::events::{
     DeadLetter, Envelope, Event, FieldError, FileExtractSuccess, FileLoaded, ValidationError,
@@ -51,19 +52,24 @@ impl Outcome {
 pub struct Handled {
     pub outcome: Outcome,
     pub announce: Option<Envelope>,
+    /// The file's dataset, for the counters; `None` for a record that did
+    /// not name one.
+    pub dataset: Option<DatasetName>,
 }
 
 impl Handled {
-    pub fn quietly(outcome: Outcome) -> Self {
+    pub fn quietly(outcome: Outcome, dataset: Option<DatasetName>) -> Self {
         Self {
             outcome,
             announce: None,
+            dataset,
         }
     }
 
     pub fn announcing(outcome: Outcome, event: Envelope) -> Self {
         Self {
             outcome,
+            dataset: event.dataset.clone(),
             announce: Some(event),
         }
     }

@@ -379,7 +379,7 @@ fn read_event(record: &OwnedMessage) -> Result<FileEvent<'_>, Stop> {
 fn already_recorded(event: &FileEvent<'_>, row: LedgerRow) -> Handled {
     if row.source_event_id != event.envelope.event_id {
         tracing::info!(status = %row.status, "file already handled for an earlier import; skipped");
-        return Handled::quietly(Outcome::Duplicate);
+        return Handled::quietly(Outcome::Duplicate, Some(event.dataset.clone()));
     }
     let outcome = match row.status.as_str() {
         "loaded" => loaded_event(

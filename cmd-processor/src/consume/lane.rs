@@ -57,6 +57,7 @@ impl Worker {
                 partition: record.partition(),
                 ticket: job.ticket,
                 outcome: handled.outcome,
+                dataset: handled.dataset,
             };
             let Some(event) = handled.announce else {
                 if !self.finish(&done, finished, started) {
@@ -110,7 +111,7 @@ impl Worker {
                 );
                 Some(handled)
             }
-            Retried::HandedOver => Some(Handled::quietly(Outcome::HandedOver)),
+            Retried::HandedOver => Some(Handled::quietly(Outcome::HandedOver, None)),
             Retried::ShutDown => None,
         }
     }
@@ -200,7 +201,8 @@ impl Worker {
     /// The record's outcome is durable: counted, and its offset may be
     /// committed. `false` once the consume loop is gone.
     fn finish(&self, done: &mpsc::UnboundedSender<Done>, finished: Done, started: Instant) -> bool {
-        self.metrics.file(finished.outcome.label());
+        let dataset = finished.dataset.as_ref().map_or("", |d| d.as_str());
+        self.metrics.file(dataset, finished.outcome.label());
         if finished.outcome != Outcome::HandedOver {
             self.metrics.load_seconds(started.elapsed().as_secs_f64());
         }

@@ -28,6 +28,7 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::OwnedMessage;
 
 use etl_core::bus::{EventPublisher, Injector};
+use etl_core::dataset::DatasetName;
 
 use crate::metrics::ProcessorMetrics;
 use crate::offsets::Ticket;
@@ -90,4 +91,6 @@ struct Done {
     partition: i32,
     ticket: Ticket,
     outcome: Outcome,
+    /// Of the file, for the counters.
+    dataset: Option<DatasetName>,
 }

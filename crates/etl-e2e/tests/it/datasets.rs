@@ -184,7 +184,7 @@ struct Posted {
 async fn employees_go_end_to_end_and_the_monitor_tells_the_datasets_apart() {
     let env = TestEnv::new().await;
     let api = env.spawn_api(&[]).await;
-    let _processor = env.spawn_processor(&[]).await;
+    let processor = env.spawn_processor(&[]).await;
     let monitor = env.spawn_monitor(&[]).await;
     let mut live = subscribe(&monitor, "/events/stream?dataset=employees").await;
 
@@ -195,6 +195,7 @@ async fn employees_go_end_to_end_and_the_monitor_tells_the_datasets_apart() {
     assert_eq!(company.status, 202, "{}", company.body);
     every_good_employee_is_loaded_with_skills_and_the_bad_ones_are_not(&env, &posted).await;
     the_api_counts_each_dataset_apart(&api).await;
+    the_processor_counts_each_dataset_apart(&processor).await;
     the_monitor_filters_by_dataset(&monitor, &posted, &company.file_ids()[0], &mut live).await;
 }
 
@@ -356,6 +357,36 @@ async fn the_api_counts_each_dataset_apart(api: &impl Endpoint) {
     };
     assert_eq!(stored("employees"), 26.0, "24 good, 2 bad");
     assert_eq!(stored("companies"), 1.0);
+}
+
+/// Every outcome is counted once the file is done, which its event's
+/// arrival does not guarantee yet: polled.
+async fn the_processor_counts_each_dataset_apart(processor: &impl Endpoint) {
+    let counted = |samples: &[etl_testkit::Sample], dataset, outcome| {
+        metric(
+            samples,
+            "processor_files_total",
+            &[("dataset", dataset), ("outcome", outcome)],
+        )
+    };
+    let expected = [
+        ("companies", "loaded", 1.0),
+        ("employees", "loaded", 24.0),
+        ("employees", "invalid", 2.0),
+    ];
+    let samples = eventually(DEADLINE, "the processor to count every file", || async {
+        let samples = scrape(processor).await;
+        let total = metric(&samples, "processor_files_total", &[]);
+        (total >= 27.0).then_some(samples)
+    })
+    .await;
+    for (dataset, outcome, n) in expected {
+        assert_eq!(
+            counted(&samples, dataset, outcome),
+            n,
+            "{dataset} {outcome}"
+        );
+    }
 }
 
 async fn the_monitor_filters_by_dataset(
