@@ -1,5 +1,6 @@
 use anyhow::Context;
 use etl_core::config::{Env, help, help_requested, load_dotenv};
+use etl_core::telemetry::Telemetry;
 
 use cmd_api::{ApiSettings, Application};
 
@@ -18,7 +19,9 @@ async fn run_command() -> anyhow::Result<()> {
     }
     load_dotenv();
     let settings = ApiSettings::from_env(&Env::process()).context("invalid configuration")?;
-    etl_core::telemetry::init(settings.log_format);
+    let telemetry = Telemetry::start(settings.log_format, &settings.traces)
+        .map_err(anyhow::Error::msg)
+        .context("cannot export traces")?;
     let grace = settings.shutdown_grace;
     let app = Application::build(settings)
         .await
@@ -28,5 +31,6 @@ async fn run_command() -> anyhow::Result<()> {
         .await
         .context("cmd-api server failed")?;
     tracing::info!("cmd-api stopped");
+    telemetry.shutdown().await;
     Ok(())
 }

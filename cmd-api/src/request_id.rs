@@ -1,6 +1,7 @@
 //! Gives every request a [`RequestId`] (the client's `X-Request-Id` if it is
 //! acceptable), echoes it in the response, and puts it on a tracing span so
-//! every log line about the request carries it.
+//! every log line about the request carries it (and its trace id, when
+//! traces are on).
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -30,10 +31,21 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(id.clone());
     let span = tracing::info_span!(
         "request",
+        otel.kind = "server",
         request_id = %id,
         method = %req.method(),
-        path = %req.uri().path()
+        path = %req.uri().path(),
+        trace_id = tracing::field::Empty,
     );
+    // A client's `traceparent` makes this request part of its trace.
+    let trace_headers = req.headers().iter().filter_map(|(name, value)| {
+        let name = name.as_str();
+        let wanted = name == "traceparent" || name == "tracestate";
+        wanted
+            .then(|| value.to_str().ok().map(|v| (name, v)))
+            .flatten()
+    });
+    etl_core::traces::continue_from(&span, trace_headers);
     let mut response = next.run(req).instrument(span).await;
     if let Ok(v) = HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert(HEADER, v);

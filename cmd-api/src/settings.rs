@@ -6,6 +6,7 @@ use etl_core::config::{ConfigError, Env, Secret};
 use etl_core::dataset::Datasets;
 use etl_core::storage::S3Settings;
 use etl_core::telemetry::LogFormat;
+use etl_core::traces::TraceSettings;
 
 use crate::extract::DEPTH_CEILING;
 
@@ -38,6 +39,8 @@ pub struct ApiSettings {
     pub shutdown_grace: Duration,
     /// `LOG_FORMAT`: `json` or `pretty`.
     pub log_format: LogFormat,
+    /// The `OTEL_*` variables: where and how spans are exported.
+    pub traces: TraceSettings,
     /// `API_KEYS`: comma-separated keys accepted as `Authorization: Bearer
     /// <key>` on the import route; empty for an open api.
     pub api_keys: Vec<Secret>,
@@ -97,6 +100,7 @@ impl ApiSettings {
             readiness_timeout: env.millis("READINESS_TIMEOUT_MS", 2_000)?,
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", 20_000)?,
             log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,
+            traces: TraceSettings::from_env(env, "cmd-api")?,
             api_keys,
             datasets: Datasets::from_env(env)?,
             kafka: KafkaSettings::from_env(env)?,

@@ -1,5 +1,6 @@
 use anyhow::Context;
 use etl_core::config::{Env, help, help_requested, load_dotenv};
+use etl_core::telemetry::Telemetry;
 
 use cmd_monitoring::{Application, MonitoringSettings};
 
@@ -19,7 +20,9 @@ async fn run_command() -> anyhow::Result<()> {
     load_dotenv();
     let settings =
         MonitoringSettings::from_env(&Env::process()).context("invalid configuration")?;
-    etl_core::telemetry::init(settings.log_format);
+    let telemetry = Telemetry::start(settings.log_format, &settings.traces)
+        .map_err(anyhow::Error::msg)
+        .context("cannot export traces")?;
     let app = Application::build(settings)
         .await
         .context("failed to start cmd-monitoring")?;
@@ -28,5 +31,6 @@ async fn run_command() -> anyhow::Result<()> {
         .await
         .context("cmd-monitoring server failed")?;
     tracing::info!("cmd-monitoring stopped");
+    telemetry.shutdown().await;
     Ok(())
 }

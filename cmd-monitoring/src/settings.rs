@@ -5,6 +5,7 @@ use etl_core::bus::KafkaSettings;
 use etl_core::config::{ConfigError, Env};
 use etl_core::db::DatabaseSettings;
 use etl_core::telemetry::LogFormat;
+use etl_core::traces::TraceSettings;
 
 /// Everything cmd-monitoring reads from the environment; see `.env.example`.
 #[derive(Debug, Clone)]
@@ -18,6 +19,8 @@ pub struct MonitoringSettings {
     pub readiness_timeout: Duration,
     /// `LOG_FORMAT`: `json` or `pretty`.
     pub log_format: LogFormat,
+    /// The `OTEL_*` variables: where and how spans are exported.
+    pub traces: TraceSettings,
     /// `DATABASE_MIGRATE_ON_START`: apply pending migrations at start-up
     /// (the monitor keeps what it saw in its own tables).
     pub migrate_on_start: bool,
@@ -36,6 +39,7 @@ impl MonitoringSettings {
             group_id: env.non_empty("MONITORING_GROUP_ID", "etl-monitoring")?,
             readiness_timeout: env.millis("READINESS_TIMEOUT_MS", 2_000)?,
             log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,
+            traces: TraceSettings::from_env(env, "cmd-monitoring")?,
             migrate_on_start: env.bool("DATABASE_MIGRATE_ON_START", false)?,
             retry_base: env.millis("MONITORING_RETRY_BASE_MS", 200)?,
             retry_max: env.millis("MONITORING_RETRY_MAX_MS", 10_000)?,

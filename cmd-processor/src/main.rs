@@ -2,6 +2,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use etl_core::config::{Env, SETTINGS_HELP, load_dotenv};
 use etl_core::db::DatabaseSettings;
+use etl_core::telemetry::Telemetry;
 
 use cmd_processor::{Application, ProcessorSettings};
 
@@ -99,10 +100,11 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// The settings of a command that logs (run, redrive, replay).
+/// The settings of a one-shot command that logs (redrive, replay); it
+/// exports no spans.
 fn settings(env: &Env) -> anyhow::Result<ProcessorSettings> {
     let settings = ProcessorSettings::from_env(env).context("invalid configuration")?;
-    etl_core::telemetry::init(settings.log_format);
+    etl_core::telemetry::init(settings.log_format, None);
     Ok(settings)
 }
 
@@ -112,7 +114,11 @@ fn database(env: &Env) -> anyhow::Result<sqlx::PgPool> {
 }
 
 async fn run(env: &Env) -> anyhow::Result<()> {
-    let app = Application::build(settings(env)?)
+    let settings = ProcessorSettings::from_env(env).context("invalid configuration")?;
+    let telemetry = Telemetry::start(settings.log_format, &settings.traces)
+        .map_err(anyhow::Error::msg)
+        .context("cannot export traces")?;
+    let app = Application::build(settings)
         .await
         .context("failed to start cmd-processor")?;
     tracing::info!(addr = %app.local_addr(), "cmd-processor started");
@@ -120,5 +126,6 @@ async fn run(env: &Env) -> anyhow::Result<()> {
         .await
         .context("cmd-processor server failed")?;
     tracing::info!("cmd-processor stopped");
+    telemetry.shutdown().await;
     Ok(())
 }

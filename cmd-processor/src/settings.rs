@@ -8,6 +8,7 @@ use etl_core::dataset::Datasets;
 use etl_core::db::DatabaseSettings;
 use etl_core::storage::S3Settings;
 use etl_core::telemetry::LogFormat;
+use etl_core::traces::TraceSettings;
 
 /// Everything cmd-processor reads from the environment; see `.env.example`.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct ProcessorSettings {
     pub readiness_timeout: Duration,
     /// `LOG_FORMAT`: `json` or `pretty`.
     pub log_format: LogFormat,
+    /// The `OTEL_*` variables: where and how spans are exported.
+    pub traces: TraceSettings,
     /// The built-in datasets and those of `DATASETS_DIR`.
     pub datasets: Datasets,
     pub kafka: KafkaSettings,
@@ -55,6 +58,7 @@ impl ProcessorSettings {
             migrate_on_start: env.bool("DATABASE_MIGRATE_ON_START", false)?,
             readiness_timeout: env.millis("READINESS_TIMEOUT_MS", 2_000)?,
             log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,
+            traces: TraceSettings::from_env(env, "cmd-processor")?,
             datasets: Datasets::from_env(env)?,
             kafka: KafkaSettings::from_env(env)?,
             s3: S3Settings::from_env(env)?,

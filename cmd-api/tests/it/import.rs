@@ -115,6 +115,10 @@ async fn one_company_is_stored_and_announced_keyed_by_its_slug() {
     assert_eq!(record.key.as_deref(), Some("pao-sberbank"));
     assert_eq!(record.headers["event-type"], "FileExtractSuccess");
     assert_eq!(record.headers["request-id"], "req-c-json-1");
+    assert!(
+        !record.headers.contains_key("traceparent"),
+        "traces are off: no trace context is made up"
+    );
     assert_eq!(record.envelope.request_id.as_str(), "req-c-json-1");
     let Event::FileExtractSuccess(e) = &record.envelope.event else {
         panic!("unexpected event {:?}", record.envelope.event)

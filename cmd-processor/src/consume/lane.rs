@@ -68,7 +68,11 @@ impl Worker {
             // The lane goes on to its next file while the broker
             // acknowledges this one's event (events enqueued in order stay
             // in order); the record is done only once it has.
-            let enqueued = self.publisher.enqueue(&event).await;
+            let enqueued = self
+                .publisher
+                .enqueue(&event)
+                .instrument(span.clone())
+                .await;
             let confirm = self.clone().confirm(
                 enqueued,
                 event,
@@ -221,14 +225,21 @@ impl Worker {
 /// header first, so that even a record whose payload is unreadable is
 /// logged with the request it came from.
 fn record_span(record: &OwnedMessage) -> tracing::Span {
-    let request_id = headers_map(record.headers()).remove(HEADER_REQUEST_ID);
-    tracing::info_span!(
+    let headers = headers_map(record.headers());
+    let span = tracing::info_span!(
         "record",
-        topic = record.topic(),
-        partition = record.partition(),
-        offset = record.offset(),
-        request_id,
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = record.topic(),
+        messaging.destination.partition.id = record.partition(),
+        messaging.kafka.offset = record.offset(),
+        request_id = headers.get(HEADER_REQUEST_ID),
         file_id = tracing::field::Empty,
         company = tracing::field::Empty,
-    )
+        trace_id = tracing::field::Empty,
+    );
+    // The file's trace goes on from the producer's publish span.
+    etl_core::traces::continue_from(&span, headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    span
 }

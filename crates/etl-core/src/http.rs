@@ -146,6 +146,8 @@ struct OpsState {
 
 /// `/liveness`, `/readiness` and `/metrics`.
 pub fn ops_router(info: ServiceInfo, readiness: Readiness, registry: Registry) -> Router {
+    // Every service exports spans the same way, so its counters are here.
+    crate::traces::register_metrics(&registry);
     Router::new()
         .route("/liveness", get(liveness))
         .route("/readiness", get(readiness_handler))

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod traces;
 
 /// The exit of a service's `main`: on error, one line on stderr with the
 /// whole cause chain (`{:#}`), and exit code 1. Never a backtrace, whatever

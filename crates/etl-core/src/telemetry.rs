@@ -1,8 +1,14 @@
 //! Logging: one JSON object per line by default, `LOG_FORMAT=pretty` for
-//! humans, level from `RUST_LOG` (default `info`).
+//! humans, level from `RUST_LOG` (default `info`); and the spans, when
+//! traces are on (see [`crate::traces`]).
 
+use opentelemetry_sdk::trace::SdkTracer;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::traces::{TraceSettings, Traces};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -21,20 +27,48 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global subscriber. Safe to call more than once (tests):
-/// later calls are ignored.
-pub fn init(format: LogFormat) {
+/// Logging and, when configured, traces; [`Telemetry::shutdown`] posts
+/// the spans still queued.
+pub struct Telemetry {
+    traces: Option<Traces>,
+}
+
+impl Telemetry {
+    /// Starts the trace exporter (if an endpoint is set) and installs the
+    /// global subscriber. Needs a tokio runtime.
+    pub fn start(format: LogFormat, traces: &TraceSettings) -> Result<Self, String> {
+        let (traces, tracer) = Traces::start(traces)?.unzip();
+        init(format, tracer);
+        Ok(Self { traces })
+    }
+
+    pub async fn shutdown(self) {
+        if let Some(traces) = self.traces {
+            traces.shutdown(TRACES_DRAIN).await;
+        }
+    }
+}
+
+/// How long a stopping service waits for its last spans to be posted.
+const TRACES_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Installs the global subscriber: the log lines, and the spans for
+/// `tracer` when there is one. Safe to call more than once (tests): later
+/// calls are ignored.
+pub fn init(format: LogFormat, tracer: Option<SdkTracer>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_span_events(FmtSpan::NONE);
+    let spans = tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t));
+    let logs = tracing_subscriber::fmt::layer().with_span_events(FmtSpan::NONE);
+    let subscriber = tracing_subscriber::registry().with(filter).with(spans);
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+        LogFormat::Json => subscriber
+            .with(
+                logs.json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
             .try_init(),
-        LogFormat::Pretty => builder.pretty().try_init(),
+        LogFormat::Pretty => subscriber.with(logs.pretty()).try_init(),
     };
 }

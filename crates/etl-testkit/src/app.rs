@@ -35,7 +35,7 @@ fn init_test_log() {
             .ok()
             .and_then(|f| f.parse().ok())
             .unwrap_or(etl_core::telemetry::LogFormat::Pretty);
-        etl_core::telemetry::init(format);
+        etl_core::telemetry::init(format, None);
     }
 }
 

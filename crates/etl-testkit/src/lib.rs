@@ -17,6 +17,7 @@ use etl_core::config::Env;
 mod app;
 pub mod hostile;
 mod load;
+mod otlp;
 mod own_kafka;
 mod own_server;
 mod process;
@@ -30,6 +31,7 @@ pub use load::{
     LoadReport, SteadyLoad, assert_loaded_exactly_once, count, files_recorded, group_lag,
     import_generated,
 };
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use own_kafka::{OwnKafka, PartitionState};
 pub use own_server::OwnServer;
 pub use process::{ServiceProcess, run_binary, workspace_binary};

@@ -12,6 +12,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use super::fault::{Injector, PRODUCER_FATAL_VAR};
 use super::producer_health::ProducerHealth;
@@ -172,15 +173,28 @@ impl EventPublisher {
         let payload = envelope.to_json();
         let key = envelope.company.as_ref().map(|c| c.as_str()).unwrap_or("");
         let event_type = envelope.event.type_name();
+        let span = tracing::info_span!(
+            "publish",
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.destination.name = topic,
+            messaging.kafka.message.key = key,
+            event_type,
+        );
+        // The consumer continues the trace from these headers.
+        let trace = crate::traces::headers_of(&span);
         let headers = [
             (HEADER_EVENT_TYPE, event_type),
             (HEADER_REQUEST_ID, envelope.request_id.as_str()),
-        ];
+        ]
+        .into_iter()
+        .chain(trace.iter().map(|(k, v)| (*k, v.as_str())));
         let record = FutureRecord::to(topic)
             .key(key)
             .payload(&payload)
             .headers(owned_headers(headers));
-        self.send(record, Some(event_type)).await
+        self.send(record, Some(event_type)).instrument(span).await
     }
 
     /// Publishes a record as it is (not an envelope of ours): the

@@ -17,3 +17,4 @@ mod rebalance;
 mod redrive;
 mod replay;
 mod shutdown;
+mod traces;

@@ -1,0 +1,83 @@
+//! Distributed traces: the services' `tracing` spans exported as
+//! OpenTelemetry spans over OTLP/HTTP (protobuf), configured by the
+//! standard `OTEL_*` variables and off unless an endpoint is set. The
+//! trace context crosses HTTP and Kafka as W3C `traceparent` (and
+//! `tracestate`) headers, so one file's spans in every service share one
+//! trace id.
+
+mod export;
+mod settings;
+
+pub use export::{Traces, register_metrics};
+pub use settings::{SamplerSetting, TraceSettings};
+
+use std::collections::BTreeMap;
+
+use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The W3C trace-context headers of `span`, for an outgoing message:
+/// nothing when traces are off (the span has no context).
+pub fn headers_of(span: &tracing::Span) -> Vec<(&'static str, String)> {
+    let mut carrier = Carrier::default();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    carrier.0
+}
+
+/// Makes the context in `headers` (an HTTP request's, a Kafka record's)
+/// the parent of `span`, and puts the trace id on it for the log lines
+/// inside it. Headers without a valid `traceparent` leave the span a root.
+pub fn continue_from<'h>(
+    span: &tracing::Span,
+    headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+) {
+    let headers: BTreeMap<String, &str> = headers
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let parent = TraceContextPropagator::new().extract(&Received(&headers));
+    if parent.span().span_context().is_valid() {
+        // Fails only for a span that is already closed or not traced.
+        let _ = span.set_parent(parent);
+    }
+    record_trace_id(span);
+}
+
+/// Records `trace_id` on `span` (declared with `trace_id =
+/// tracing::field::Empty`) when traces are on.
+pub fn record_trace_id(span: &tracing::Span) {
+    let cx: Context = span.context();
+    let ids = cx.span().span_context().clone();
+    if ids.is_valid() {
+        span.record("trace_id", tracing::field::display(ids.trace_id()));
+    }
+}
+
+#[derive(Default)]
+struct Carrier(Vec<(&'static str, String)>);
+
+impl Injector for Carrier {
+    fn set(&mut self, key: &str, value: String) {
+        let key = match key {
+            "traceparent" => "traceparent",
+            "tracestate" => "tracestate",
+            _ => return,
+        };
+        self.0.push((key, value));
+    }
+}
+
+struct Received<'a>(&'a BTreeMap<String, &'a str>);
+
+impl Extractor for Received<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).copied()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}

@@ -1,0 +1,177 @@
+//! One trace per file across the services: a client's `traceparent` is
+//! continued by the api, carried in the event's Kafka headers and
+//! continued by the processor; every span reaches an OTLP receiver and the
+//! log lines inside the spans carry the trace id. A collector that is down
+//! loses spans, counted, and nothing else.
+
+use std::collections::BTreeSet;
+
+use etl_core::events::Event;
+use etl_testkit::{
+    DEADLINE, OtlpReceiver, ReceivedSpan, ServiceProcess, TestEnv, eventually, example, import,
+    metric, scrape,
+};
+
+/// A client's trace: its id, and the id of the client span that posted.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+/// Spans are posted at most this long after they end.
+const SCHEDULE_MS: &str = "100";
+
+#[tokio::test]
+async fn a_posted_file_is_one_trace_from_the_client_through_kafka_to_the_processor() {
+    let env = TestEnv::new().await;
+    let receiver = OtlpReceiver::start().await;
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY", SCHEDULE_MS),
+    ];
+    let api = ServiceProcess::api(&env, &otel).await;
+    let processor = ServiceProcess::processor(&env, &otel).await;
+    let topics = env.kafka().topics();
+    let mut loaded = env.tail(&topics.file_loaded);
+
+    let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
+    let answer = import(&api, example("companies/c.json"))
+        .header("traceparent", &traceparent)
+        .send()
+        .await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let file_id = answer.file_ids().remove(0);
+    loaded
+        .until(DEADLINE, "the file loaded", |r| {
+            r.iter().any(|r| match &r.envelope.event {
+                Event::FileLoaded(e) => e.file_id.to_string() == file_id,
+                _ => false,
+            })
+        })
+        .await;
+
+    the_kafka_record_carries_the_trace(&env, &file_id).await;
+    let spans = receiver
+        .until(DEADLINE, "the spans of both services", |spans| {
+            let services: BTreeSet<&str> = spans
+                .iter()
+                .filter(|s| s.trace_id == TRACE_ID)
+                .map(|s| s.service.as_str())
+                .collect();
+            services.contains("cmd-api")
+                && spans
+                    .iter()
+                    .filter(|s| s.service == "cmd-processor" && s.trace_id == TRACE_ID)
+                    .count()
+                    >= 2
+        })
+        .await;
+    the_spans_nest_as_the_file_travelled(&spans);
+    the_log_lines_carry_the_trace_id(&api, &processor);
+}
+
+async fn the_kafka_record_carries_the_trace(env: &TestEnv, file_id: &str) {
+    let topics = env.kafka().topics();
+    let mut announced = env.tail(&topics.file_extract_success);
+    let records = announced
+        .until(DEADLINE, "the announcement", |r| !r.is_empty())
+        .await;
+    let record = records
+        .iter()
+        .find(|r| {
+            r.envelope
+                .event
+                .file_id()
+                .is_some_and(|f| f.to_string() == file_id)
+        })
+        .expect("the file's announcement");
+    let header = &record.headers["traceparent"];
+    let parts: Vec<&str> = header.split('-').collect();
+    assert_eq!(parts.len(), 4, "{header}");
+    assert_eq!((parts[0], parts[1]), ("00", TRACE_ID), "{header}");
+    assert_ne!(
+        parts[2], CLIENT_SPAN,
+        "the api's own span is the parent: {header}"
+    );
+}
+
+fn one<'s>(spans: &'s [ReceivedSpan], service: &str, name: &str) -> &'s ReceivedSpan {
+    let found: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.service == service && s.name == name && s.trace_id == TRACE_ID)
+        .collect();
+    assert!(!found.is_empty(), "no {service} {name} span in {spans:#?}");
+    found[0]
+}
+
+fn the_spans_nest_as_the_file_travelled(spans: &[ReceivedSpan]) {
+    let request = one(spans, "cmd-api", "request");
+    assert_eq!(
+        request.parent_span_id, CLIENT_SPAN,
+        "the client's span is its parent"
+    );
+    assert_eq!(request.kind, 2, "a server span");
+    let publish = one(spans, "cmd-api", "publish");
+    assert_eq!(publish.parent_span_id, request.span_id);
+    assert_eq!(publish.kind, 4, "a producer span");
+    assert_eq!(publish.attributes["messaging.system"], "kafka");
+    assert!(
+        publish.attributes["messaging.destination.name"].ends_with("etl.file-extract-success"),
+        "{publish:?}"
+    );
+    let record = one(spans, "cmd-processor", "record");
+    assert_eq!(
+        record.parent_span_id, publish.span_id,
+        "consumed from the api's publish"
+    );
+    assert_eq!(record.kind, 5, "a consumer span");
+    let outcome = one(spans, "cmd-processor", "publish");
+    assert_eq!(outcome.parent_span_id, record.span_id);
+    assert!(
+        outcome.attributes["messaging.destination.name"].ends_with("etl.file-loaded"),
+        "{outcome:?}"
+    );
+}
+
+fn the_log_lines_carry_the_trace_id(api: &ServiceProcess, processor: &ServiceProcess) {
+    for (service, line) in [(api, "import accepted"), (processor, "file handled")] {
+        let lines = service.log_lines();
+        let logged = lines
+            .iter()
+            .find(|l| l["message"] == line)
+            .unwrap_or_else(|| panic!("no {line:?} in {lines:#?}"));
+        assert_eq!(logged["span"]["trace_id"], TRACE_ID, "{logged}");
+    }
+}
+
+/// A collector that is down costs the pipeline nothing but its spans:
+/// the file still loads, and the spans that could not be posted are
+/// counted.
+#[tokio::test]
+async fn with_the_collector_down_files_still_load_and_the_lost_spans_are_counted() {
+    let env = TestEnv::new().await;
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", nobody.local_addr().unwrap());
+    drop(nobody);
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", SCHEDULE_MS),
+    ];
+    let api = ServiceProcess::api(&env, &otel).await;
+    let _processor = ServiceProcess::processor(&env, &otel).await;
+    let mut loaded = env.tail(&env.kafka().topics().file_loaded);
+    let answer = import(&api, example("companies/c.json")).send().await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    loaded
+        .until(DEADLINE, "the file loaded", |r| !r.is_empty())
+        .await;
+    let dropped = eventually(DEADLINE, "the api to count its lost spans", || async {
+        let samples = scrape(&api).await;
+        let failed = metric(
+            &samples,
+            "traces_spans_dropped_total",
+            &[("reason", "export_failed")],
+        );
+        (failed > 0.0).then_some(failed)
+    })
+    .await;
+    eprintln!("the api counted {dropped} spans it could not post");
+}
