@@ -111,6 +111,17 @@ def check_compose(label, config, settings, dashboard, prometheus, provisioning):
         want = f"{name}:{port_of(env.get(listen_var, f':{default}'))}"
         if want not in targets:
             problems.append(f"{label}: Prometheus does not scrape {want}")
+    # Traces: every service sends its spans to the stack's OTLP backend,
+    # and the monitor links a file to its trace there.
+    if "jaeger" not in services:
+        problems.append(f"{label}: no trace backend (a jaeger service)")
+    for name in SERVICES:
+        env = services.get(name, {}).get("environment") or {}
+        if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") != "http://jaeger:4318":
+            problems.append(f"{label}: {name} does not send its spans to jaeger:4318 (OTEL_EXPORTER_OTLP_ENDPOINT)")
+    ui = (services.get("monitoring", {}).get("environment") or {}).get("TRACES_UI_URL", "")
+    if "{trace_id}" not in ui:
+        problems.append(f"{label}: monitoring has no TRACES_UI_URL with {{trace_id}} in it")
     # Grafana: the provisioned datasource is the one the dashboard names,
     # and the dashboards folder is mounted where the provider looks.
     uids = {p["datasource"]["uid"] for p in dashboard["panels"] if "datasource" in p}
@@ -151,6 +162,8 @@ def check_k8s(label, objects, settings):
                 problems.append(f"{label}: {key} is in a ConfigMap; it belongs in a Secret")
     if by_kind.get("Secret"):
         problems.append(f"{label}: a Secret is written in the manifests; reference one instead")
+    if "OTEL_EXPORTER_OTLP_ENDPOINT" not in config:
+        problems.append(f"{label}: the ConfigMap does not say where spans go (OTEL_EXPORTER_OTLP_ENDPOINT)")
     workloads = list(by_kind.get("Deployment", {}).values()) + list(by_kind.get("Job", {}).values())
     for w in workloads:
         name = w["metadata"]["name"]
@@ -341,6 +354,8 @@ def self_test(root, inputs):
         "compose: healthy without healthcheck": lambda i: i["compose"]["compose dev"]["services"]["postgres"].pop("healthcheck"),
         "compose: unscraped service": lambda i: i["prometheus"]["scrape_configs"].pop(),
         "compose: datasource uid": lambda i: i["provisioning"]["datasources"]["datasources"][0].__setitem__("uid", "other"),
+        "compose: spans sent nowhere": lambda i: i["compose"]["compose dev"]["services"]["processor"]["environment"].pop("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "k8s: no trace endpoint": lambda i: next(o for o in i["k8s"]["k8s prod"] if o["kind"] == "ConfigMap")["data"].pop("OTEL_EXPORTER_OTLP_ENDPOINT"),
         "k8s: probe route": lambda i: container(i["k8s"]["k8s dev"], "api")["livenessProbe"]["httpGet"].__setitem__("path", "/healthz"),
         "k8s: probe port": lambda i: container(i["k8s"]["k8s dev"], "processor")["readinessProbe"]["httpGet"].__setitem__("port", 9000),
         "k8s: no limits": lambda i: container(i["k8s"]["k8s prod"], "monitoring")["resources"].pop("limits"),

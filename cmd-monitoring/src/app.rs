@@ -91,7 +91,12 @@ impl Application {
         };
         let lag = ConsumerLag::new(&registry);
         let router = ops_router(crate::service_info(), readiness, registry)
-            .merge(crate::routes::router(store, feed, stopping.clone()))
+            .merge(crate::routes::router(
+                store,
+                feed,
+                settings.traces_ui_url.clone(),
+                stopping.clone(),
+            ))
             .route_layer(axum::middleware::from_fn_with_state(
                 http_metrics,
                 track_http,

@@ -120,12 +120,19 @@ impl IntoResponse for MonitorError {
 struct RouteState {
     store: Store,
     feed: Feed,
+    /// `TRACES_UI_URL`, with `{trace_id}` in it.
+    traces_ui_url: Option<Arc<str>>,
     stopping: CancellationToken,
 }
 
 /// Every route but the ops ones. `stopping` ends live streams, so that a
 /// graceful shutdown does not wait for browsers to go away.
-pub fn router(store: Store, feed: Feed, stopping: CancellationToken) -> Router {
+pub fn router(
+    store: Store,
+    feed: Feed,
+    traces_ui_url: Option<String>,
+    stopping: CancellationToken,
+) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/stats", get(stats))
@@ -137,6 +144,7 @@ pub fn router(store: Store, feed: Feed, stopping: CancellationToken) -> Router {
         .with_state(RouteState {
             store,
             feed,
+            traces_ui_url: traces_ui_url.map(Arc::from),
             stopping,
         })
 }
@@ -185,7 +193,14 @@ async fn file(
         .parse()
         .map_err(|_| MonitorError::InvalidFileId(file_id.clone()))?;
     match s.store.file(id).await? {
-        Some(timeline) => Ok(Json(timeline).into_response()),
+        Some(mut timeline) => {
+            timeline.trace_url = s
+                .traces_ui_url
+                .as_deref()
+                .zip(timeline.file.trace_id.as_deref())
+                .map(|(url, id)| url.replace("{trace_id}", id));
+            Ok(Json(timeline).into_response())
+        }
         None => Err(MonitorError::FileNotFound(id)),
     }
 }

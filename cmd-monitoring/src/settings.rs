@@ -21,6 +21,9 @@ pub struct MonitoringSettings {
     pub log_format: LogFormat,
     /// The `OTEL_*` variables: where and how spans are exported.
     pub traces: TraceSettings,
+    /// `TRACES_UI_URL`: a trace's page in the trace backend, `{trace_id}`
+    /// standing for the id; a file's answer and the dashboard link to it.
+    pub traces_ui_url: Option<String>,
     /// `DATABASE_MIGRATE_ON_START`: apply pending migrations at start-up
     /// (the monitor keeps what it saw in its own tables).
     pub migrate_on_start: bool,
@@ -40,11 +43,24 @@ impl MonitoringSettings {
             readiness_timeout: env.millis("READINESS_TIMEOUT_MS", 2_000)?,
             log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,
             traces: TraceSettings::from_env(env, "cmd-monitoring")?,
+            traces_ui_url: traces_ui_url(env)?,
             migrate_on_start: env.bool("DATABASE_MIGRATE_ON_START", false)?,
             retry_base: env.millis("MONITORING_RETRY_BASE_MS", 200)?,
             retry_max: env.millis("MONITORING_RETRY_MAX_MS", 10_000)?,
             database: DatabaseSettings::from_env(env)?,
             kafka: KafkaSettings::from_env(env)?,
         })
+    }
+}
+
+fn traces_ui_url(env: &Env) -> Result<Option<String>, ConfigError> {
+    let url = env.string("TRACES_UI_URL", "");
+    match url.trim() {
+        "" => Ok(None),
+        url if url.contains("{trace_id}") => Ok(Some(url.to_owned())),
+        url => Err(ConfigError {
+            var: "TRACES_UI_URL".into(),
+            problem: format!("= {url:?} has no {{trace_id}} to put the trace's id in"),
+        }),
     }
 }

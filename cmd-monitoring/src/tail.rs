@@ -75,13 +75,22 @@ pub struct Tail {
     pub retry_max: Duration,
 }
 
+/// Records read together, with the offsets to commit once they are stored.
+struct Batch {
+    events: Vec<SeenEvent>,
+    /// One `consume` span per event, ended when the batch is stored.
+    spans: Vec<tracing::Span>,
+    offsets: TopicPartitionList,
+}
+
 impl Tail {
     pub async fn run(self, shutdown: CancellationToken) {
-        while let Some((batch, offsets)) = self.next_batch(&shutdown).await {
-            if !self.store_with_retry(&batch, &shutdown).await {
+        while let Some(batch) = self.next_batch(&shutdown).await {
+            if !self.store_with_retry(&batch.events, &shutdown).await {
                 return;
             }
-            if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
+            drop(batch.spans);
+            if let Err(e) = self.consumer.commit(&batch.offsets, CommitMode::Async) {
                 // Stored already: a repeat after a restart is ignored by the store.
                 tracing::debug!(error = %e, "offset commit failed");
             }
@@ -89,11 +98,9 @@ impl Tail {
     }
 
     /// Waits for one record, then takes what else is already fetched.
-    async fn next_batch(
-        &self,
-        shutdown: &CancellationToken,
-    ) -> Option<(Vec<SeenEvent>, TopicPartitionList)> {
+    async fn next_batch(&self, shutdown: &CancellationToken) -> Option<Batch> {
         let mut batch = Vec::new();
+        let mut spans = Vec::new();
         let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let first = bus::next_record(
             &self.consumer,
@@ -106,8 +113,9 @@ impl Tail {
         let mut message = Some(first);
         while let Some(m) = message.take() {
             next.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
-            if let Some(seen) = self.read(&m) {
+            if let Some((seen, span)) = self.read(&m) {
                 batch.push(seen);
+                spans.push(span);
             }
             if batch.len() >= MAX_BATCH {
                 break;
@@ -123,21 +131,45 @@ impl Tail {
                 .add_partition_offset(&topic, partition, Offset::Offset(offset))
                 .expect("a valid offset");
         }
-        Some((batch, offsets))
+        Some(Batch {
+            events: batch,
+            spans,
+            offsets,
+        })
     }
 
-    fn read(&self, message: &impl Message) -> Option<SeenEvent> {
+    /// The record's event and its `consume` span, a child of the span
+    /// that published it.
+    fn read(&self, message: &impl Message) -> Option<(SeenEvent, tracing::Span)> {
         let payload = message.payload().unwrap_or_default();
+        let headers = bus::headers_map(message.headers());
+        let trace_headers = || headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         match Envelope::from_json(payload) {
-            Ok(envelope) => Some(SeenEvent {
-                envelope,
-                topic: message.topic().to_owned(),
-                partition: message.partition(),
-                offset: message.offset(),
-            }),
+            Ok(envelope) => {
+                let span = tracing::info_span!(
+                    "consume",
+                    otel.kind = "consumer",
+                    messaging.system = "kafka",
+                    messaging.operation.type = "process",
+                    messaging.destination.name = message.topic(),
+                    messaging.destination.partition.id = message.partition(),
+                    messaging.kafka.offset = message.offset(),
+                    event_type = envelope.event.type_name(),
+                    trace_id = tracing::field::Empty,
+                );
+                etl_core::traces::continue_from(&span, trace_headers());
+                let seen = SeenEvent {
+                    envelope,
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    trace_id: etl_core::traces::trace_id_in(trace_headers()),
+                };
+                Some((seen, span))
+            }
             Err(e) => {
                 self.metrics.events.with_label_values(&["unreadable"]).inc();
-                let request_id = bus::headers_map(message.headers()).remove(bus::HEADER_REQUEST_ID);
+                let request_id = headers.get(bus::HEADER_REQUEST_ID);
                 tracing::warn!(
                     request_id,
                     topic = message.topic(),

@@ -29,6 +29,8 @@ pub struct EventView {
     pub company: Option<String>,
     pub dataset: Option<String>,
     pub file_id: Option<Uuid>,
+    /// The trace it was published in, when the services export traces.
+    pub trace_id: Option<String>,
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
@@ -44,6 +46,8 @@ pub struct FileSummary {
     pub file_id: Uuid,
     pub company: Option<String>,
     pub dataset: Option<String>,
+    /// The file's trace: the first its events named.
+    pub trace_id: Option<String>,
     pub request_id: String,
     pub filename: Option<String>,
     pub status: String,
@@ -58,6 +62,9 @@ pub struct FileSummary {
 pub struct FileTimeline {
     #[serde(flatten)]
     pub file: FileSummary,
+    /// The file's trace in the trace backend (`TRACES_UI_URL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_url: Option<String>,
     pub timeline: Vec<EventView>,
 }
 
@@ -88,6 +95,7 @@ struct EventRow {
     company: Option<String>,
     dataset: Option<String>,
     file_id: Option<Uuid>,
+    trace_id: Option<String>,
     topic: String,
     partition: i32,
     offset: i64,
@@ -105,6 +113,7 @@ impl From<EventRow> for EventView {
             company: r.company,
             dataset: r.dataset,
             file_id: r.file_id,
+            trace_id: r.trace_id,
             topic: r.topic,
             partition: r.partition,
             offset: r.offset,
@@ -143,7 +152,7 @@ impl Store {
         let mut tx = self.snapshot().await?;
         let Some(file) = sqlx::query_as!(
             FileSummary,
-            "SELECT file_id, company, dataset, request_id, filename, status, status_at,
+            "SELECT file_id, company, dataset, trace_id, request_id, filename, status, status_at,
                     received_at, loaded_at, latency_ms, events
              FROM monitoring_files WHERE file_id = $1",
             file_id.as_uuid(),
@@ -155,7 +164,7 @@ impl Store {
         };
         let timeline = sqlx::query_as!(
             EventRow,
-            r#"SELECT event_id, event_type, occurred_at, request_id, company, dataset, file_id,
+            r#"SELECT event_id, event_type, occurred_at, request_id, company, dataset, file_id, trace_id,
                       topic, "partition", "offset", details
                FROM monitoring_events WHERE file_id = $1
                ORDER BY occurred_at, seen_at"#,
@@ -167,7 +176,11 @@ impl Store {
         .map(EventView::from)
         .collect();
         tx.commit().await?;
-        Ok(Some(FileTimeline { file, timeline }))
+        Ok(Some(FileTimeline {
+            file,
+            trace_url: None,
+            timeline,
+        }))
     }
 
     /// The company's files, most recently changed first.
@@ -178,7 +191,7 @@ impl Store {
     ) -> Result<Vec<FileSummary>, sqlx::Error> {
         sqlx::query_as!(
             FileSummary,
-            "SELECT file_id, company, dataset, request_id, filename, status, status_at,
+            "SELECT file_id, company, dataset, trace_id, request_id, filename, status, status_at,
                     received_at, loaded_at, latency_ms, events
              FROM monitoring_files WHERE company = $1
              ORDER BY status_at DESC LIMIT $2",
@@ -196,7 +209,7 @@ impl Store {
         let mut tx = self.snapshot().await?;
         let events: Vec<EventView> = sqlx::query_as!(
             EventRow,
-            r#"SELECT event_id, event_type, occurred_at, request_id, company, dataset, file_id,
+            r#"SELECT event_id, event_type, occurred_at, request_id, company, dataset, file_id, trace_id,
                       topic, "partition", "offset", details
                FROM monitoring_events WHERE request_id = $1
                ORDER BY occurred_at, seen_at"#,
@@ -212,7 +225,7 @@ impl Store {
         }
         let files = sqlx::query_as!(
             FileSummary,
-            "SELECT file_id, company, dataset, request_id, filename, status, status_at,
+            "SELECT file_id, company, dataset, trace_id, request_id, filename, status, status_at,
                     received_at, loaded_at, latency_ms, events
              FROM monitoring_files WHERE request_id = $1
              ORDER BY received_at NULLS LAST, file_id",

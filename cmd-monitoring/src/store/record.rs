@@ -15,6 +15,8 @@ pub struct SeenEvent {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// Of its record's `traceparent` header.
+    pub trace_id: Option<String>,
 }
 
 /// What recording a batch changed: only events seen for the first time.
@@ -36,8 +38,8 @@ impl Store {
             let inserted = sqlx::query!(
                 r#"INSERT INTO monitoring_events
                        (event_id, event_type, occurred_at, request_id, company, dataset,
-                        file_id, topic, "partition", "offset", details)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                        file_id, trace_id, topic, "partition", "offset", details)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                    ON CONFLICT (event_id) DO NOTHING"#,
                 view.event_id,
                 view.event_type,
@@ -46,6 +48,7 @@ impl Store {
                 view.company,
                 view.dataset,
                 view.file_id,
+                view.trace_id,
                 view.topic,
                 view.partition,
                 view.offset,
@@ -103,6 +106,7 @@ impl SeenEvent {
             company: e.company.as_ref().map(|c| c.as_str().to_owned()),
             dataset: e.dataset.as_ref().map(|d| d.as_str().to_owned()),
             file_id: e.event.file_id().map(|f| f.as_uuid()),
+            trace_id: self.trace_id.clone(),
             topic: self.topic.clone(),
             partition: self.partition,
             offset: self.offset,
@@ -133,12 +137,13 @@ async fn update_file(
     // outcome of its own (a replay's outcome comes, and decides by time).
     sqlx::query!(
         "INSERT INTO monitoring_files AS f
-             (file_id, company, dataset, request_id, filename, status, status_at,
-              received_at, loaded_at, events)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)
+             (file_id, company, dataset, trace_id, request_id, filename, status,
+              status_at, received_at, loaded_at, events)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1)
          ON CONFLICT (file_id) DO UPDATE SET
              company = coalesce(f.company, excluded.company),
              dataset = coalesce(f.dataset, excluded.dataset),
+             trace_id = coalesce(f.trace_id, excluded.trace_id),
              filename = coalesce(f.filename, excluded.filename),
              status = CASE
                  WHEN excluded.status = 'received' THEN f.status
@@ -155,6 +160,7 @@ async fn update_file(
         file_id,
         view.company,
         view.dataset,
+        view.trace_id,
         view.request_id,
         filename,
         status,

@@ -11,6 +11,9 @@
 //! load phase; `BENCH_PROFILE` (`api` or `processor`, unset) to profile one
 //! service. The tuning settings in `settings::SERVICE_KNOBS`, when set, are
 //! passed on to the services (which otherwise run with their defaults).
+//! `BENCH_OTLP_SINK=1` starts an OTLP receiver in the bench and has the
+//! services export their traces to it (with `OTEL_TRACES_SAMPLER` /
+//! `_ARG` for the sampling); `OTEL_EXPORTER_OTLP_ENDPOINT` names another.
 
 mod cpu;
 mod limits;
@@ -25,7 +28,7 @@ mod streaming;
 mod summary;
 mod wrk;
 
-use etl_testkit::{ServiceProcess, TestEnv};
+use etl_testkit::{OtlpReceiver, ServiceProcess, TestEnv};
 
 use crate::refusals::Refusals;
 use crate::run::Pace;
@@ -63,6 +66,8 @@ struct Bench {
     env: TestEnv,
     meter: cpu::Meter,
     store: std::sync::Arc<etl_core::storage::ObjectStore>,
+    /// The collector of `BENCH_OTLP_SINK`.
+    otlp: Option<OtlpReceiver>,
 }
 
 /// The raw operations the pipeline is built on, flat out.
@@ -157,13 +162,26 @@ async fn run() -> anyhow::Result<()> {
     results.print(&bench.settings, &machine);
     results.write(&bench.settings, machine)?;
     profile::print_top();
+    if let Some(sink) = &bench.otlp {
+        println!("\nthe OTLP sink received {} spans", sink.received());
+    }
     println!("\nwritten: target/bench/results.json");
     Ok(())
 }
 
 impl Bench {
-    async fn new(settings: Settings) -> anyhow::Result<Self> {
+    async fn new(mut settings: Settings) -> anyhow::Result<Self> {
         let mut env = TestEnv::new().await;
+        let otlp = match std::env::var("BENCH_OTLP_SINK").as_deref() {
+            Ok("1") => Some(OtlpReceiver::start_counting().await),
+            _ => None,
+        };
+        if let Some(sink) = &otlp {
+            let endpoint = sink.endpoint().to_owned();
+            settings
+                .knobs
+                .push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
+        }
         if !settings.knobs.is_empty() {
             eprintln!("[bench] service settings: {:?}", settings.knobs);
         }
@@ -176,6 +194,7 @@ impl Bench {
             store: limits::store(&env),
             settings,
             env,
+            otlp,
         })
     }
 

@@ -9,7 +9,7 @@ use crate::wrk::FlatLoad;
 
 /// Service settings worth trying other values of; the rest stay default.
 /// They apply to the raw phases' clients too (the services' own).
-const SERVICE_KNOBS: [&str; 7] = [
+const SERVICE_KNOBS: [&str; 10] = [
     "PROCESSOR_CONCURRENCY",
     "DATABASE_MAX_CONNECTIONS",
     "MAX_CONCURRENT_IMPORTS",
@@ -17,6 +17,9 @@ const SERVICE_KNOBS: [&str; 7] = [
     "KAFKA_LINGER_MS",
     "RUST_LOG",
     "TOKIO_WORKER_THREADS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
 ];
 
 pub struct Settings {

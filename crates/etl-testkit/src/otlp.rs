@@ -32,20 +32,39 @@ pub struct ReceivedSpan {
     pub attributes: BTreeMap<String, String>,
 }
 
-type Received = Arc<Mutex<Vec<ReceivedSpan>>>;
+/// What the receiver keeps: every span, or (for a bench) their number.
+#[derive(Clone, Default)]
+struct Received {
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    count: Arc<std::sync::atomic::AtomicU64>,
+    keep: bool,
+}
 
 pub struct OtlpReceiver {
     endpoint: String,
-    spans: Received,
+    received: Received,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl OtlpReceiver {
     pub async fn start() -> Self {
-        let spans = Received::default();
+        Self::serve(Received {
+            keep: true,
+            ..Received::default()
+        })
+        .await
+    }
+
+    /// Decodes every export as a collector would but keeps only the count,
+    /// so a long bench does not fill the memory.
+    pub async fn start_counting() -> Self {
+        Self::serve(Received::default()).await
+    }
+
+    async fn serve(received: Received) -> Self {
         let app = axum::Router::new()
             .route("/v1/traces", post(receive))
-            .with_state(spans.clone());
+            .with_state(received.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
@@ -53,7 +72,7 @@ impl OtlpReceiver {
         });
         Self {
             endpoint,
-            spans,
+            received,
             server,
         }
     }
@@ -64,7 +83,14 @@ impl OtlpReceiver {
     }
 
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.spans.lock().unwrap().clone()
+        self.received.spans.lock().unwrap().clone()
+    }
+
+    /// How many spans were received in all.
+    pub fn received(&self) -> u64 {
+        self.received
+            .count
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Polls the spans received until `done` holds for them.
@@ -95,9 +121,26 @@ impl Drop for OtlpReceiver {
     }
 }
 
-async fn receive(State(spans): State<Received>, body: Bytes) -> impl IntoResponse {
+async fn receive(State(received): State<Received>, body: Bytes) -> impl IntoResponse {
     let request = ExportTraceServiceRequest::decode(body).expect("an OTLP trace export");
-    let mut received = spans.lock().unwrap();
+    let spans: usize = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    received
+        .count
+        .fetch_add(spans as u64, std::sync::atomic::Ordering::Relaxed);
+    if received.keep {
+        keep(&received, request);
+    }
+    let answer = ExportTraceServiceResponse::default().encode_to_vec();
+    ([(CONTENT_TYPE, "application/x-protobuf")], answer)
+}
+
+fn keep(received: &Received, request: ExportTraceServiceRequest) {
+    let mut received = received.spans.lock().unwrap();
     for resource_spans in request.resource_spans {
         let attributes = resource_spans.resource.map(|r| r.attributes);
         let service = attributes
@@ -116,8 +159,6 @@ async fn receive(State(spans): State<Received>, body: Bytes) -> impl IntoRespons
             });
         }
     }
-    let answer = ExportTraceServiceResponse::default().encode_to_vec();
-    ([(CONTENT_TYPE, "application/x-protobuf")], answer)
 }
 
 fn text_attributes(attributes: &[KeyValue]) -> BTreeMap<String, String> {

@@ -46,6 +46,18 @@ pub fn continue_from<'h>(
     record_trace_id(span);
 }
 
+/// The trace id of a `traceparent` among `headers`, in hex; `None`
+/// without a valid one.
+pub fn trace_id_in<'h>(headers: impl IntoIterator<Item = (&'h str, &'h str)>) -> Option<String> {
+    let headers: BTreeMap<String, &str> = headers
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let cx = TraceContextPropagator::new().extract(&Received(&headers));
+    let ids = cx.span().span_context().clone();
+    ids.is_valid().then(|| ids.trace_id().to_string())
+}
+
 /// Records `trace_id` on `span` (declared with `trace_id =
 /// tracing::field::Empty`) when traces are on.
 pub fn record_trace_id(span: &tracing::Span) {

@@ -1,15 +1,16 @@
 //! One trace per file across the services: a client's `traceparent` is
 //! continued by the api, carried in the event's Kafka headers and
-//! continued by the processor; every span reaches an OTLP receiver and the
-//! log lines inside the spans carry the trace id. A collector that is down
-//! loses spans, counted, and nothing else.
+//! continued by the processor and the monitor; every span reaches an OTLP
+//! receiver, the log lines inside the spans carry the trace id and the
+//! monitor names the file's trace. A collector that is down loses spans,
+//! counted, and nothing else.
 
 use std::collections::BTreeSet;
 
 use etl_core::events::Event;
 use etl_testkit::{
-    DEADLINE, OtlpReceiver, ReceivedSpan, ServiceProcess, TestEnv, eventually, example, import,
-    metric, scrape,
+    DEADLINE, OtlpReceiver, ReceivedSpan, ServiceProcess, TestEnv, eventually, example, get_json,
+    import, metric, scrape,
 };
 
 /// A client's trace: its id, and the id of the client span that posted.
@@ -29,6 +30,8 @@ async fn a_posted_file_is_one_trace_from_the_client_through_kafka_to_the_process
     ];
     let api = ServiceProcess::api(&env, &otel).await;
     let processor = ServiceProcess::processor(&env, &otel).await;
+    let ui = [("TRACES_UI_URL", "http://jaeger.test/trace/{trace_id}")];
+    let monitor = ServiceProcess::monitor(&env, &[&otel[..], &ui[..]].concat()).await;
     let topics = env.kafka().topics();
     let mut loaded = env.tail(&topics.file_loaded);
 
@@ -56,16 +59,19 @@ async fn a_posted_file_is_one_trace_from_the_client_through_kafka_to_the_process
                 .filter(|s| s.trace_id == TRACE_ID)
                 .map(|s| s.service.as_str())
                 .collect();
-            services.contains("cmd-api")
-                && spans
+            let of = |service| {
+                spans
                     .iter()
-                    .filter(|s| s.service == "cmd-processor" && s.trace_id == TRACE_ID)
+                    .filter(|s| s.service == service && s.trace_id == TRACE_ID)
                     .count()
-                    >= 2
+            };
+            services.contains("cmd-api") && of("cmd-processor") >= 2 && of("cmd-monitoring") >= 2
         })
         .await;
     the_spans_nest_as_the_file_travelled(&spans);
+    the_monitor_consumed_both_events_in_the_trace(&spans);
     the_log_lines_carry_the_trace_id(&api, &processor);
+    the_monitor_names_the_files_trace_and_links_to_it(&monitor, &file_id).await;
 }
 
 async fn the_kafka_record_carries_the_trace(env: &TestEnv, file_id: &str) {
@@ -129,6 +135,39 @@ fn the_spans_nest_as_the_file_travelled(spans: &[ReceivedSpan]) {
         outcome.attributes["messaging.destination.name"].ends_with("etl.file-loaded"),
         "{outcome:?}"
     );
+}
+
+fn the_monitor_consumed_both_events_in_the_trace(spans: &[ReceivedSpan]) {
+    let publish = one(spans, "cmd-api", "publish");
+    let consumed: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.service == "cmd-monitoring" && s.name == "consume")
+        .filter(|s| s.trace_id == TRACE_ID)
+        .collect();
+    assert!(
+        consumed.iter().any(|s| s.parent_span_id == publish.span_id),
+        "the announcement's consume span is a child of the api's publish: {consumed:#?}"
+    );
+    assert!(consumed.iter().all(|s| s.kind == 5), "{consumed:#?}");
+}
+
+async fn the_monitor_names_the_files_trace_and_links_to_it(
+    monitor: &ServiceProcess,
+    file_id: &str,
+) {
+    let file = eventually(DEADLINE, "the monitor to record the file", || async {
+        let (_, file) = get_json(monitor, &format!("/files/{file_id}")).await;
+        (file["status"] == "loaded").then_some(file)
+    })
+    .await;
+    assert_eq!(file["trace_id"], TRACE_ID, "{file}");
+    assert_eq!(
+        file["trace_url"],
+        format!("http://jaeger.test/trace/{TRACE_ID}"),
+        "{file}"
+    );
+    let timeline = file["timeline"].as_array().unwrap();
+    assert!(timeline.iter().all(|e| e["trace_id"] == TRACE_ID), "{file}");
 }
 
 fn the_log_lines_carry_the_trace_id(api: &ServiceProcess, processor: &ServiceProcess) {
