@@ -31,10 +31,14 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(id.clone());
     let span = tracing::info_span!(
         "request",
+        otel.name = %req.method(),
         otel.kind = "server",
         request_id = %id,
         method = %req.method(),
         path = %req.uri().path(),
+        http.request.method = %req.method(),
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
     // A client's `traceparent` makes this request part of its trace.
@@ -46,7 +50,8 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
             .flatten()
     });
     etl_core::traces::continue_from(&span, trace_headers);
-    let mut response = next.run(req).instrument(span).await;
+    let mut response = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     if let Ok(v) = HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert(HEADER, v);
     }

@@ -15,8 +15,10 @@ use std::time::Instant;
 use prometheus::Histogram;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use etl_core::metrics::DependencyTimer;
+use etl_core::traces::SpanLink;
 
 use crate::catalog::Loadable;
 use crate::db::{self, FileMeta, Load, Rows, Written};
@@ -31,6 +33,8 @@ struct Request {
     record: Record,
     dataset: Arc<Loadable>,
     started: Instant,
+    /// The file's span: the transaction that loads it links to it.
+    asked_in: SpanLink,
     answer: oneshot::Sender<Loaded>,
 }
 
@@ -74,6 +78,7 @@ impl Loader {
             record,
             dataset,
             started,
+            asked_in: SpanLink::current(),
             answer,
         };
         let gone = || Arc::new(sqlx::Error::PoolClosed);
@@ -129,7 +134,8 @@ impl Batches {
 
     async fn write(&self, batch: Vec<Request>) {
         let loads: Vec<Load<'_>> = batch.iter().map(load_of).collect();
-        match self.transaction(&loads).await {
+        let span = transaction_span(&batch);
+        match self.transaction(&loads).instrument(span).await {
             Ok(written) => {
                 for (request, written) in batch.into_iter().zip(written) {
                     let _ = request.answer.send(Ok(written));
@@ -140,8 +146,10 @@ impl Batches {
             Err(e) if batch.len() > 1 && db::is_permanent(&e) => {
                 tracing::info!(files = batch.len(), error = %e, "the database refused a batch; loading its files one by one");
                 for request in batch {
+                    let span = transaction_span(std::slice::from_ref(&request));
                     let answer = self
                         .transaction(&[load_of(&request)])
+                        .instrument(span)
                         .await
                         .map(|mut written| written.remove(0))
                         .map_err(Arc::new);
@@ -164,6 +172,19 @@ impl Batches {
             .time("postgres", "load_files", db::load(&self.pool, loads))
             .await
     }
+}
+
+/// One transaction serves several files: its span links to each file's.
+fn transaction_span(batch: &[Request]) -> tracing::Span {
+    let span = tracing::info_span!(
+        "load_files",
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "transaction",
+        files = batch.len(),
+    );
+    etl_core::traces::add_links(&span, batch.iter().map(|r| &r.asked_in));
+    span
 }
 
 fn load_of(request: &Request) -> Load<'_> {

@@ -158,7 +158,8 @@ impl FileProcessor {
         let place = self.place(&event).await?;
         let bytes = self.download(&event, &place).await?;
         let meta = event.meta(place);
-        match dataset.read(&bytes) {
+        let validate = tracing::info_span!("validate", dataset = event.dataset.as_str());
+        match validate.in_scope(|| dataset.read(&bytes)) {
             Err(errors) => self.reject_invalid(&event, &meta, errors).await,
             Ok(record) => {
                 self.load(&event, meta, dataset.clone(), record, started)

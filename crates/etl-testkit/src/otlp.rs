@@ -29,6 +29,8 @@ pub struct ReceivedSpan {
     pub parent_span_id: String,
     /// OTLP's span kind: 2 server, 3 client, 4 producer, 5 consumer.
     pub kind: i32,
+    /// The spans it links to, as (trace id, span id).
+    pub links: Vec<(String, String)>,
     pub attributes: BTreeMap<String, String>,
 }
 
@@ -155,6 +157,11 @@ fn keep(received: &Received, request: ExportTraceServiceRequest) {
                 span_id: hex(&span.span_id),
                 parent_span_id: hex(&span.parent_span_id),
                 kind: span.kind,
+                links: span
+                    .links
+                    .iter()
+                    .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                    .collect(),
                 attributes: text_attributes(&span.attributes),
             });
         }

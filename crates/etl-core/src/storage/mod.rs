@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::{Method, Url};
+use tracing::Instrument;
 
 use crate::config::{ConfigError, Env, Secret};
 use crate::domain::{CompanySlug, FileId};
@@ -194,6 +195,7 @@ impl ObjectStore {
         let answer = self
             .timer
             .time("s3", "put_object", self.client.send(&call))
+            .instrument(self.span("PutObject", key))
             .await
             .map_err(unavailable("PutObject"))?;
         Ok(StoredObject {
@@ -206,6 +208,7 @@ impl ObjectStore {
         match self
             .timer
             .time("s3", "get_object", self.client.send(&get))
+            .instrument(self.span("GetObject", key))
             .await
         {
             Ok(answer) => Ok(answer.body.into()),
@@ -279,6 +282,20 @@ impl ObjectStore {
 
     /// A call on this bucket (`key` empty) or one of its objects, without
     /// query or body.
+    /// The client span of one S3 call, with the semantic conventions' names.
+    fn span(&self, method: &'static str, key: &str) -> tracing::Span {
+        tracing::info_span!(
+            "s3",
+            otel.name = format!("S3.{method}"),
+            otel.kind = "client",
+            rpc.system = "aws-api",
+            rpc.service = "S3",
+            rpc.method = method,
+            aws.s3.bucket = %self.bucket,
+            aws.s3.key = key,
+        )
+    }
+
     fn call<'a>(&'a self, method: Method, key: &'a str) -> Call<'a> {
         Call {
             method,

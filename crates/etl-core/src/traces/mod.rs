@@ -68,6 +68,28 @@ pub fn record_trace_id(span: &tracing::Span) {
     }
 }
 
+/// The span some work was asked for in, for a span that does the work
+/// of several (one database transaction for many files) to link to.
+#[derive(Debug, Clone)]
+pub struct SpanLink(opentelemetry::trace::SpanContext);
+
+impl SpanLink {
+    /// The current span's; one that links nowhere when traces are off.
+    pub fn current() -> Self {
+        let cx = tracing::Span::current().context();
+        Self(cx.span().span_context().clone())
+    }
+}
+
+/// Links `span` to each of `links` that belongs to a trace.
+pub fn add_links<'l>(span: &tracing::Span, links: impl IntoIterator<Item = &'l SpanLink>) {
+    for link in links {
+        if link.0.is_valid() {
+            span.add_link(link.0.clone());
+        }
+    }
+}
+
 #[derive(Default)]
 struct Carrier(Vec<(&'static str, String)>);
 

@@ -65,7 +65,11 @@ async fn a_posted_file_is_one_trace_from_the_client_through_kafka_to_the_process
                     .filter(|s| s.service == service && s.trace_id == TRACE_ID)
                     .count()
             };
-            services.contains("cmd-api") && of("cmd-processor") >= 2 && of("cmd-monitoring") >= 2
+            let loaded = spans.iter().any(|s| s.name == "load_files");
+            services.contains("cmd-api")
+                && of("cmd-processor") >= 4
+                && of("cmd-monitoring") >= 2
+                && loaded
         })
         .await;
     the_spans_nest_as_the_file_travelled(&spans);
@@ -109,12 +113,20 @@ fn one<'s>(spans: &'s [ReceivedSpan], service: &str, name: &str) -> &'s Received
 }
 
 fn the_spans_nest_as_the_file_travelled(spans: &[ReceivedSpan]) {
-    let request = one(spans, "cmd-api", "request");
+    let request = one(spans, "cmd-api", "POST");
     assert_eq!(
         request.parent_span_id, CLIENT_SPAN,
         "the client's span is its parent"
     );
     assert_eq!(request.kind, 2, "a server span");
+    assert_eq!(request.attributes["http.response.status_code"], "202");
+    assert_eq!(request.attributes["url.path"], "/import/companies");
+    let put = one(spans, "cmd-api", "S3.PutObject");
+    assert_eq!(
+        (put.parent_span_id.as_str(), put.kind),
+        (request.span_id.as_str(), 3)
+    );
+    assert_eq!(put.attributes["rpc.service"], "S3");
     let publish = one(spans, "cmd-api", "publish");
     assert_eq!(publish.parent_span_id, request.span_id);
     assert_eq!(publish.kind, 4, "a producer span");
@@ -129,6 +141,17 @@ fn the_spans_nest_as_the_file_travelled(spans: &[ReceivedSpan]) {
         "consumed from the api's publish"
     );
     assert_eq!(record.kind, 5, "a consumer span");
+    let get = one(spans, "cmd-processor", "S3.GetObject");
+    assert_eq!(get.parent_span_id, record.span_id);
+    let validate = one(spans, "cmd-processor", "validate");
+    assert_eq!(validate.parent_span_id, record.span_id);
+    // The transaction may serve several files: linked to each, not a child.
+    let linked = (TRACE_ID.to_owned(), record.span_id.clone());
+    let load = spans
+        .iter()
+        .find(|s| s.name == "load_files" && s.links.contains(&linked))
+        .unwrap_or_else(|| panic!("no load_files span linked to the record in {spans:#?}"));
+    assert_eq!(load.attributes["db.system.name"], "postgresql");
     let outcome = one(spans, "cmd-processor", "publish");
     assert_eq!(outcome.parent_span_id, record.span_id);
     assert!(
