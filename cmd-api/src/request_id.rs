@@ -40,6 +40,7 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
         url.path = %req.uri().path(),
         http.response.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     );
     // A client's `traceparent` makes this request part of its trace.
     let trace_headers = req.headers().iter().filter_map(|(name, value)| {

@@ -147,16 +147,17 @@ impl Tail {
         match Envelope::from_json(payload) {
             Ok(envelope) => {
                 let span = tracing::info_span!(
-                    "consume",
-                    otel.kind = "consumer",
-                    messaging.system = "kafka",
-                    messaging.operation.type = "process",
-                    messaging.destination.name = message.topic(),
-                    messaging.destination.partition.id = message.partition(),
-                    messaging.kafka.offset = message.offset(),
-                    event_type = envelope.event.type_name(),
-                    trace_id = tracing::field::Empty,
-                );
+                            "consume",
+                            otel.kind = "consumer",
+                            messaging.system = "kafka",
+                            messaging.operation.type = "process",
+                            messaging.destination.name = message.topic(),
+                            messaging.destination.partition.id = message.partition(),
+                            messaging.kafka.offset = message.offset(),
+                            event_type = envelope.event.type_name(),
+                            trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+                        );
                 etl_core::traces::continue_from(&span, trace_headers());
                 let seen = SeenEvent {
                     envelope,

@@ -238,6 +238,7 @@ fn record_span(record: &OwnedMessage) -> tracing::Span {
         file_id = tracing::field::Empty,
         company = tracing::field::Empty,
         trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     );
     // The file's trace goes on from the producer's publish span.
     etl_core::traces::continue_from(&span, headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));

@@ -58,13 +58,14 @@ pub fn trace_id_in<'h>(headers: impl IntoIterator<Item = (&'h str, &'h str)>) ->
     ids.is_valid().then(|| ids.trace_id().to_string())
 }
 
-/// Records `trace_id` on `span` (declared with `trace_id =
-/// tracing::field::Empty`) when traces are on.
+/// Records `trace_id` and `span_id` on `span` (declared with both as
+/// `tracing::field::Empty`) when traces are on.
 pub fn record_trace_id(span: &tracing::Span) {
     let cx: Context = span.context();
     let ids = cx.span().span_context().clone();
     if ids.is_valid() {
         span.record("trace_id", tracing::field::display(ids.trace_id()));
+        span.record("span_id", tracing::field::display(ids.span_id()));
     }
 }
 

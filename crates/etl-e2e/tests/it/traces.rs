@@ -201,6 +201,8 @@ fn the_log_lines_carry_the_trace_id(api: &ServiceProcess, processor: &ServicePro
             .find(|l| l["message"] == line)
             .unwrap_or_else(|| panic!("no {line:?} in {lines:#?}"));
         assert_eq!(logged["span"]["trace_id"], TRACE_ID, "{logged}");
+        let span_id = logged["span"]["span_id"].as_str().unwrap_or_default();
+        assert_eq!(span_id.len(), 16, "{logged}");
     }
 }
 
