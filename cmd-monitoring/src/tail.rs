@@ -143,28 +143,28 @@ impl Tail {
     fn read(&self, message: &impl Message) -> Option<(SeenEvent, tracing::Span)> {
         let payload = message.payload().unwrap_or_default();
         let headers = bus::headers_map(message.headers());
-        let trace_headers = || headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let trace_headers = headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         match Envelope::from_json(payload) {
             Ok(envelope) => {
                 let span = tracing::info_span!(
-                            "consume",
-                            otel.kind = "consumer",
-                            messaging.system = "kafka",
-                            messaging.operation.type = "process",
-                            messaging.destination.name = message.topic(),
-                            messaging.destination.partition.id = message.partition(),
-                            messaging.kafka.offset = message.offset(),
-                            event_type = envelope.event.type_name(),
-                            trace_id = tracing::field::Empty,
-                span_id = tracing::field::Empty,
-                        );
-                etl_core::traces::continue_from(&span, trace_headers());
+                    "consume",
+                    otel.kind = "consumer",
+                    messaging.system = "kafka",
+                    messaging.operation.type = "process",
+                    messaging.destination.name = message.topic(),
+                    messaging.destination.partition.id = message.partition(),
+                    messaging.kafka.offset = message.offset(),
+                    event_type = envelope.event.type_name(),
+                    trace_id = tracing::field::Empty,
+                    span_id = tracing::field::Empty,
+                );
+                let trace_id = etl_core::traces::continue_from(&span, trace_headers);
                 let seen = SeenEvent {
                     envelope,
                     topic: message.topic().to_owned(),
                     partition: message.partition(),
                     offset: message.offset(),
-                    trace_id: etl_core::traces::trace_id_in(trace_headers()),
+                    trace_id,
                 };
                 Some((seen, span))
             }

@@ -30,31 +30,23 @@ pub fn headers_of(span: &tracing::Span) -> Vec<(&'static str, String)> {
 /// Makes the context in `headers` (an HTTP request's, a Kafka record's)
 /// the parent of `span`, and puts the trace id on it for the log lines
 /// inside it. Headers without a valid `traceparent` leave the span a root.
+/// Returns the headers' trace id (in hex), whether or not this service
+/// exports spans.
 pub fn continue_from<'h>(
     span: &tracing::Span,
     headers: impl IntoIterator<Item = (&'h str, &'h str)>,
-) {
+) -> Option<String> {
     let headers: BTreeMap<String, &str> = headers
         .into_iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v))
         .collect();
     let parent = TraceContextPropagator::new().extract(&Received(&headers));
-    if parent.span().span_context().is_valid() {
+    let ids = parent.span().span_context().clone();
+    if ids.is_valid() {
         // Fails only for a span that is already closed or not traced.
         let _ = span.set_parent(parent);
     }
     record_trace_id(span);
-}
-
-/// The trace id of a `traceparent` among `headers`, in hex; `None`
-/// without a valid one.
-pub fn trace_id_in<'h>(headers: impl IntoIterator<Item = (&'h str, &'h str)>) -> Option<String> {
-    let headers: BTreeMap<String, &str> = headers
-        .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect();
-    let cx = TraceContextPropagator::new().extract(&Received(&headers));
-    let ids = cx.span().span_context().clone();
     ids.is_valid().then(|| ids.trace_id().to_string())
 }
 
