@@ -335,17 +335,23 @@ fn read_event(record: &OwnedMessage) -> Result<FileEvent<'_>, Stop> {
     };
     let envelope = Envelope::from_json(record.payload().unwrap_or_default())
         .map_err(|e| letter(None, format!("the record is not a pipeline event: {e}")))?;
-    let span = tracing::Span::current();
-    span.record("request_id", envelope.request_id.as_str());
-    if let Some(c) = &envelope.company {
-        span.record("company", c.as_str());
-    }
+    let file_id = match &envelope.event {
+        Event::FileExtractSuccess(file) => Some(file.file_id),
+        _ => None,
+    };
+    etl_core::telemetry::record_fields(
+        &tracing::Span::current(),
+        [
+            ("request_id", &envelope.request_id.as_str()),
+            ("company", &envelope.company.as_ref().map(|c| c.as_str())),
+            ("file_id", &file_id.map(tracing::field::display)),
+        ],
+    );
     let Event::FileExtractSuccess(file) = &envelope.event else {
         let kind = envelope.event.type_name();
         let error = format!("expected FileExtractSuccess, got {kind}");
         return Err(letter(Some(&envelope), error));
     };
-    span.record("file_id", tracing::field::display(file.file_id));
     let Some(company) = envelope.company.clone() else {
         let error = "FileExtractSuccess without a company".into();
         return Err(letter(Some(&envelope), error));

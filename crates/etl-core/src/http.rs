@@ -144,14 +144,18 @@ struct OpsState {
     registry: Registry,
 }
 
+/// The paths of [`ops_router`]: the probes and the metrics scrape.
+pub const OPS_PATHS: [&str; 3] = ["/liveness", "/readiness", "/metrics"];
+
 /// `/liveness`, `/readiness` and `/metrics`.
 pub fn ops_router(info: ServiceInfo, readiness: Readiness, registry: Registry) -> Router {
     // Every service exports spans the same way, so its counters are here.
     crate::traces::register_metrics(&registry);
+    let [live, ready, scrape] = OPS_PATHS;
     Router::new()
-        .route("/liveness", get(liveness))
-        .route("/readiness", get(readiness_handler))
-        .route("/metrics", get(metrics))
+        .route(live, get(liveness))
+        .route(ready, get(readiness_handler))
+        .route(scrape, get(metrics))
         .with_state(OpsState {
             info: Arc::new(info),
             readiness,

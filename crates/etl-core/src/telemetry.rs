@@ -57,7 +57,19 @@ const TRACES_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 /// calls are ignored.
 pub fn init(format: LogFormat, tracer: Option<SdkTracer>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let spans = tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t));
+    let spans = tracer.map(|t| {
+        // Each of these costs every span a clock read, an allocation or a
+        // context switch of its own on every poll, for attributes a span's
+        // name and kind already say; on the processor's hot path they were
+        // a measurable share of its CPU (docs/performance.md).
+        tracing_opentelemetry::layer()
+            .with_tracer(t)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+    });
     let logs = tracing_subscriber::fmt::layer().with_span_events(FmtSpan::NONE);
     let subscriber = tracing_subscriber::registry().with(filter).with(spans);
     let _ = match format {
@@ -71,4 +83,32 @@ pub fn init(format: LogFormat, tracer: Option<SdkTracer>) {
             .try_init(),
         LogFormat::Pretty => subscriber.with(logs.pretty()).try_init(),
     };
+}
+
+/// Records several of `span`'s declared fields in one call. The JSON log
+/// format keeps a span's fields as a JSON string and parses and rewrites
+/// it on every record, so fields learnt together are recorded together.
+/// Every name must be declared by the span (debug builds check it; release
+/// builds then record nothing).
+pub fn record_fields<const N: usize>(
+    span: &tracing::Span,
+    values: [(&str, &dyn tracing::Value); N],
+) {
+    let Some(meta) = span.metadata() else {
+        return;
+    };
+    let declared = meta.fields();
+    let fields = values.map(|(name, _)| declared.field(name));
+    if fields.iter().any(Option::is_none) {
+        debug_assert!(
+            false,
+            "a field recorded on span {} is not declared",
+            meta.name()
+        );
+        return;
+    }
+    let fields = fields.map(Option::unwrap);
+    let pairs: [(&tracing::field::Field, Option<&dyn tracing::Value>); N] =
+        std::array::from_fn(|i| (&fields[i], Some(values[i].1)));
+    span.record_all(&declared.value_set(&pairs));
 }

@@ -42,16 +42,28 @@ pub struct Pending {
     event_type: Option<&'static str>,
     started: Instant,
     shared: Arc<Shared>,
+    /// The publish span, open until the broker answers: the partition and
+    /// offset are known only then.
+    span: tracing::Span,
 }
 
 impl Pending {
     /// Waits for the broker's acknowledgement from all in-sync replicas.
     pub async fn delivered(self) -> Result<Delivered, BusError> {
-        let result = match self.delivery.await {
-            Ok(Ok(d)) => Ok(Delivered {
-                partition: d.partition,
-                offset: d.offset,
-            }),
+        let result = match self.delivery.instrument(self.span.clone()).await {
+            Ok(Ok(d)) => {
+                crate::telemetry::record_fields(
+                    &self.span,
+                    [
+                        ("messaging.destination.partition.id", &d.partition),
+                        ("messaging.kafka.offset", &d.offset),
+                    ],
+                );
+                Ok(Delivered {
+                    partition: d.partition,
+                    offset: d.offset,
+                })
+            }
             Ok(Err((source, _))) => Err(source),
             // The producer was replaced with the record in its queue.
             Err(_canceled) => Err(KafkaError::Canceled),
@@ -180,6 +192,8 @@ impl EventPublisher {
             messaging.operation.type = "send",
             messaging.destination.name = topic,
             messaging.kafka.message.key = key,
+            messaging.destination.partition.id = tracing::field::Empty,
+            messaging.kafka.offset = tracing::field::Empty,
             event_type,
         );
         // The consumer continues the trace from these headers.
@@ -194,7 +208,11 @@ impl EventPublisher {
             .key(key)
             .payload(&payload)
             .headers(owned_headers(headers));
-        self.send(record, Some(event_type)).instrument(span).await
+        let pending = self.send(record, Some(event_type)).instrument(span.clone());
+        Ok(Pending {
+            span,
+            ..pending.await?
+        })
     }
 
     /// Publishes a record as it is (not an envelope of ours): the
@@ -253,6 +271,7 @@ impl EventPublisher {
             event_type,
             started,
             shared: shared.clone(),
+            span: tracing::Span::none(),
         })
     }
 

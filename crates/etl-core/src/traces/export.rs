@@ -19,6 +19,7 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use tokio::sync::{mpsc, oneshot};
 
 use super::TraceSettings;
+use super::sampler::OpsLeftOut;
 
 static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     IntCounterVec::new(
@@ -76,7 +77,7 @@ impl Traces {
             .with_span_processor(QueueProcessor {
                 spans: Mutex::new(Some(spans)),
             })
-            .with_sampler(settings.sampler.sampler())
+            .with_sampler(OpsLeftOut(settings.sampler.sampler()))
             .with_resource(resource)
             .build();
         let tracer = provider.tracer(settings.service_name.clone());

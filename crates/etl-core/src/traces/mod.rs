@@ -6,6 +6,7 @@
 //! trace id.
 
 mod export;
+mod sampler;
 mod settings;
 
 pub use export::{Traces, register_metrics};
@@ -56,8 +57,13 @@ pub fn record_trace_id(span: &tracing::Span) {
     let cx: Context = span.context();
     let ids = cx.span().span_context().clone();
     if ids.is_valid() {
-        span.record("trace_id", tracing::field::display(ids.trace_id()));
-        span.record("span_id", tracing::field::display(ids.span_id()));
+        crate::telemetry::record_fields(
+            span,
+            [
+                ("trace_id", &tracing::field::display(ids.trace_id())),
+                ("span_id", &tracing::field::display(ids.span_id())),
+            ],
+        );
     }
 }
 

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 
 use etl_core::events::Event;
 use etl_testkit::{
-    DEADLINE, OtlpReceiver, ReceivedSpan, ServiceProcess, TestEnv, eventually, example, get_json,
-    import, metric, scrape,
+    DEADLINE, OtlpReceiver, Received, ReceivedSpan, ServiceProcess, TestEnv, eventually, example,
+    get_json, import, metric, scrape,
 };
 
 /// A client's trace: its id, and the id of the client span that posted.
@@ -42,16 +42,22 @@ async fn a_posted_file_is_one_trace_from_the_client_through_kafka_to_the_process
         .await;
     assert_eq!(answer.status, 202, "{}", answer.body);
     let file_id = answer.file_ids().remove(0);
-    loaded
+    let is_the_outcome = |r: &Received| match &r.envelope.event {
+        Event::FileLoaded(e) => e.file_id.to_string() == file_id,
+        _ => false,
+    };
+    let outcomes = loaded
         .until(DEADLINE, "the file loaded", |r| {
-            r.iter().any(|r| match &r.envelope.event {
-                Event::FileLoaded(e) => e.file_id.to_string() == file_id,
-                _ => false,
-            })
+            r.iter().any(is_the_outcome)
         })
         .await;
+    let outcome = outcomes
+        .iter()
+        .find(|r| is_the_outcome(r))
+        .cloned()
+        .unwrap();
 
-    the_kafka_record_carries_the_trace(&env, &file_id).await;
+    let announcement = the_kafka_record_carries_the_trace(&env, &file_id).await;
     let spans = receiver
         .until(DEADLINE, "the spans of both services", |spans| {
             let services: BTreeSet<&str> = spans
@@ -73,12 +79,13 @@ async fn a_posted_file_is_one_trace_from_the_client_through_kafka_to_the_process
         })
         .await;
     the_spans_nest_as_the_file_travelled(&spans);
+    the_publish_spans_name_where_the_records_landed(&spans, &announcement, &outcome);
     the_monitor_consumed_both_events_in_the_trace(&spans);
     the_log_lines_carry_the_trace_id(&api, &processor);
     the_monitor_names_the_files_trace_and_links_to_it(&monitor, &file_id).await;
 }
 
-async fn the_kafka_record_carries_the_trace(env: &TestEnv, file_id: &str) {
+async fn the_kafka_record_carries_the_trace(env: &TestEnv, file_id: &str) -> Received {
     let topics = env.kafka().topics();
     let mut announced = env.tail(&topics.file_extract_success);
     let records = announced
@@ -101,6 +108,30 @@ async fn the_kafka_record_carries_the_trace(env: &TestEnv, file_id: &str) {
         parts[2], CLIENT_SPAN,
         "the api's own span is the parent: {header}"
     );
+    record.clone()
+}
+
+/// The partition and offset are known only once the broker has the
+/// record; the publish span lasts until then.
+fn the_publish_spans_name_where_the_records_landed(
+    spans: &[ReceivedSpan],
+    announcement: &Received,
+    outcome: &Received,
+) {
+    for (service, record) in [("cmd-api", announcement), ("cmd-processor", outcome)] {
+        let publish = one(spans, service, "publish");
+        let attribute = |name: &str| publish.attributes.get(name).cloned().unwrap_or_default();
+        assert_eq!(
+            (
+                attribute("messaging.destination.partition.id"),
+                attribute("messaging.kafka.offset")
+            ),
+            (record.partition.to_string(), record.offset.to_string()),
+            "{publish:?}"
+        );
+        let key = record.key.clone().unwrap_or_default();
+        assert_eq!(attribute("messaging.kafka.message.key"), key, "{publish:?}");
+    }
 }
 
 fn one<'s>(spans: &'s [ReceivedSpan], service: &str, name: &str) -> &'s ReceivedSpan {
@@ -238,4 +269,57 @@ async fn with_the_collector_down_files_still_load_and_the_lost_spans_are_counted
     })
     .await;
     eprintln!("the api counted {dropped} spans it could not post");
+}
+
+/// Kubernetes' probes and Prometheus' scrapes call every few seconds; as
+/// traces they would bury the files'. Requests before and after them are
+/// traced, so their absence is not a delay.
+#[tokio::test]
+async fn the_probes_and_the_metrics_scrape_are_not_traced() {
+    let env = TestEnv::new().await;
+    let receiver = OtlpReceiver::start().await;
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY", SCHEDULE_MS),
+    ];
+    let api = ServiceProcess::api(&env, &otel).await;
+    let traced = |spans: &[ReceivedSpan], path: &str| {
+        spans
+            .iter()
+            .filter(|s| {
+                s.service == "cmd-api"
+                    && s.attributes.get("url.path").map(String::as_str) == Some(path)
+            })
+            .count()
+    };
+    let (status, _) = get_json(&api, "/datasets").await;
+    assert_eq!(status, 200);
+    for path in etl_core::http::OPS_PATHS {
+        let (status, _) = get_json(&api, path).await;
+        assert_eq!(status, 200, "{path}");
+    }
+    let (status, _) = get_json(&api, "/datasets").await;
+    assert_eq!(status, 200);
+    let spans = receiver
+        .until(DEADLINE, "both requests for the datasets", |spans| {
+            traced(spans, "/datasets") == 2
+        })
+        .await;
+    for path in etl_core::http::OPS_PATHS {
+        assert_eq!(traced(&spans, path), 0, "{path} was traced: {spans:#?}");
+    }
+    // Nor is anything a probe does on its way (a readiness check's calls).
+    let requested: BTreeSet<&str> = spans
+        .iter()
+        .filter(|s| s.attributes.get("url.path").map(String::as_str) == Some("/datasets"))
+        .map(|s| s.trace_id.as_str())
+        .collect();
+    let strays: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| !requested.contains(s.trace_id.as_str()))
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "spans of no request asked for: {strays:#?}"
+    );
 }
