@@ -58,10 +58,12 @@ const TRACES_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 pub fn init(format: LogFormat, tracer: Option<SdkTracer>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let spans = tracer.map(|t| {
-        // Each of these costs every span a clock read, an allocation or a
-        // context switch of its own on every poll, for attributes a span's
-        // name and kind already say; on the processor's hot path they were
-        // a measurable share of its CPU (docs/performance.md).
+        // Each of these costs every span an allocation, or every poll of an
+        // instrumented future clock reads and a context attached, for
+        // attributes a span's name and kind already say or a context our
+        // code never reads (it asks a span for its own); on the processor's
+        // hot path they were a measurable share of its CPU
+        // (docs/performance.md).
         tracing_opentelemetry::layer()
             .with_tracer(t)
             .with_location(false)
