@@ -20,14 +20,19 @@ const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 /// Spans are posted at most this long after they end.
 const SCHEDULE_MS: &str = "100";
 
+/// The settings that make a service post its spans to `receiver` promptly.
+fn exporting_to(receiver: &OtlpReceiver) -> [(&'static str, &str); 2] {
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY", SCHEDULE_MS),
+    ]
+}
+
 #[tokio::test]
 async fn a_posted_file_is_one_trace_from_the_client_through_kafka_to_the_processor() {
     let env = TestEnv::new().await;
     let receiver = OtlpReceiver::start().await;
-    let otel = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
-        ("OTEL_BSP_SCHEDULE_DELAY", SCHEDULE_MS),
-    ];
+    let otel = exporting_to(&receiver);
     let api = ServiceProcess::api(&env, &otel).await;
     let processor = ServiceProcess::processor(&env, &otel).await;
     let ui = [("TRACES_UI_URL", "http://jaeger.test/trace/{trace_id}")];
@@ -278,10 +283,7 @@ async fn with_the_collector_down_files_still_load_and_the_lost_spans_are_counted
 async fn the_probes_and_the_metrics_scrape_are_not_traced() {
     let env = TestEnv::new().await;
     let receiver = OtlpReceiver::start().await;
-    let otel = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
-        ("OTEL_BSP_SCHEDULE_DELAY", SCHEDULE_MS),
-    ];
+    let otel = exporting_to(&receiver);
     let api = ServiceProcess::api(&env, &otel).await;
     let traced = |spans: &[ReceivedSpan], path: &str| {
         spans
