@@ -67,6 +67,8 @@ async function main() {
     // Its receipt too: the two events come from two topics, in either order,
     // and the stream shows each once it is stored.
     await page.waitForSelector(`tr[data-file-id="${fileId}"][data-event-type="FileExtractSuccess"]`, { timeout: STEP_MS });
+    // Each row names the trace its event was published in.
+    const rowTraceIds = await page.$$eval(`tr[data-file-id="${fileId}"] [data-trace-id]`, (els) => els.map((el) => el.dataset.traceId));
     // The counters (from /stats) catch up.
     await page.waitForFunction(
       () => Number(document.querySelector('[data-counter="loaded"] b')?.textContent) >= 1,
@@ -77,6 +79,7 @@ async function main() {
     await page.click("#search button");
     await page.waitForSelector(`[data-detail-for="${fileId}"] li[data-event-type="FileLoaded"]`, { timeout: STEP_MS });
     const timeline = await page.$$eval(`[data-detail-for="${fileId}"] li`, (items) => items.map((li) => li.dataset.eventType));
+    const detailTraceIds = await page.$$eval(`[data-detail-for="${fileId}"] [data-trace-id]`, (els) => els.map((el) => el.dataset.traceId));
 
     // Searching the request id shows its file.
     await page.fill("#search-id", requestId);
@@ -100,6 +103,7 @@ async function main() {
     await page.screenshot({ path: screenshot, fullPage: true });
     if (consoleErrors.length) throw new Error("console errors: " + consoleErrors.join(" | "));
     console.log(JSON.stringify({ file_id: fileId, request_id: requestId, shown_after_ms: shownAfterMs, timeline, request_text: requestText,
+                                 row_trace_ids: rowTraceIds, detail_trace_ids: detailTraceIds,
                                  employee_id: employeeId, employee_shown: employeeShown, datasets_shown: datasetsShown, company_rows_after_filter: companyRows.length }));
   } catch (err) {
     await page.screenshot({ path: screenshot.replace(/\.png$/, "") + "-failure.png", fullPage: true }).catch(() => {});

@@ -2,13 +2,14 @@
 //! playwright-core, `scripts/browser.sh`): opened from the monitoring binary
 //! alone, it shows a file posted through the api, live, and finds it by
 //! file id and by request id; narrowed to a dataset, it shows only that
-//! dataset's events. The screenshot lands in `.local/screenshots/`.
+//! dataset's events; each row and the details name the event's trace.
+//! The screenshot lands in `.local/screenshots/`.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use etl_testkit::{ServiceProcess, TestEnv, get_json, repo_root};
+use etl_testkit::{OtlpReceiver, ServiceProcess, TestEnv, get_json, repo_root};
 
 /// Generous: the first run on a fresh machine installs Chromium and
 /// playwright-core (normally `make test` has done that before the suite).
@@ -17,8 +18,11 @@ const BROWSER_DEADLINE: Duration = Duration::from_secs(900);
 #[tokio::test]
 async fn the_dashboard_shows_a_posted_file_live_and_finds_it() {
     let env = TestEnv::new().await;
-    let api = ServiceProcess::api(&env, &[]).await;
-    let _processor = ServiceProcess::processor(&env, &[]).await;
+    // Exporting, so that the events carry a trace for the page to show.
+    let receiver = OtlpReceiver::start().await;
+    let otel = [("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())];
+    let api = ServiceProcess::api(&env, &otel).await;
+    let _processor = ServiceProcess::processor(&env, &otel).await;
     let monitor = ServiceProcess::monitor(&env, &[]).await;
 
     let screenshots = repo_root().join(".local/screenshots");
@@ -70,6 +74,16 @@ async fn the_dashboard_shows_a_posted_file_live_and_finds_it() {
     let (_, file) = get_json(&monitor, &format!("/files/{file_id}")).await;
     assert_eq!(file["status"], "loaded", "{file}");
     assert_eq!(file["request_id"], seen["request_id"], "{file}");
+    let trace_id = file["trace_id"].as_str().unwrap_or_default();
+    assert_eq!(trace_id.len(), 32, "{file}");
+    assert_eq!(
+        (&seen["row_trace_ids"], &seen["detail_trace_ids"]),
+        (
+            &serde_json::json!([trace_id, trace_id]),
+            &serde_json::json!([trace_id])
+        ),
+        "both rows and the details name the file's trace: {seen}"
+    );
 
     // Narrowed to employees, the page showed an employee's load and only
     // employees' events.
