@@ -38,7 +38,6 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
         path = %req.uri().path(),
         http.request.method = %req.method(),
         url.path = %req.uri().path(),
-        http.response.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
     );
@@ -52,7 +51,10 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
     });
     etl_core::traces::continue_from(&span, trace_headers);
     let mut response = next.run(req).instrument(span.clone()).await;
-    span.record("http.response.status_code", response.status().as_u16());
+    // No log line inside the span comes after the answer: only the
+    // exported span needs the status.
+    let status = i64::from(response.status().as_u16());
+    etl_core::traces::set_attribute(&span, "http.response.status_code", status);
     if let Ok(v) = HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert(HEADER, v);
     }

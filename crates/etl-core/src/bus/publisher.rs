@@ -20,6 +20,7 @@ use super::writable::{MinInsyncReplicas, describe_partitions, writable};
 use super::{BusError, HEADER_EVENT_TYPE, HEADER_REQUEST_ID, KafkaSettings, Topics};
 use crate::events::Envelope;
 use crate::metrics::{DependencyTimer, register};
+use crate::traces;
 
 /// How often the recovery task looks at the producer when librdkafka has
 /// not called to say it is fatal.
@@ -52,13 +53,9 @@ impl Pending {
     pub async fn delivered(self) -> Result<Delivered, BusError> {
         let result = match self.delivery.instrument(self.span.clone()).await {
             Ok(Ok(d)) => {
-                crate::telemetry::record_fields(
-                    &self.span,
-                    [
-                        ("messaging.destination.partition.id", &d.partition),
-                        ("messaging.kafka.offset", &d.offset),
-                    ],
-                );
+                let partition = i64::from(d.partition);
+                traces::set_attribute(&self.span, "messaging.destination.partition.id", partition);
+                traces::set_attribute(&self.span, "messaging.kafka.offset", d.offset);
                 Ok(Delivered {
                     partition: d.partition,
                     offset: d.offset,
@@ -192,12 +189,10 @@ impl EventPublisher {
             messaging.operation.type = "send",
             messaging.destination.name = topic,
             messaging.kafka.message.key = key,
-            messaging.destination.partition.id = tracing::field::Empty,
-            messaging.kafka.offset = tracing::field::Empty,
             event_type,
         );
         // The consumer continues the trace from these headers.
-        let trace = crate::traces::headers_of(&span);
+        let trace = traces::headers_of(&span);
         let headers = [
             (HEADER_EVENT_TYPE, event_type),
             (HEADER_REQUEST_ID, envelope.request_id.as_str()),

@@ -67,6 +67,18 @@ pub fn record_trace_id(span: &tracing::Span) {
     }
 }
 
+/// Sets an attribute of `span`'s exported span only, for what is learnt
+/// after its log lines (a response's status, where a record landed): a
+/// `tracing` field recorded late costs the JSON log format a rewrite of
+/// the span's fields. Nothing happens when traces are off.
+pub fn set_attribute(
+    span: &tracing::Span,
+    key: &'static str,
+    value: impl Into<opentelemetry::Value>,
+) {
+    span.set_attribute(key, value);
+}
+
 /// The span some work was asked for in, for a span that does the work
 /// of several (one database transaction for many files) to link to.
 #[derive(Debug, Clone)]
