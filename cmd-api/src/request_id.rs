@@ -42,14 +42,9 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
         span_id = tracing::field::Empty,
     );
     // A client's `traceparent` makes this request part of its trace.
-    let trace_headers = req.headers().iter().filter_map(|(name, value)| {
-        let name = name.as_str();
-        let wanted = name == "traceparent" || name == "tracestate";
-        wanted
-            .then(|| value.to_str().ok().map(|v| (name, v)))
-            .flatten()
-    });
-    etl_core::traces::continue_from(&span, trace_headers);
+    let headers = req.headers().iter();
+    let readable = headers.filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
+    etl_core::traces::continue_from(&span, readable);
     let mut response = next.run(req).instrument(span.clone()).await;
     // No log line inside the span comes after the answer: only the
     // exported span needs the status.

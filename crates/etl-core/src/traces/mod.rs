@@ -28,7 +28,8 @@ pub fn headers_of(span: &tracing::Span) -> Vec<(&'static str, String)> {
     carrier.0
 }
 
-/// Makes the context in `headers` (an HTTP request's, a Kafka record's)
+/// Makes the context in `headers` (an HTTP request's, a Kafka record's;
+/// all of them: only `traceparent` and `tracestate` are read, in any case)
 /// the parent of `span`, and puts the trace id on it for the log lines
 /// inside it. Headers without a valid `traceparent` leave the span a root.
 /// Returns the headers' trace id (in hex), whether or not this service
@@ -37,9 +38,9 @@ pub fn continue_from<'h>(
     span: &tracing::Span,
     headers: impl IntoIterator<Item = (&'h str, &'h str)>,
 ) -> Option<String> {
-    let headers: BTreeMap<String, &str> = headers
+    let headers: BTreeMap<&str, &str> = headers
         .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .filter_map(|(k, v)| trace_header(k).map(|k| (k, v)))
         .collect();
     let parent = TraceContextPropagator::new().extract(&Received(&headers));
     let ids = parent.span().span_context().clone();
@@ -115,7 +116,14 @@ impl Injector for Carrier {
     }
 }
 
-struct Received<'a>(&'a BTreeMap<String, &'a str>);
+/// The W3C trace-context header `name` is, in its lowercase spelling.
+fn trace_header(name: &str) -> Option<&'static str> {
+    ["traceparent", "tracestate"]
+        .into_iter()
+        .find(|wanted| name.eq_ignore_ascii_case(wanted))
+}
+
+struct Received<'a>(&'a BTreeMap<&'a str, &'a str>);
 
 impl Extractor for Received<'_> {
     fn get(&self, key: &str) -> Option<&str> {
@@ -123,6 +131,6 @@ impl Extractor for Received<'_> {
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(String::as_str).collect()
+        self.0.keys().copied().collect()
     }
 }
