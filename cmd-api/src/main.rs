@@ -19,9 +19,8 @@ async fn run_command() -> anyhow::Result<()> {
     }
     load_dotenv();
     let settings = ApiSettings::from_env(&Env::process()).context("invalid configuration")?;
-    let telemetry = Telemetry::start(settings.log_format, &settings.traces)
-        .map_err(anyhow::Error::msg)
-        .context("cannot export traces")?;
+    let telemetry =
+        Telemetry::start(settings.log_format, &settings.traces).context("cannot export traces")?;
     let grace = settings.shutdown_grace;
     let app = Application::build(settings)
         .await

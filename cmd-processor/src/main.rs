@@ -115,9 +115,8 @@ fn database(env: &Env) -> anyhow::Result<sqlx::PgPool> {
 
 async fn run(env: &Env) -> anyhow::Result<()> {
     let settings = ProcessorSettings::from_env(env).context("invalid configuration")?;
-    let telemetry = Telemetry::start(settings.log_format, &settings.traces)
-        .map_err(anyhow::Error::msg)
-        .context("cannot export traces")?;
+    let telemetry =
+        Telemetry::start(settings.log_format, &settings.traces).context("cannot export traces")?;
     let app = Application::build(settings)
         .await
         .context("failed to start cmd-processor")?;

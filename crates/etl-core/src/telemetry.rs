@@ -8,7 +8,7 @@ use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::traces::{TraceSettings, Traces};
+use crate::traces::{TraceSettings, Traces, TracesError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -36,7 +36,7 @@ pub struct Telemetry {
 impl Telemetry {
     /// Starts the trace exporter (if an endpoint is set) and installs the
     /// global subscriber. Needs a tokio runtime.
-    pub fn start(format: LogFormat, traces: &TraceSettings) -> Result<Self, String> {
+    pub fn start(format: LogFormat, traces: &TraceSettings) -> Result<Self, TracesError> {
         let (traces, tracer) = Traces::start(traces)?.unzip();
         init(format, tracer);
         Ok(Self { traces })

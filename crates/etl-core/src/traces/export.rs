@@ -42,6 +42,15 @@ pub fn register_metrics(registry: &Registry) {
 }
 
 /// The running exporter; [`Traces::shutdown`] posts what is still queued.
+/// Why spans cannot be exported as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum TracesError {
+    #[error("cannot build the OTLP HTTP client")]
+    Client(#[source] reqwest::Error),
+    #[error("cannot build the OTLP exporter")]
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+}
+
 pub struct Traces {
     provider: SdkTracerProvider,
     drained: oneshot::Receiver<()>,
@@ -50,14 +59,14 @@ pub struct Traces {
 impl Traces {
     /// Starts exporting (on the current tokio runtime); `None` when traces
     /// are off.
-    pub fn start(settings: &TraceSettings) -> Result<Option<(Self, SdkTracer)>, String> {
+    pub fn start(settings: &TraceSettings) -> Result<Option<(Self, SdkTracer)>, TracesError> {
         let Some(endpoint) = &settings.endpoint else {
             return Ok(None);
         };
         let http = reqwest::Client::builder()
             .timeout(settings.export_timeout)
             .build()
-            .map_err(|e| format!("the OTLP client: {e}"))?;
+            .map_err(TracesError::Client)?;
         let mut exporter = SpanExporter::builder()
             .with_http()
             .with_http_client(OtlpClient(http))
@@ -65,7 +74,7 @@ impl Traces {
             .with_endpoint(endpoint)
             .with_timeout(settings.export_timeout)
             .build()
-            .map_err(|e| format!("the OTLP exporter: {e}"))?;
+            .map_err(TracesError::Exporter)?;
         let resource = Resource::builder_empty()
             .with_service_name(settings.service_name.clone())
             .build();

@@ -9,7 +9,7 @@ mod export;
 mod sampler;
 mod settings;
 
-pub use export::{Traces, register_metrics};
+pub use export::{Traces, TracesError, register_metrics};
 pub use settings::{SamplerSetting, TraceSettings};
 
 use std::collections::BTreeMap;
