@@ -146,17 +146,10 @@ impl Tail {
         let trace_headers = headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         match Envelope::from_json(payload) {
             Ok(envelope) => {
-                let span = tracing::info_span!(
+                let span = etl_core::consumer_span!(
                     "consume",
-                    otel.kind = "consumer",
-                    messaging.system = "kafka",
-                    messaging.operation.type = "process",
-                    messaging.destination.name = message.topic(),
-                    messaging.destination.partition.id = message.partition(),
-                    messaging.kafka.offset = message.offset(),
+                    message,
                     event_type = envelope.event.type_name(),
-                    trace_id = tracing::field::Empty,
-                    span_id = tracing::field::Empty,
                 );
                 let trace_id = etl_core::traces::continue_from(&span, trace_headers);
                 let seen = SeenEvent {

@@ -226,19 +226,12 @@ impl Worker {
 /// logged with the request it came from.
 fn record_span(record: &OwnedMessage) -> tracing::Span {
     let headers = headers_map(record.headers());
-    let span = tracing::info_span!(
+    let span = etl_core::consumer_span!(
         "record",
-        otel.kind = "consumer",
-        messaging.system = "kafka",
-        messaging.operation.type = "process",
-        messaging.destination.name = record.topic(),
-        messaging.destination.partition.id = record.partition(),
-        messaging.kafka.offset = record.offset(),
+        record,
         request_id = headers.get(HEADER_REQUEST_ID),
         file_id = tracing::field::Empty,
         company = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
     );
     // The file's trace goes on from the producer's publish span.
     etl_core::traces::continue_from(&span, headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));

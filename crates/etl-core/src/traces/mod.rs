@@ -28,6 +28,36 @@ pub fn headers_of(span: &tracing::Span) -> Vec<(&'static str, String)> {
     carrier.0
 }
 
+/// The span of handling one consumed Kafka record (`$message`, an
+/// `rdkafka::Message`): a consumer span named `$name` with the messaging
+/// semantic-convention attributes, empty `trace_id` and `span_id` for
+/// [`continue_from`] to fill, and the caller's own fields after them.
+#[macro_export]
+macro_rules! consumer_span {
+    ($name:literal, $message:expr, $($fields:tt)+) => {{
+        use $crate::traces::__macro_support::Message as _;
+        let message = &$message;
+        $crate::traces::__macro_support::tracing::info_span!(
+            $name,
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.destination.name = message.topic(),
+            messaging.destination.partition.id = message.partition(),
+            messaging.kafka.offset = message.offset(),
+            trace_id = $crate::traces::__macro_support::tracing::field::Empty,
+            span_id = $crate::traces::__macro_support::tracing::field::Empty,
+            $($fields)+
+        )
+    }};
+}
+
+#[doc(hidden)]
+pub mod __macro_support {
+    pub use rdkafka::Message;
+    pub use tracing;
+}
+
 /// Makes the context in `headers` (an HTTP request's, a Kafka record's;
 /// all of them: only `traceparent` and `tracestate` are read, in any case)
 /// the parent of `span`, and puts the trace id on it for the log lines
