@@ -280,8 +280,6 @@ impl ObjectStore {
         Ok(xml::texts(xml::section(&listing, "Buckets"), "Name"))
     }
 
-    /// A call on this bucket (`key` empty) or one of its objects, without
-    /// query or body.
     /// The client span of one S3 call, with the semantic conventions' names.
     fn span(&self, method: &'static str, key: &str) -> tracing::Span {
         tracing::info_span!(
@@ -296,6 +294,8 @@ impl ObjectStore {
         )
     }
 
+    /// A call on this bucket (`key` empty) or one of its objects, without
+    /// query or body.
     fn call<'a>(&'a self, method: Method, key: &'a str) -> Call<'a> {
         Call {
             method,
