@@ -23,6 +23,7 @@ use etl_core::storage::ObjectStore;
 use crate::error::ApiError;
 use crate::idempotency::Idempotency;
 use crate::limit::{ImportSlots, take_slot};
+use crate::linger::{Linger, linger};
 use crate::metrics::ImportMetrics;
 use crate::settings::ApiSettings;
 use crate::state::AppState;
@@ -87,6 +88,10 @@ impl Application {
             settings.datasets.clone(),
         );
         let header_timeout = settings.header_timeout;
+        let refused_bodies = Linger {
+            max_bytes: settings.max_body_bytes as u64,
+            stopping: stopping.clone(),
+        };
         let datasets = settings.datasets.clone();
         let state = AppState {
             settings: Arc::new(settings),
@@ -103,6 +108,7 @@ impl Application {
                 keys,
                 crate::auth::require_key,
             ))
+            .route_layer(axum::middleware::from_fn_with_state(refused_bodies, linger))
             .with_state(state)
             .merge(ops_router(crate::service_info(), readiness, registry))
             .merge(crate::docs::router())

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod import;
 pub mod limit;
+pub mod linger;
 pub mod metrics;
 pub mod request_id;
 pub mod settings;

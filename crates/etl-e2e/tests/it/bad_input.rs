@@ -583,6 +583,92 @@ async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
     );
 }
 
+/// Many clients (Python's requests, Java's HttpURLConnection, reqwest)
+/// write the whole body before they read the answer. Two 24 MiB uploads
+/// the api refuses early, one at its first bytes (no key) and one at its
+/// 101st number, each sent by such a client, with a length and chunked:
+/// the client gets to send it all and then reads the JSON error, instead
+/// of a connection reset halfway through.
+#[tokio::test]
+async fn a_client_that_sends_its_whole_body_first_reads_the_early_refusal() {
+    let env = TestEnv::new().await;
+    let api = ServiceProcess::api(&env, &[("API_KEYS", "s3cret")]).await;
+    let addr = api.base_url.trim_start_matches("http://").to_owned();
+    let numbers = hostile::array_of_numbers(24 << 20);
+    let refusals = [
+        ("", 401, "unauthorized"),
+        ("Authorization: Bearer s3cret\r\n", 422, "missing_company"),
+    ];
+    let framings = [false, true];
+    for ((authorization, status, code), chunked) in refusals
+        .into_iter()
+        .flat_map(|refusal| framings.map(|chunked| (refusal, chunked)))
+    {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        let framing = if chunked {
+            "Transfer-Encoding: chunked".to_owned()
+        } else {
+            format!("Content-Length: {}", numbers.len())
+        };
+        let head = format!(
+            "POST /import/companies HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n\
+             Connection: close\r\n{authorization}{framing}\r\n\r\n"
+        );
+        let body = if chunked {
+            [
+                format!("{:x}\r\n", numbers.len()).as_bytes(),
+                &numbers,
+                b"\r\n0\r\n\r\n",
+            ]
+            .concat()
+        } else {
+            numbers.clone()
+        };
+        let sent = tokio::time::timeout(DEADLINE, async {
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(&body).await
+        })
+        .await
+        .expect("the api reads the body");
+        let described = format!("the {status}, chunked: {chunked}");
+        assert!(
+            sent.is_ok(),
+            "{described}: the connection failed before the body was sent: {sent:?}"
+        );
+        let (answered, answer) = read_answer(&mut stream).await;
+        assert_eq!(
+            (answered, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{described}: {answer}"
+        );
+    }
+}
+
+/// curl asks `Expect: 100-continue` before a body over 1 MiB. A refusal
+/// known from the headers is the whole answer: no `100 Continue` invites
+/// the body, and the connection closes.
+#[tokio::test]
+async fn a_client_waiting_for_100_continue_is_refused_without_being_asked_for_the_body() {
+    let env = TestEnv::new().await;
+    let api = ServiceProcess::api(&env, &[("API_KEYS", "s3cret")]).await;
+    let addr = api.base_url.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /import/companies HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\nContent-Length: 25165824\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut raw))
+        .await
+        .expect("the api answers and closes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 401 "), "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+}
+
 /// Sends `bytes` one per second; false when the server closed the
 /// connection before all were sent.
 async fn trickle(stream: &mut TcpStream, bytes: &[u8]) -> bool {

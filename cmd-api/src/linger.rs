@@ -1,0 +1,151 @@
+//! An answer given before the request body was read whole reaches the
+//! client.
+//!
+//! The api refuses a bad upload as soon as it knows: no key, no slot, the
+//! 101st number of an array of numbers. Many HTTP/1 clients (Python's
+//! requests, Java's HttpURLConnection, reqwest) write the whole body
+//! before they read the answer. Were the connection closed with body bytes
+//! still arriving, the kernel would answer them with a reset, and such a
+//! client would report "broken pipe" instead of the JSON error. So the rest
+//! of a refused body is read and thrown away in the background while the
+//! answer goes out, within bounds, as nginx's lingering close does.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+/// How long a refused body is read at most...
+const LINGER_FOR: Duration = Duration::from_secs(30);
+/// ...and how long without a byte before its client is taken to have
+/// stopped sending (curl, for one, stops when it sees the answer).
+const LINGER_IDLE: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct Linger {
+    /// Bytes read at most after the answer: as many as an upload may have
+    /// (`MAX_BODY_BYTES`), so that a refusal costs no more than an import.
+    pub max_bytes: u64,
+    /// Shutdown does not wait for a refused body.
+    pub stopping: CancellationToken,
+}
+
+/// Middleware: drains what the handler left of the body, unless there is
+/// no point. A client still waiting for `100 Continue` has sent nothing;
+/// one declaring more than `max_bytes` would be reset anyway; and one too
+/// slow to send its body in time (408) is not waited for any longer.
+pub async fn linger(State(linger): State<Linger>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let hopeless = declared_length(&parts.headers).is_some_and(|n| n > linger.max_bytes);
+    let (left_tx, mut left_rx) = oneshot::channel();
+    let body = Body::new(Unread {
+        body: Some(body),
+        awaits_continue: awaits_continue(&parts.headers),
+        polled: false,
+        ended: false,
+        left: Some(left_tx),
+    });
+    let response = next.run(Request::from_parts(parts, body)).await;
+    if let Ok(left) = left_rx.try_recv()
+        && !hopeless
+        && response.status() != StatusCode::REQUEST_TIMEOUT
+    {
+        let draining = drain(left, linger.max_bytes);
+        tokio::spawn(linger.stopping.run_until_cancelled_owned(draining));
+    }
+    response
+}
+
+/// Reads and drops `body` until it ends, stalls, or is over its bounds;
+/// dropping it then lets the connection close.
+async fn drain(mut body: Body, max_bytes: u64) {
+    let deadline = Instant::now() + LINGER_FOR;
+    let mut read = 0u64;
+    while read <= max_bytes {
+        let stall = Instant::now() + LINGER_IDLE;
+        match timeout_at(deadline.min(stall), body.frame()).await {
+            Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn awaits_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// The request body as the handler sees it; whatever the handler drops
+/// unread goes back to [`linger`] through `left`.
+struct Unread {
+    body: Option<Body>,
+    awaits_continue: bool,
+    polled: bool,
+    ended: bool,
+    left: Option<oneshot::Sender<Body>>,
+}
+
+impl HttpBody for Unread {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        this.polled = true;
+        let Some(body) = this.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let next = Pin::new(body).poll_frame(cx);
+        if matches!(next, Poll::Ready(None | Some(Err(_)))) {
+            this.ended = true;
+        }
+        next
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.body.as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), HttpBody::size_hint)
+    }
+}
+
+impl Drop for Unread {
+    fn drop(&mut self) {
+        let (Some(body), Some(left)) = (self.body.take(), self.left.take()) else {
+            return;
+        };
+        // Polling would send the client its `100 Continue`: the go-ahead
+        // for an upload that is refused already.
+        let nothing_sent = self.awaits_continue && !self.polled;
+        if !self.ended && !body.is_end_stream() && !nothing_sent {
+            let _ = left.send(body);
+        }
+    }
+}
