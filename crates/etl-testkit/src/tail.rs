@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaError;
 
 use etl_core::bus::{KafkaSettings, headers_map};
 use etl_core::events::Envelope;
@@ -53,6 +54,8 @@ const TAIL_BATCH: usize = 1_000;
 pub struct TopicTail {
     consumer: StreamConsumer,
     seen: Vec<Received>,
+    /// The last error the consumer reported, for the timeout's message.
+    last_error: Option<KafkaError>,
 }
 
 impl TopicTail {
@@ -62,6 +65,7 @@ impl TopicTail {
         Self {
             consumer,
             seen: Vec::new(),
+            last_error: None,
         }
     }
 
@@ -75,7 +79,9 @@ impl TopicTail {
             let left = timeout.saturating_sub(started.elapsed());
             assert!(
                 !left.is_zero(),
-                "timed out after {timeout:?} waiting for {what}; saw {} record(s): {:#?}",
+                "timed out after {timeout:?} waiting for {what} (last consumer error: {:?}); \
+                 saw {} record(s): {:#?}",
+                self.last_error,
                 self.seen.len(),
                 self.seen.iter().map(|r| &r.envelope).collect::<Vec<_>>()
             );
@@ -87,7 +93,16 @@ impl TopicTail {
                 let Ok(result) = tokio::time::timeout(wait, self.consumer.recv()).await else {
                     break;
                 };
-                self.seen.push(received(&result.expect("kafka receive")));
+                match result {
+                    Ok(message) => self.seen.push(received(&message)),
+                    Err(e @ KafkaError::MessageConsumptionFatal(_)) => panic!("kafka receive: {e}"),
+                    // A broker out of reach for a while (a node restarting)
+                    // is ridden out, as the services do; the deadline decides.
+                    Err(e) => {
+                        self.last_error = Some(e);
+                        break;
+                    }
+                }
                 wait = Duration::ZERO;
             }
         }
