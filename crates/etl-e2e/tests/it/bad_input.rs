@@ -546,13 +546,18 @@ async fn every_bad_input_gets_its_status_and_code_and_both_services_stay_ready()
 }
 
 /// Status line and JSON body of a raw HTTP/1.1 exchange on `stream`.
-async fn read_answer(stream: &mut TcpStream) -> (u16, Value) {
+/// Everything the api sends until it closes the connection.
+async fn read_until_closed(stream: &mut TcpStream) -> String {
     let mut raw = Vec::new();
     tokio::time::timeout(DEADLINE, stream.read_to_end(&mut raw))
         .await
         .expect("the api answers and closes")
         .ok();
-    let text = String::from_utf8_lossy(&raw);
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+async fn read_answer(stream: &mut TcpStream) -> (u16, Value) {
+    let text = read_until_closed(stream).await;
     let status = text
         .split(' ')
         .nth(1)
@@ -659,12 +664,7 @@ async fn a_client_waiting_for_100_continue_is_refused_without_being_asked_for_th
         )
         .await
         .unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut raw))
-        .await
-        .expect("the api answers and closes")
-        .unwrap();
-    let text = String::from_utf8_lossy(&raw);
+    let text = read_until_closed(&mut stream).await;
     assert!(text.starts_with("HTTP/1.1 401 "), "{text}");
     assert!(!text.contains("100 Continue"), "{text}");
 }
