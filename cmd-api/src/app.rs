@@ -108,7 +108,6 @@ impl Application {
                 keys,
                 crate::auth::require_key,
             ))
-            .route_layer(axum::middleware::from_fn_with_state(refused_bodies, linger))
             .with_state(state)
             .merge(ops_router(crate::service_info(), readiness, registry))
             .merge(crate::docs::router())
@@ -119,6 +118,7 @@ impl Application {
             ))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::middleware::from_fn_with_state(refused_bodies, linger))
             .layer(axum::middleware::from_fn(request_id::assign));
         Ok(Self {
             listener,

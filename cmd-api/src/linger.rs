@@ -2,7 +2,7 @@
 //! client.
 //!
 //! The api refuses a bad upload as soon as it knows: no key, no slot, the
-//! 101st number of an array of numbers. Many HTTP/1 clients (Python's
+//! 101st number of an array of numbers, a mistyped route. Many HTTP/1 clients (Python's
 //! requests, Java's HttpURLConnection, reqwest) write the whole body
 //! before they read the answer. Were the connection closed with body bytes
 //! still arriving, the kernel would answer them with a reset, and such a
@@ -45,6 +45,9 @@ pub struct Linger {
 /// one declaring more than `max_bytes` would be reset anyway; and one too
 /// slow to send its body in time (408) is not waited for any longer.
 pub async fn linger(State(linger): State<Linger>, req: Request, next: Next) -> Response {
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
     let (parts, body) = req.into_parts();
     let hopeless = declared_length(&parts.headers).is_some_and(|n| n > linger.max_bytes);
     let (left_tx, mut left_rx) = oneshot::channel();

@@ -589,23 +589,25 @@ async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
 }
 
 /// Many clients (Python's requests, Java's HttpURLConnection, reqwest)
-/// write the whole body before they read the answer. Two 24 MiB uploads
-/// the api refuses early, one at its first bytes (no key) and one at its
-/// 101st number, each sent by such a client, with a length and chunked:
-/// the client gets to send it all and then reads the JSON error, instead
-/// of a connection reset halfway through.
+/// write the whole body before they read the answer. Three 24 MiB uploads
+/// the api refuses early, two before their first byte (a mistyped route,
+/// no key) and one at its 101st number, each sent by such a client, with a
+/// length and chunked: the client gets to send it all and then reads the
+/// JSON error, instead of a connection reset halfway through.
 #[tokio::test]
 async fn a_client_that_sends_its_whole_body_first_reads_the_early_refusal() {
     let env = TestEnv::new().await;
     let api = ServiceProcess::api(&env, &[("API_KEYS", "s3cret")]).await;
     let addr = api.base_url.trim_start_matches("http://").to_owned();
     let numbers = hostile::array_of_numbers(24 << 20);
+    let key = "Authorization: Bearer s3cret\r\n";
     let refusals = [
-        ("", 401, "unauthorized"),
-        ("Authorization: Bearer s3cret\r\n", 422, "missing_company"),
+        ("/imports/companies", key, 404, "not_found"),
+        ("/import/companies", "", 401, "unauthorized"),
+        ("/import/companies", key, 422, "missing_company"),
     ];
     let framings = [false, true];
-    for ((authorization, status, code), chunked) in refusals
+    for ((path, authorization, status, code), chunked) in refusals
         .into_iter()
         .flat_map(|refusal| framings.map(|chunked| (refusal, chunked)))
     {
@@ -616,7 +618,7 @@ async fn a_client_that_sends_its_whole_body_first_reads_the_early_refusal() {
             format!("Content-Length: {}", numbers.len())
         };
         let head = format!(
-            "POST /import/companies HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n\
+            "POST {path} HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n\
              Connection: close\r\n{authorization}{framing}\r\n\r\n"
         );
         let body = if chunked {
