@@ -84,12 +84,19 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Replay { file_id, company } => {
-            let settings = settings(&env)?;
-            let done = cmd_processor::replay::replay(&settings, &file_id, company.as_deref())
-                .await
-                .context("replay failed")?;
+            let settings = ProcessorSettings::from_env(&env).context("invalid configuration")?;
+            let telemetry = Telemetry::start(settings.log_format, &settings.traces)
+                .context("cannot export traces")?;
+            let done = cmd_processor::replay::replay(&settings, &file_id, company.as_deref()).await;
+            // The replay's spans are posted before the process ends.
+            telemetry.shutdown().await;
+            let done = done.context("replay failed")?;
+            let trace = done
+                .trace_id
+                .map(|id| format!(" and trace id {id}"))
+                .unwrap_or_default();
             println!(
-                "replayed file {} of {} (ledger status before: {}); follow it with request id {}",
+                "replayed file {} of {} (ledger status before: {}); follow it with request id {}{trace}",
                 done.file_id,
                 done.company.as_str(),
                 done.previous_status.as_deref().unwrap_or("none"),
@@ -100,8 +107,8 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// The settings of a one-shot command that logs (redrive, replay); it
-/// exports no spans.
+/// The settings of `redrive`, which logs and exports no spans: a re-driven
+/// record keeps its headers, so its handling joins its original trace.
 fn settings(env: &Env) -> anyhow::Result<ProcessorSettings> {
     let settings = ProcessorSettings::from_env(env).context("invalid configuration")?;
     etl_core::telemetry::init(settings.log_format, None);

@@ -13,6 +13,7 @@
 
 use prometheus::Registry;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use etl_core::bus::{BusError, EventPublisher};
 use etl_core::dataset::{DatasetError, DatasetName};
@@ -72,9 +73,35 @@ pub struct Replayed {
     pub previous_status: Option<String>,
     /// The request id of the replay, to follow it in logs and events.
     pub request_id: RequestId,
+    /// The replay's trace, when traces are exported: a `replay` span
+    /// whose `publish` the processor's handling of the file continues.
+    pub trace_id: Option<String>,
 }
 
 pub async fn replay(
+    settings: &ProcessorSettings,
+    file_id: &str,
+    company: Option<&str>,
+) -> Result<Replayed, ReplayError> {
+    let span = tracing::info_span!(
+        "replay",
+        file_id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    etl_core::traces::record_trace_id(&span);
+    let trace_id = etl_core::traces::exported_trace_id(&span);
+    let replayed = republish(settings, file_id, company)
+        .instrument(span)
+        .await?;
+    Ok(Replayed {
+        trace_id,
+        ..replayed
+    })
+}
+
+/// Finds the file, checks its object, and announces it again.
+async fn republish(
     settings: &ProcessorSettings,
     file_id: &str,
     company: Option<&str>,
@@ -132,6 +159,7 @@ pub async fn replay(
         company,
         previous_status,
         request_id,
+        trace_id: None,
     })
 }
 

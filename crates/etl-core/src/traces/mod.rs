@@ -98,6 +98,14 @@ pub fn record_trace_id(span: &tracing::Span) {
     }
 }
 
+/// The trace id of `span` (in hex) when its trace is exported: sampled,
+/// with traces on.
+pub fn exported_trace_id(span: &tracing::Span) -> Option<String> {
+    let cx: Context = span.context();
+    let ids = cx.span().span_context().clone();
+    (ids.is_valid() && ids.is_sampled()).then(|| ids.trace_id().to_string())
+}
+
 /// Sets an attribute of `span`'s exported span only, for what is learnt
 /// after its log lines (a response's status, where a record landed): a
 /// `tracing` field recorded late costs the JSON log format a rewrite of

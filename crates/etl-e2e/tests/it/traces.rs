@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use etl_core::events::Event;
 use etl_testkit::{
     DEADLINE, OtlpReceiver, Received, ReceivedSpan, ServiceProcess, TestEnv, eventually, example,
-    get_json, import, metric, scrape,
+    get_json, import, metric, run_binary, scrape,
 };
 
 /// A client's trace: its id, and the id of the client span that posted.
@@ -240,6 +240,81 @@ fn the_log_lines_carry_the_trace_id(api: &ServiceProcess, processor: &ServicePro
         let span_id = logged["span"]["span_id"].as_str().unwrap_or_default();
         assert_eq!(span_id.len(), 16, "{logged}");
     }
+}
+
+/// `replay` is a trace of its own, which the command names: its `replay`
+/// span, the `publish` of the fresh announcement under it, and the
+/// processor's handling of the file continuing from that publish.
+#[tokio::test]
+async fn a_replay_is_one_trace_that_the_processor_continues() {
+    let env = TestEnv::new().await;
+    let receiver = OtlpReceiver::start().await;
+    let otel = exporting_to(&receiver);
+    let api = ServiceProcess::api(&env, &[]).await;
+    let _processor = ServiceProcess::processor(&env, &otel).await;
+    let mut loaded = env.tail(&env.kafka().topics().file_loaded);
+    let answer = import(&api, example("companies/c.json")).send().await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let file_id = answer.file_ids().remove(0);
+    loaded
+        .until(DEADLINE, "the file loaded", |r| r.len() == 1)
+        .await;
+
+    let vars: Vec<(String, String)> = env
+        .vars
+        .clone()
+        .into_iter()
+        .chain(otel.map(|(name, value)| (name.to_owned(), value.to_owned())))
+        .collect();
+    // The receiver answers on this test's thread: the command must not
+    // block it while it posts its spans.
+    let args = ["replay".to_owned(), file_id.clone()];
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_binary("cmd-processor", &args, vars)
+    })
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trace_id = said
+        .lines()
+        .filter(|line| line.starts_with("replayed file"))
+        .find_map(|line| line.split_once(" and trace id "))
+        .map(|(_, id)| id.trim().to_owned())
+        .unwrap_or_else(|| panic!("the command names no trace: {said}"));
+    loaded
+        .until(DEADLINE, "the replay's FileLoaded", |r| r.len() == 2)
+        .await;
+    let in_trace = |spans: &[ReceivedSpan], parent: &str, name: &str| {
+        spans
+            .iter()
+            .find(|s| s.trace_id == trace_id && s.parent_span_id == parent && s.name == name)
+            .cloned()
+    };
+    let spans = receiver
+        .until(DEADLINE, "the replay's spans", |spans| {
+            spans
+                .iter()
+                .any(|s| s.trace_id == trace_id && s.name == "record")
+        })
+        .await;
+    let replay = in_trace(&spans, "", "replay")
+        .unwrap_or_else(|| panic!("no root replay span in {spans:#?}"));
+    assert_eq!(replay.attributes["file_id"], file_id, "{replay:?}");
+    let publish = in_trace(&spans, &replay.span_id, "publish")
+        .unwrap_or_else(|| panic!("no publish under the replay in {spans:#?}"));
+    assert!(
+        publish.attributes["messaging.destination.name"].ends_with("etl.file-extract-success"),
+        "{publish:?}"
+    );
+    let record = in_trace(&spans, &publish.span_id, "record")
+        .unwrap_or_else(|| panic!("no record span under the publish in {spans:#?}"));
+    assert_eq!(record.service, "cmd-processor");
 }
 
 /// A collector that is down costs the pipeline nothing but its spans:
