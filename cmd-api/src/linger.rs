@@ -2,11 +2,11 @@
 //! client.
 //!
 //! The api refuses a bad upload as soon as it knows: no key, no slot, the
-//! 101st number of an array of numbers, a mistyped route. Many HTTP/1 clients (Python's
-//! requests, Java's HttpURLConnection, reqwest) write the whole body
-//! before they read the answer. Were the connection closed with body bytes
-//! still arriving, the kernel would answer them with a reset, and such a
-//! client would report "broken pipe" instead of the JSON error. So the rest
+//! 101st number of an array of numbers, a mistyped route. Some HTTP/1
+//! clients (Node's `fetch`, reqwest) go on writing the body and read the
+//! answer only after. Were the connection closed with body bytes still
+//! arriving, the kernel would answer them with a reset, and such a client
+//! would report "broken pipe" (`EPIPE`) instead of the JSON error. So the rest
 //! of a refused body is read and thrown away in the background while the
 //! answer goes out, within bounds, as nginx's lingering close does.
 

@@ -588,8 +588,8 @@ async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
     );
 }
 
-/// Many clients (Python's requests, Java's HttpURLConnection, reqwest)
-/// write the whole body before they read the answer. Three 24 MiB uploads
+/// Some clients (Node's `fetch`, reqwest) write the whole body before
+/// they read the answer. Three 24 MiB uploads
 /// the api refuses early, two before their first byte (a mistyped route,
 /// no key) and one at its 101st number, each sent by such a client, with a
 /// length and chunked: the client gets to send it all and then reads the
