@@ -110,8 +110,8 @@ pub struct TestEnv {
 impl TestEnv {
     /// Creates the test's database (migrated) and names its bucket, topic
     /// prefix and consumer groups. The first one of a test process also
-    /// removes the databases, buckets and topics of test runs more than an
-    /// hour old, so the local stack does not fill up.
+    /// removes the databases, buckets and topics of test runs more than 15
+    /// minutes old, so the local stack does not fill up.
     pub async fn new() -> Self {
         let mut vars = stack_vars();
         let now = SystemTime::now()

@@ -1,11 +1,14 @@
 //! What earlier test runs left on the shared itest stack: every test makes
 //! its own database, bucket and topics and none removes them (a failed test
 //! keeps them to look at), so `make test` after `make test` would fill the
-//! disk and give the brokers thousands of partitions. What is more than an
-//! hour old goes, once per test process; `ETL_STALE_AFTER_SECS` sets
+//! disk and give the brokers thousands of partitions. What is more than 15
+//! minutes old goes, once per test process; `ETL_STALE_AFTER_SECS` sets
 //! another age (`make bench` sweeps what is more than a minute old: 3,187
 //! leftover partitions per broker node doubled the idle cluster's CPU and
-//! the broker's CPU per file in a measured run).
+//! the broker's CPU per file in a measured run). An hour of leftovers,
+//! about 4 runs of `make test`, was 4,606 partitions per node, and one
+//! node died of a full heap; 15 minutes still leave a failed run's
+//! database, bucket and topics to look at.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +24,7 @@ use etl_core::metrics::DependencyTimer;
 use etl_core::storage::{ObjectStore, S3Settings};
 
 static SWEPT: AtomicBool = AtomicBool::new(false);
-const DEFAULT_MAX_AGE_SECS: u64 = 3600;
+const DEFAULT_MAX_AGE_SECS: u64 = 15 * 60;
 
 pub(crate) async fn sweep_once(admin: &PgPool, vars: &BTreeMap<String, String>, now: u64) {
     if SWEPT.swap(true, Ordering::SeqCst) {
