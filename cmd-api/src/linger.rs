@@ -152,3 +152,151 @@ impl Drop for Unread {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use axum::Router;
+    use futures::{StreamExt, stream};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 40;
+
+    /// A request body of `CHUNKS` chunks that counts the ones read and
+    /// knows when it is dropped.
+    #[derive(Clone, Default)]
+    struct Upload {
+        read: Arc<AtomicUsize>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    struct DropFlag(Arc<AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Upload {
+        fn body(&self) -> Body {
+            let read = self.read.clone();
+            let flag = DropFlag(self.dropped.clone());
+            Body::from_stream(stream::iter(0..CHUNKS).map(move |_| {
+                // Owned by the stream, so it drops with it.
+                let _ = &flag;
+                read.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(Bytes::from(vec![b' '; CHUNK]))
+            }))
+        }
+
+        fn read(&self) -> usize {
+            self.read.load(Ordering::SeqCst)
+        }
+
+        fn dropped(&self) -> bool {
+            self.dropped.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Reads one chunk (none when asked to), then answers `status`.
+    async fn refuse(
+        axum::extract::Path(status): axum::extract::Path<u16>,
+        headers: HeaderMap,
+        body: Body,
+    ) -> StatusCode {
+        if !awaits_continue(&headers) {
+            let _ = body.into_data_stream().next().await;
+        }
+        StatusCode::from_u16(status).unwrap()
+    }
+
+    async fn send(upload: &Upload, status: u16, headers: &[(&str, &str)]) -> StatusCode {
+        send_limited(upload, status, headers, CHUNKS * CHUNK).await
+    }
+
+    async fn send_limited(
+        upload: &Upload,
+        status: u16,
+        headers: &[(&str, &str)],
+        max_bytes: usize,
+    ) -> StatusCode {
+        let linger = Linger {
+            max_bytes: max_bytes as u64,
+            stopping: CancellationToken::new(),
+        };
+        let app = Router::new()
+            .route("/refuse/{status}", axum::routing::post(refuse))
+            .layer(axum::middleware::from_fn_with_state(linger, self::linger));
+        let mut request = Request::post(format!("/refuse/{status}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = app.oneshot(request.body(upload.body()).unwrap()).await;
+        response.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn a_refused_body_is_read_to_its_end_after_the_answer() {
+        let upload = Upload::default();
+        assert_eq!(
+            send(&upload, 422, &[]).await,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        etl_testkit::eventually(etl_testkit::DEADLINE, "the body drained", || async {
+            (upload.read() == CHUNKS && upload.dropped()).then_some(())
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_drain_reads_no_more_than_max_bytes() {
+        let upload = Upload::default();
+        let status = send_limited(&upload, 422, &[], 10 * CHUNK).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        etl_testkit::eventually(etl_testkit::DEADLINE, "the drain to give up", || async {
+            upload.dropped().then_some(())
+        })
+        .await;
+        // The handler's chunk, then chunks until more than 10 were drained.
+        assert_eq!(upload.read(), 1 + 11);
+    }
+
+    /// A case, its answer, its request headers, and the chunks its handler
+    /// reads.
+    type Pointless<'a> = (&'a str, u16, &'a [(&'a str, &'a str)], usize);
+
+    #[tokio::test]
+    async fn a_body_is_not_drained_when_there_is_no_point() {
+        let too_long = ((CHUNKS * CHUNK) + 1).to_string();
+        let cases: [Pointless<'_>; 3] = [
+            ("a client too slow already", 408, &[], 1),
+            (
+                "a body declared over the limit",
+                413,
+                &[("content-length", &too_long)],
+                1,
+            ),
+            (
+                "a client waiting for 100 Continue",
+                401,
+                &[("expect", "100-continue")],
+                0,
+            ),
+        ];
+        for (case, status, headers, read_by_the_handler) in cases {
+            let upload = Upload::default();
+            assert_eq!(send(&upload, status, headers).await.as_u16(), status);
+            assert!(
+                upload.dropped(),
+                "{case}: the body is dropped with the answer"
+            );
+            assert_eq!(upload.read(), read_by_the_handler, "{case}");
+        }
+    }
+}
