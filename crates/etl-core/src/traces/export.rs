@@ -41,7 +41,6 @@ pub fn register_metrics(registry: &Registry) {
     let _ = registry.register(Box::new(DROPPED.clone()));
 }
 
-/// The running exporter; [`Traces::shutdown`] posts what is still queued.
 /// Why spans cannot be exported as configured.
 #[derive(Debug, thiserror::Error)]
 pub enum TracesError {
@@ -51,6 +50,7 @@ pub enum TracesError {
     Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
 }
 
+/// The running exporter; [`Traces::shutdown`] posts what is still queued.
 pub struct Traces {
     provider: SdkTracerProvider,
     drained: oneshot::Receiver<()>,

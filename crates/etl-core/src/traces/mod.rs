@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -85,8 +85,7 @@ pub fn continue_from<'h>(
 /// Records `trace_id` and `span_id` on `span` (declared with both as
 /// `tracing::field::Empty`) when traces are on.
 pub fn record_trace_id(span: &tracing::Span) {
-    let cx: Context = span.context();
-    let ids = cx.span().span_context().clone();
+    let ids = ids_of(span);
     if ids.is_valid() {
         crate::telemetry::record_fields(
             span,
@@ -101,9 +100,14 @@ pub fn record_trace_id(span: &tracing::Span) {
 /// The trace id of `span` (in hex) when its trace is exported: sampled,
 /// with traces on.
 pub fn exported_trace_id(span: &tracing::Span) -> Option<String> {
-    let cx: Context = span.context();
-    let ids = cx.span().span_context().clone();
+    let ids = ids_of(span);
     (ids.is_valid() && ids.is_sampled()).then(|| ids.trace_id().to_string())
+}
+
+/// `span`'s trace and span ids (invalid ones when traces are off).
+fn ids_of(span: &tracing::Span) -> SpanContext {
+    let cx: Context = span.context();
+    cx.span().span_context().clone()
 }
 
 /// Sets an attribute of `span`'s exported span only, for what is learnt
@@ -121,13 +125,12 @@ pub fn set_attribute(
 /// The span some work was asked for in, for a span that does the work
 /// of several (one database transaction for many files) to link to.
 #[derive(Debug, Clone)]
-pub struct SpanLink(opentelemetry::trace::SpanContext);
+pub struct SpanLink(SpanContext);
 
 impl SpanLink {
     /// The current span's; one that links nowhere when traces are off.
     pub fn current() -> Self {
-        let cx = tracing::Span::current().context();
-        Self(cx.span().span_context().clone())
+        Self(ids_of(&tracing::Span::current()))
     }
 }
 
