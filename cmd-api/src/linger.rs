@@ -25,6 +25,8 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
+use crate::upload::declared_length;
+
 /// How long a refused body is read at most...
 const LINGER_FOR: Duration = Duration::from_secs(30);
 /// ...and how long without a byte before its client is taken to have
@@ -83,15 +85,6 @@ async fn drain(mut body: Body, max_bytes: u64) {
     }
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
 fn awaits_continue(headers: &HeaderMap) -> bool {
     headers
         .get(header::EXPECT)
@@ -141,13 +134,13 @@ impl HttpBody for Unread {
 
 impl Drop for Unread {
     fn drop(&mut self) {
-        let (Some(body), Some(left)) = (self.body.take(), self.left.take()) else {
-            return;
-        };
         // Polling would send the client its `100 Continue`: the go-ahead
         // for an upload that is refused already.
         let nothing_sent = self.awaits_continue && !self.polled;
-        if !self.ended && !body.is_end_stream() && !nothing_sent {
+        if self.is_end_stream() || nothing_sent {
+            return;
+        }
+        if let (Some(body), Some(left)) = (self.body.take(), self.left.take()) {
             let _ = left.send(body);
         }
     }

@@ -7,6 +7,7 @@
 use std::io::{self, Read};
 
 use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
@@ -31,6 +32,16 @@ pub enum ReadFailure {
     /// The request side gave up (a timeout, or storing failed).
     #[error("the upload was abandoned")]
     Abandoned,
+}
+
+/// The length the request's `Content-Length` declares, if it is a number.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 pub fn channel() -> (mpsc::Sender<Chunk>, mpsc::Receiver<Chunk>) {

@@ -108,11 +108,7 @@ async fn accept(
     let gzip = gzipped(headers)?;
     let format = body_format(headers)?;
     let limit = state.settings.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if upload::declared_length(headers).is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
     let filename = params.filename.as_deref();
