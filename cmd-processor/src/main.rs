@@ -84,9 +84,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Replay { file_id, company } => {
-            let settings = ProcessorSettings::from_env(&env).context("invalid configuration")?;
-            let telemetry = Telemetry::start(settings.log_format, &settings.traces)
-                .context("cannot export traces")?;
+            let (settings, telemetry) = traced(&env)?;
             let done = cmd_processor::replay::replay(&settings, &file_id, company.as_deref()).await;
             // The replay's spans are posted before the process ends.
             telemetry.shutdown().await;
@@ -120,10 +118,16 @@ fn database(env: &Env) -> anyhow::Result<sqlx::PgPool> {
     Ok(etl_core::db::pool(&settings)?)
 }
 
-async fn run(env: &Env) -> anyhow::Result<()> {
+/// The settings, with logging and (when configured) trace export started.
+fn traced(env: &Env) -> anyhow::Result<(ProcessorSettings, Telemetry)> {
     let settings = ProcessorSettings::from_env(env).context("invalid configuration")?;
     let telemetry =
         Telemetry::start(settings.log_format, &settings.traces).context("cannot export traces")?;
+    Ok((settings, telemetry))
+}
+
+async fn run(env: &Env) -> anyhow::Result<()> {
+    let (settings, telemetry) = traced(env)?;
     let app = Application::build(settings)
         .await
         .context("failed to start cmd-processor")?;
